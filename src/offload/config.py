@@ -1,0 +1,205 @@
+"""One typed `Settings` object, read in one place from `$OFFLOAD_HOME/config.toml` and
+`OFFLOAD_*` environment variables (the environment wins), then passed in explicitly.
+
+A frozen dataclass rather than pydantic-settings: the CLI reads it on every call and
+pydantic alone costs ~180 ms to import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from offload.errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+
+def _default_concurrency() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of offload, each also readable as `OFFLOAD_<NAME>`."""
+
+    home: Path = field(default_factory=lambda: Path.home() / ".offload")
+    max_concurrent: int = field(default_factory=_default_concurrency)
+    groups: dict[str, int] = field(default_factory=dict)
+    default_group_limit: int = 1
+    grace_seconds: float = 5.0
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    workspace_roots: tuple[str, ...] = ()
+    env_allow: tuple[str, ...] = ()
+    default_timeout_seconds: float | None = None
+    max_address_space_mb: int | None = None
+    max_cpu_seconds: int | None = None
+    max_open_files: int | None = 4096
+    nice: int = 5
+    cgroups: bool = True
+    idle_exit_seconds: float = 900.0
+    poll_seconds: float = 1.0
+    # LLM tasks (see README "LLM tasks"); routing tables are plain data, not code.
+    default_model: str = "auto"
+    large_context_model: str = "gpt-4.1"
+    bedrock_model: str = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+    openai_model: str = "gpt-4o-mini"
+    openai_base_url: str | None = None
+    aliases: dict[str, str] = field(default_factory=dict)
+    rules_files: tuple[str, ...] = ()
+    max_rules_bytes: int = 32_768
+    max_context_file_bytes: int = 262_144
+    max_context_total_bytes: int = 1_048_576
+    max_output_tokens: int = 8192
+    max_daily_cost_usd: float | None = None
+    llm_max_attempts: int = 5
+    agent_max_turns: int = 20
+    agent_command_timeout_seconds: float = 120.0
+    agent_run_commands_in: str = "staging"
+    # LLM routing, providers, retries and prices (docs/llm.md). `model_routes` maps model-name
+    # globs to a provider, first match wins; `prices` adds or overrides USD per 1M tokens.
+    model_routes: dict[str, str] = field(
+        default_factory=lambda: {
+            "anthropic.*": "bedrock",
+            "amazon.*": "bedrock",
+            "meta.*": "bedrock",
+            "mistral.*": "bedrock",
+            "cohere.*": "bedrock",
+            "global.*": "bedrock",
+            "us.*": "bedrock",
+            "eu.*": "bedrock",
+            "apac.*": "bedrock",
+            "*": "openai",
+        }
+    )
+    prices: dict[str, Any] = field(default_factory=dict)
+    bedrock_region: str | None = None
+    bedrock_endpoint_url: str | None = None
+    openai_max_tokens_param: str = "max_completion_tokens"
+    llm_request_timeout_seconds: float = 600.0
+    llm_retry_initial_seconds: float = 1.0
+    llm_retry_max_seconds: float = 30.0
+
+    @property
+    def db_path(self) -> Path:
+        """The queue database file."""
+        return self.home / "queue.db"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Where each task's output log lives."""
+        return self.home / "logs"
+
+
+_ENV_PREFIX = "OFFLOAD_"
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    """Converts a TOML or environment value to the setting's type, or raises ConfigError."""
+    text = str(kind)
+    try:
+        if value is None or (isinstance(value, str) and value == "" and "None" in text):
+            return None
+        if "Path" in text:
+            return Path(os.path.expanduser(str(value)))
+        if "dict" in text:
+            return _coerce_mapping(value)
+        if "tuple" in text:
+            return _coerce_list(value)
+        if text.startswith("bool") or kind is bool:
+            return _coerce_bool(value)
+        if "float" in text:
+            return float(value)
+        if "int" in text:
+            return int(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name} = {value!r} is invalid: {exc}") from exc
+
+
+def _coerce_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    lowered = str(value).strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _coerce_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        from offload.policies.commands import parse_pattern_list
+
+        return tuple(parse_pattern_list(value))
+    if isinstance(value, list | tuple):
+        return tuple(str(v) for v in value)
+    raise ValueError("expected a list or a comma-separated string")
+
+
+def _coerce_mapping(value: Any) -> dict[str, Any]:
+    if isinstance(value, Mapping):
+        return {str(k): v for k, v in value.items()}
+    if isinstance(value, str):
+        out: dict[str, Any] = {}
+        for item in filter(None, (p.strip() for p in value.split(","))):
+            key, sep, val = item.partition("=")
+            if not sep:
+                raise ValueError(f"expected name=value pairs, got {item!r}")
+            out[key.strip()] = int(val) if val.strip().isdigit() else val.strip()
+        return out
+    raise ValueError("expected a table or name=value pairs")
+
+
+def _validate(settings: Settings) -> Settings:
+    if settings.max_concurrent < 1:
+        raise ConfigError("setting max_concurrent must be at least 1")
+    if settings.grace_seconds < 0:
+        raise ConfigError("setting grace_seconds must not be negative")
+    for group, limit in settings.groups.items():
+        if not isinstance(limit, int) or limit < 1:
+            raise ConfigError(
+                f"group limit for '{group}' must be a whole number ≥ 1, got {limit!r}"
+            )
+    if settings.agent_run_commands_in not in {"staging", "workspace"}:
+        raise ConfigError("setting agent_run_commands_in must be 'staging' or 'workspace'")
+    return settings
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
+) -> Settings:
+    """Reads the config file and `OFFLOAD_*` variables into a validated Settings.
+
+    Raises:
+        ConfigError: naming the setting or file that is wrong.
+    """
+    env = os.environ if environ is None else environ
+    home = Path(os.path.expanduser(env.get("OFFLOAD_HOME") or "~/.offload"))
+    values: dict[str, Any] = {}
+    config_file = home / "config.toml"
+    if config_file.is_file():
+        try:
+            values.update(tomllib.loads(config_file.read_text()))
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {config_file}: {exc}") from exc
+    hints = get_type_hints(Settings)
+    names = {f.name for f in fields(Settings)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{config_file}: unknown setting(s) {', '.join(unknown)}")
+    for name in names:
+        key = _ENV_PREFIX + name.upper()
+        if key in env:
+            values[name] = env[key]
+    values.update(overrides or {})
+    values["home"] = home if "home" not in (overrides or {}) else values["home"]
+    typed = {name: _coerce(name, hints[name], value) for name, value in values.items()}
+    return _validate(dataclasses.replace(Settings(), **typed))
