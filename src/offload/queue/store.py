@@ -1,0 +1,207 @@
+"""The Store interface: the single source of truth every front end and the supervisor use.
+
+Only implementations of this interface speak SQL. Method names are verbs of the domain;
+arguments and results are offload's own records, so a PostgreSQL implementation can
+follow without touching any caller. Every state change is one transaction that names
+the states it is allowed from and appends an event to the change feed.
+"""
+
+from __future__ import annotations
+
+import builtins
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from offload.queue.models import PURGEABLE_STATES, Event, State, Task, TaskSpec
+
+__all__ = ["DayCost", "Stats", "Store"]
+
+
+@dataclass(frozen=True)
+class DayCost:
+    """Tasks finished and USD spent on one UTC day, split by model and task type."""
+
+    day: str
+    finished: int
+    cost_usd: float
+    by_model: dict[str, float] = field(default_factory=dict)
+    by_type: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counts by state and spending, as `offload stats` and `queue_stats` show them."""
+
+    counts: dict[str, int]
+    total: int
+    cost_today_usd: float
+    cost_total_usd: float
+    tokens_in: int
+    tokens_out: int
+    days: builtins.list[DayCost]
+
+
+class Store(ABC):
+    """Durable queue of tasks with an append-only event feed.
+
+    Raises:
+        NotFound, AmbiguousId: for ids that match no task or several.
+        IllegalTransition: when a task is not in a state the change is allowed from.
+        InvalidInput: for submissions that break the queue's rules (unknown dependency).
+        StoreError: when the underlying database fails (disk full, corrupt file).
+    """
+
+    # -- submitting and reading ------------------------------------------------------
+    @abstractmethod
+    def submit(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
+        """Stores validated submissions as pending tasks, all or nothing."""
+
+    @abstractmethod
+    def get(self, task_id: str) -> Task:
+        """Returns the task with this id or unique prefix (at least 6 hex characters)."""
+
+    @abstractmethod
+    def get_many(self, task_ids: Iterable[str]) -> builtins.list[Task]:
+        """Returns the tasks with these exact ids (missing ones are skipped)."""
+
+    @abstractmethod
+    def list(
+        self,
+        states: Iterable[State] | None = None,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        workspace: str | None = None,
+        parent_id: str | None = None,
+    ) -> builtins.list[Task]:
+        """Returns tasks newest first, optionally filtered by state, workspace or parent."""
+
+    @abstractmethod
+    def stats(self, now_ms: int, days: int = 14) -> Stats:
+        """Counts by state and the spending of today and of the last `days` days."""
+
+    # -- the supervisor's side -------------------------------------------------------
+    @abstractmethod
+    def claim(
+        self,
+        n: int,
+        supervisor_id: str,
+        group_limits: Mapping[str, int],
+        default_group_limit: int = 1,
+    ) -> builtins.list[Task]:
+        """Atomically moves up to `n` ready pending tasks to running and returns them.
+
+        Ready means: every dependency completed and the task's group below its limit.
+        Order: priority (1 first), then submission order.
+        """
+
+    @abstractmethod
+    def mark_started(
+        self,
+        task_id: str,
+        *,
+        pid: int,
+        pgid: int,
+        proc_start: float | None,
+        cgroup: str | None,
+        log_path: str,
+    ) -> None:
+        """Records the process a running task was spawned as."""
+
+    @abstractmethod
+    def finish(
+        self,
+        task_id: str,
+        state: State,
+        *,
+        exit_code: int | None = None,
+        signal: int | None = None,
+        error: str | None = None,
+    ) -> Task:
+        """Moves a running task to a final state; fails its pending dependents if not completed."""
+
+    @abstractmethod
+    def running(self) -> builtins.list[Task]:
+        """Every task in state running."""
+
+    @abstractmethod
+    def cancel_requests(self) -> builtins.list[Task]:
+        """Running tasks whose cancel has been asked for and not yet carried out."""
+
+    @abstractmethod
+    def set_progress(self, task_id: str, fraction: float | None, message: str | None) -> None:
+        """Stores a running task's latest progress (an event only when it changed)."""
+
+    @abstractmethod
+    def record_usage(
+        self,
+        task_id: str,
+        *,
+        tokens_in: int,
+        tokens_out: int,
+        cost_usd: float | None,
+        model_used: str,
+    ) -> None:
+        """Adds LLM tokens and cost to a task (cost stays null while every part is unknown)."""
+
+    @abstractmethod
+    def record_result(
+        self,
+        task_id: str,
+        *,
+        result: str | None = None,
+        files_written: Sequence[str] = (),
+        error: str | None = None,
+    ) -> None:
+        """Stores what a task produced: its text result, the files it wrote, or why it failed.
+
+        A worker process calls this before it exits; the supervisor keeps `error` as the
+        task's reason when the worker then exits non-zero.
+        """
+
+    @abstractmethod
+    def heartbeat(self, supervisor_id: str, pid: int) -> None:
+        """Records that supervisor `supervisor_id` (process `pid`) is alive now."""
+
+    @abstractmethod
+    def supervisor_info(self) -> dict[str, str] | None:
+        """The last supervisor's id, pid and heartbeat time, if any ever ran."""
+
+    # -- people and agents acting on tasks -------------------------------------------
+    @abstractmethod
+    def request_cancel(self, task_id: str) -> Task:
+        """Cancels a pending task at once, or asks the supervisor to kill a running one."""
+
+    @abstractmethod
+    def retry(self, task_id: str) -> Task:
+        """Puts a failed, timed-out, interrupted or cancelled task back to pending."""
+
+    @abstractmethod
+    def retry_failed(self, workspace: str | None = None) -> builtins.list[Task]:
+        """Retries every failed, timed-out and interrupted task (dependencies first)."""
+
+    @abstractmethod
+    def purge(
+        self,
+        *,
+        older_than_ms: int | None = None,
+        states: Iterable[State] = PURGEABLE_STATES,
+        workspace: str | None = None,
+    ) -> builtins.list[Task]:
+        """Removes finished tasks (and their logs) that finished before `older_than_ms`."""
+
+    # -- the change feed -------------------------------------------------------------
+    @abstractmethod
+    def events_since(
+        self, cursor: int, *, limit: int = 500, task_ids: Iterable[str] | None = None
+    ) -> builtins.list[Event]:
+        """Events after `cursor` (an event seq), oldest first."""
+
+    @abstractmethod
+    def last_event_seq(self) -> int:
+        """The seq of the newest event, or 0: the cursor to start following from now."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Releases the connection."""

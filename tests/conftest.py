@@ -1,0 +1,185 @@
+"""Shared fixtures: a private OFFLOAD_HOME per test, real stores, real supervisors.
+
+No test touches ~/.offload: every test gets OFFLOAD_HOME in its own tmp_path, and every
+process a test starts is gone when it ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from offload.queue.sqlite import SqliteStore
+from offload.supervisor.wake import poke
+
+MARKER = "OFFLOAD_TASK_ID"
+
+
+def wait_until(
+    condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01, what: str = ""
+) -> Any:
+    """Polls `condition` until it returns something truthy; fails the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def marked_processes(task_id: str) -> list[psutil.Process]:
+    """Every live (non-zombie) process on the machine carrying the task's marker."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get(MARKER) == task_id:
+                found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
+@pytest.fixture(autouse=True)
+def offload_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Points OFFLOAD_HOME at a fresh directory and runs the test from a workspace dir."""
+    home = tmp_path / "home"
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    monkeypatch.setenv("OFFLOAD_HOME", str(home))
+    for name in list(os.environ):
+        if name.startswith("OFFLOAD_") and name != "OFFLOAD_HOME":
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(workspace)
+    return home
+
+
+@pytest.fixture
+def workspace(offload_home: Path) -> Path:
+    """The directory tests run from: the default workspace root."""
+    return offload_home.parent / "ws"
+
+
+@pytest.fixture
+def store(offload_home: Path) -> Iterator[SqliteStore]:
+    """A real SQLite store in the test's OFFLOAD_HOME."""
+    s = SqliteStore(offload_home / "queue.db")
+    yield s
+    s.close()
+
+
+@dataclass
+class SupervisorProc:
+    """A real `offload supervisor` process started by a test."""
+
+    proc: subprocess.Popen[bytes]
+    home: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+
+def _env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+    env["OFFLOAD_HOME"] = str(home)
+    env.update(extra or {})
+    return env
+
+
+@pytest.fixture
+def start_supervisor(offload_home: Path) -> Iterator[Callable[..., SupervisorProc]]:
+    """Starts real supervisors; kills whatever is left of them and their tasks at the end."""
+    started: list[SupervisorProc] = []
+
+    def start(**settings: str) -> SupervisorProc:
+        env = _env(offload_home, {f"OFFLOAD_{k.upper()}": v for k, v in settings.items()})
+        log = open(offload_home.parent / f"supervisor-{len(started)}.err", "ab")  # noqa: SIM115
+        offload_home.mkdir(mode=0o700, exist_ok=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "offload", "supervisor", "--foreground"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        sup = SupervisorProc(proc, offload_home)
+        started.append(sup)
+        wait_until(lambda: poke(offload_home) or proc.poll() is not None, what="supervisor start")
+        return sup
+
+    yield start
+    for sup in started:
+        if sup.proc.poll() is None:
+            sup.proc.send_signal(signal.SIGTERM)
+            try:
+                sup.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                sup.proc.kill()
+                sup.proc.wait()
+    _kill_stray_tasks(offload_home)
+
+
+def _kill_stray_tasks(home: Path) -> None:
+    """Last line of defence: no process a test's tasks started outlives the test."""
+    try:
+        s = SqliteStore(home / "queue.db")
+        ids = {t.id for t in s.list(limit=100_000)}
+        s.close()
+    except Exception:
+        return
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get(MARKER) in ids:
+                proc.kill()
+        except (psutil.Error, OSError):
+            continue
+
+
+@pytest.fixture
+def cli(offload_home: Path, workspace: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs the real `offload` entry point (python -m offload) and captures its output."""
+
+    def run(*args: str, input: str | None = None, timeout: float = 60, **env: str) -> Any:
+        return subprocess.run(
+            [sys.executable, "-m", "offload", *args],
+            env=_env(offload_home, env),
+            cwd=workspace,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run
+
+
+@pytest.fixture(autouse=True)
+def _no_detached_supervisor_left(offload_home: Path) -> Iterator[None]:
+    """Stops a supervisor a front end started on demand during the test."""
+    yield
+    from offload.supervisor.wake import supervisor_pid
+
+    if poke(offload_home):
+        pid = supervisor_pid(offload_home)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            wait_until(lambda: not poke(offload_home), timeout=20, what="detached supervisor stop")

@@ -1,0 +1,289 @@
+"""The Store contract suite: written against the interface, run for every backend."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from offload.errors import AmbiguousId, IllegalTransition, InvalidInput, NotFound
+from offload.queue.models import State, TaskSpec
+from offload.queue.sqlite import SqliteStore
+from offload.queue.store import Store
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture(params=["sqlite"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, FakeClock]]:
+    clock = FakeClock()
+    if request.param == "sqlite":
+        s = SqliteStore(tmp_path / "data" / "queue.db", clock=clock)
+    yield s, clock
+    s.close()
+
+
+@pytest.fixture
+def s(backend: tuple[Store, FakeClock]) -> Store:
+    return backend[0]
+
+
+def spec(command: str = "true", **kw: object) -> TaskSpec:
+    return TaskSpec(command=command, cwd="/tmp", workspace="/tmp", **kw)  # type: ignore[arg-type]
+
+
+def test_submit_get_and_prefix(s: Store) -> None:
+    (task,) = s.submit([spec("echo hi")])
+    assert len(task.id) == 32 and int(task.id, 16) >= 0
+    assert task.state is State.PENDING and task.attempt == 1
+    assert s.get(task.id[:6]).id == task.id
+    assert s.get(task.id.upper()).id == task.id
+    with pytest.raises(NotFound, match="at least 6"):
+        s.get(task.id[:5])
+    with pytest.raises(NotFound, match="no task matches"):
+        s.get("ffffff" if not task.id.startswith("ffffff") else "000000")
+
+
+def test_ambiguous_prefix(s: Store) -> None:
+    tasks = s.submit([spec() for _ in range(300)])
+    by_prefix: dict[str, int] = {}
+    for t in tasks:
+        by_prefix[t.id[:2]] = by_prefix.get(t.id[:2], 0) + 1
+    prefix = next(p for p, n in by_prefix.items() if n > 1)
+    with pytest.raises((AmbiguousId, NotFound)):
+        s.get(prefix)  # shorter than 6 -> NotFound with the rule
+    shared = [t.id for t in tasks if t.id.startswith(prefix)]
+    common = os.path.commonprefix(shared[:2])
+    if len(common) >= 6:
+        with pytest.raises(AmbiguousId):
+            s.get(common)
+
+
+def test_claim_honours_priority_then_fifo(s: Store) -> None:
+    low = s.submit([spec("a", priority=9)])[0]
+    first = s.submit([spec("b", priority=5)])[0]
+    second = s.submit([spec("c", priority=5)])[0]
+    urgent = s.submit([spec("d", priority=1)])[0]
+    claimed = s.claim(10, "sup", {})
+    assert [t.id for t in claimed] == [urgent.id, first.id, second.id, low.id]
+    assert all(t.state is State.RUNNING and t.supervisor_id == "sup" for t in claimed)
+    assert s.claim(10, "sup", {}) == []
+
+
+def test_group_is_a_lane_unless_configured(s: Store) -> None:
+    a, b, c = s.submit([spec(group="build"), spec(group="build"), spec(group="build")])
+    other = s.submit([spec(group="docs")])[0]
+    claimed = s.claim(10, "sup", {})
+    assert {t.id for t in claimed} == {a.id, other.id}
+    s.finish(a.id, State.COMPLETED, exit_code=0)
+    assert [t.id for t in s.claim(10, "sup", {})] == [b.id]
+    s.finish(b.id, State.COMPLETED, exit_code=0)
+    d = s.submit([spec(group="build")])[0]
+    assert {t.id for t in s.claim(10, "sup", {"build": 2})} == {c.id, d.id}
+
+
+def test_dependencies_wait_then_run(s: Store) -> None:
+    dep = s.submit([spec("dep")])[0]
+    child = s.submit([spec("child", depends_on=(dep.id,), priority=1)])[0]
+    assert child.depends_on == (dep.id,)
+    assert [t.id for t in s.claim(10, "sup", {})] == [dep.id]
+    assert s.claim(10, "sup", {}) == []
+    s.finish(dep.id, State.COMPLETED, exit_code=0)
+    assert [t.id for t in s.claim(10, "sup", {})] == [child.id]
+
+
+def test_failed_dependency_fails_dependents_transitively(s: Store) -> None:
+    dep = s.submit([spec("dep")])[0]
+    mid = s.submit([spec("mid", depends_on=(dep.id,))])[0]
+    leaf = s.submit([spec("leaf", depends_on=(mid.id,))])[0]
+    s.claim(1, "sup", {})
+    s.finish(dep.id, State.FAILED, exit_code=2, error="exited with code 2")
+    assert s.get(mid.id).state is State.FAILED
+    assert f"dependency {dep.id[:12]} ended failed" in (s.get(mid.id).error or "")
+    assert f"dependency {mid.id[:12]}" in (s.get(leaf.id).error or "")
+
+
+def test_unknown_or_failed_dependency_refused(s: Store) -> None:
+    with pytest.raises(InvalidInput, match="does not exist"):
+        s.submit([spec(depends_on=("0" * 32,))])
+    dep = s.submit([spec()])[0]
+    s.claim(1, "sup", {})
+    s.finish(dep.id, State.FAILED, exit_code=1)
+    with pytest.raises(InvalidInput, match="retry it first"):
+        s.submit([spec(depends_on=(dep.id,))])
+    assert s.list(limit=100)[0].id == dep.id  # the refused batch stored nothing
+
+
+def test_batch_is_all_or_nothing(s: Store) -> None:
+    with pytest.raises(InvalidInput):
+        s.submit([spec("ok"), spec("bad", depends_on=("f" * 32,))])
+    assert s.list() == []
+
+
+@pytest.mark.parametrize(
+    ("setup", "action", "message"),
+    [
+        ("completed", "retry", "only cancelled or failed or interrupted or timed_out tasks"),
+        ("completed", "cancel", "it is completed"),
+        ("pending", "retry", "it is pending"),
+        ("running", "retry", "it is running"),
+        ("pending", "finish", "it is pending"),
+    ],
+)
+def test_illegal_transitions_name_the_state(
+    s: Store, setup: str, action: str, message: str
+) -> None:
+    task = s.submit([spec()])[0]
+    if setup in {"running", "completed"}:
+        s.claim(1, "sup", {})
+    if setup == "completed":
+        s.finish(task.id, State.COMPLETED, exit_code=0)
+    with pytest.raises(IllegalTransition, match=message):
+        if action == "retry":
+            s.retry(task.id)
+        elif action == "cancel":
+            s.request_cancel(task.id)
+        else:
+            s.finish(task.id, State.COMPLETED)
+
+
+def test_cancel_pending_is_immediate_running_is_requested(s: Store) -> None:
+    pending, running = s.submit([spec("p", priority=9), spec("r", priority=1)])
+    s.claim(1, "sup", {})
+    assert s.request_cancel(pending.id[:8]).state is State.CANCELLED
+    after = s.request_cancel(running.id)
+    assert after.state is State.RUNNING and after.cancel_requested
+    assert [t.id for t in s.cancel_requests()] == [running.id]
+    done = s.finish(running.id, State.CANCELLED, error="cancelled while running")
+    assert not done.cancel_requested and s.cancel_requests() == []
+
+
+def test_retry_resets_and_counts_attempts(s: Store) -> None:
+    task = s.submit([spec()])[0]
+    s.claim(1, "sup", {})
+    s.mark_started(task.id, pid=123, pgid=123, proc_start=None, cgroup=None, log_path="/x")
+    s.finish(task.id, State.TIMED_OUT, error="timed out after 1 s")
+    again = s.retry(task.id)
+    assert again.state is State.PENDING and again.attempt == 2
+    assert again.error is None and again.pid is None and again.exit_code is None
+
+
+def test_retry_failed_retries_dependencies_first(s: Store) -> None:
+    dep = s.submit([spec("dep")])[0]
+    child = s.submit([spec("child", depends_on=(dep.id,))])[0]
+    s.claim(1, "sup", {})
+    s.finish(dep.id, State.FAILED, exit_code=1)
+    assert s.get(child.id).state is State.FAILED
+    with pytest.raises(IllegalTransition, match="retry that one first"):
+        s.retry(child.id)
+    retried = s.retry_failed()
+    assert [t.id for t in retried] == [dep.id, child.id]
+    assert all(t.state is State.PENDING for t in retried)
+
+
+def test_purge_removes_rows_and_logs(
+    s: Store, backend: tuple[Store, FakeClock], tmp_path: Path
+) -> None:
+    clock = backend[1]
+    old, recent, failed = s.submit([spec("old"), spec("recent"), spec("failed")])
+    log = tmp_path / "old.log"
+    log.write_text("output")
+    s.claim(3, "sup", {})
+    s.mark_started(old.id, pid=1, pgid=1, proc_start=None, cgroup=None, log_path=str(log))
+    s.finish(old.id, State.COMPLETED, exit_code=0)
+    clock.now += 3_600_000
+    s.finish(recent.id, State.COMPLETED, exit_code=0)
+    s.finish(failed.id, State.FAILED, exit_code=1)
+    purged = s.purge(older_than_ms=1_800_000)
+    assert [t.id for t in purged] == [old.id] and not log.exists()
+    assert {t.id for t in s.list()} == {recent.id, failed.id}
+    assert [t.id for t in s.purge(states=[State.FAILED])] == [failed.id]
+    with pytest.raises(IllegalTransition, match="cancel them first"):
+        s.purge(states=[State.RUNNING])
+
+
+def test_events_are_an_ordered_change_feed(s: Store) -> None:
+    start = s.last_event_seq()
+    task = s.submit([spec()])[0]
+    s.claim(1, "sup", {})
+    s.set_progress(task.id, 0.5, "[5/10]")
+    s.set_progress(task.id, 0.5, "[5/10]")  # unchanged: no event
+    s.finish(task.id, State.COMPLETED, exit_code=0)
+    events = s.events_since(start)
+    assert [e.kind for e in events] == ["submitted", "started", "progress", "finished"]
+    assert events[-1].detail["state"] == "completed"
+    assert s.events_since(events[1].seq, task_ids=[task.id])[0].kind == "progress"
+    assert s.events_since(events[-1].seq) == []
+
+
+def test_usage_and_stats(s: Store, backend: tuple[Store, FakeClock]) -> None:
+    clock = backend[1]
+    a, b, c = s.submit([spec(), spec(), spec()])
+    s.claim(3, "sup", {})
+    s.record_usage(a.id, tokens_in=100, tokens_out=50, cost_usd=0.25, model_used="gpt-4o")
+    s.record_usage(a.id, tokens_in=10, tokens_out=5, cost_usd=0.05, model_used="gpt-4o")
+    s.record_usage(b.id, tokens_in=7, tokens_out=3, cost_usd=None, model_used="mystery")
+    for t in (a, b):
+        s.finish(t.id, State.COMPLETED, exit_code=0)
+    assert s.get(a.id).cost_usd == pytest.approx(0.30) and s.get(a.id).tokens_in == 110
+    assert s.get(b.id).cost_usd is None  # unknown price stays unknown, never 0
+    stats = s.stats(clock.now)
+    assert stats.counts == {"completed": 2, "running": 1}
+    assert stats.cost_today_usd == pytest.approx(0.30)
+    assert stats.tokens_in == 117 and len(stats.days) == 14
+    assert stats.days[-1].by_model == {"gpt-4o": pytest.approx(0.30)}
+    assert stats.days[-1].finished == 2
+    s.finish(c.id, State.CANCELLED)
+
+
+def test_database_files_are_private(tmp_path: Path) -> None:
+    s = SqliteStore(tmp_path / "fresh" / "queue.db")
+    s.submit([spec()])
+    assert stat.S_IMODE((tmp_path / "fresh").stat().st_mode) == 0o700
+    assert stat.S_IMODE((tmp_path / "fresh" / "queue.db").stat().st_mode) == 0o600
+    s.close()
+
+
+_CLAIMER = r"""
+import sys
+from offload.queue.sqlite import SqliteStore
+s = SqliteStore(sys.argv[1])
+out = open(sys.argv[2], "w")
+while True:
+    got = s.claim(7, sys.argv[3], {})
+    if not got:
+        break
+    out.write("".join(t.id + "\n" for t in got))
+out.close()
+"""
+
+
+def test_racing_claimers_claim_each_task_exactly_once(tmp_path: Path) -> None:
+    db = tmp_path / "race.db"
+    s = SqliteStore(db)
+    ids = set()
+    for _ in range(5):
+        ids |= {t.id for t in s.submit([spec() for _ in range(1000)])}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CLAIMER, str(db), str(tmp_path / f"{i}.out"), f"w{i}"]
+        )
+        for i in range(4)
+    ]
+    for p in procs:
+        assert p.wait(120) == 0
+    claimed = [line for i in range(4) for line in (tmp_path / f"{i}.out").read_text().split()]
+    assert len(claimed) == 5000 and set(claimed) == ids
+    assert s.list([State.PENDING]) == []
+    s.close()
