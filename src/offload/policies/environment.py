@@ -1,0 +1,181 @@
+"""Task environments: what a task process inherits and what a submitter may add.
+
+A task starts from a small allowlist of the supervisor's environment (``PATH``, ``HOME``,
+locale, ...), never a provider secret, then the submitter's own ``env``, then the marker
+``OFFLOAD_TASK_ID`` that lets the supervisor find the task's processes again. Secret-looking
+names are refused in a submitter's ``env`` too, so a task cannot be used to smuggle
+credentials into logs. Everything here is a pure function of its arguments.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+from collections.abc import Iterable, Mapping
+
+from offload.errors import InvalidInput, PolicyRefused
+
+__all__ = [
+    "DEFAULT_PATH",
+    "ENV_ALLOWLIST",
+    "MAX_ENV_ENTRIES",
+    "MAX_ENV_VALUE_BYTES",
+    "SECRET_PATTERNS",
+    "TASK_ID_VAR",
+    "build_task_env",
+    "check_task_env",
+    "is_secret_name",
+]
+
+ENV_ALLOWLIST: frozenset[str] = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "LANG",
+        "LC_ALL",
+        "LC_CTYPE",
+        "TERM",
+        "TZ",
+        "TMPDIR",
+        "PWD",
+    }
+)
+"""Names a task inherits from the supervisor (every other ``LC_*`` name is inherited too)."""
+
+SECRET_PATTERNS: tuple[str, ...] = (
+    "AWS_*",
+    "OPENAI_*",
+    "ANTHROPIC_*",
+    "AZURE_*",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GITHUB_TOKEN",
+    "GH_TOKEN",
+    "*API_KEY",
+    "*_SECRET*",
+    "SECRET_*",
+    "*_TOKEN",
+    "*_PASSWORD",
+    "OFFLOAD_*",
+)
+"""Shell-style globs (matched case-insensitively) for names that hold secrets or offload's
+own settings; such names never reach a task."""
+
+TASK_ID_VAR = "OFFLOAD_TASK_ID"
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+MAX_ENV_ENTRIES = 64
+MAX_ENV_VALUE_BYTES = 32 * 1024
+
+_LOCALE_PREFIX = "LC_"
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRET = re.compile("|".join(fnmatch.translate(glob) for glob in SECRET_PATTERNS))
+# Names that make the dynamic loader or the shell run code before the command itself,
+# which would get round the command policy.
+_LOADER = re.compile(r"LD_.*|DYLD_.*|BASH_ENV|ENV|SHELLOPTS|BASHOPTS|IFS")
+
+
+def is_secret_name(name: str) -> bool:
+    """Tell whether an environment name looks like a credential or an offload setting."""
+    return _SECRET.match(name.upper()) is not None
+
+
+def check_task_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Validate the ``env`` a submitter asked for and return a plain copy.
+
+    Raises:
+        PolicyRefused: A name looks like a secret, is an ``OFFLOAD_*`` name, or changes how
+            programs are loaded or how the shell starts (``LD_PRELOAD``, ``BASH_ENV``, ...).
+        InvalidInput: ``env`` is not a mapping, has more than 64 entries, a name is not a
+            shell identifier, or a value is not a string, holds a NUL byte, cannot be
+            encoded or is larger than 32 KiB.
+    """
+    if not isinstance(env, Mapping):
+        raise InvalidInput(f"env must be a mapping of names to strings, not {type(env).__name__}")
+    if len(env) > MAX_ENV_ENTRIES:
+        raise InvalidInput(f"env has {len(env)} entries; at most {MAX_ENV_ENTRIES} are allowed")
+    checked: dict[str, str] = {}
+    for name, value in env.items():
+        _check_name(name)
+        checked[name] = _check_value(name, value)
+    return checked
+
+
+def build_task_env(
+    parent: Mapping[str, str],
+    task_env: Mapping[str, str],
+    task_id: str,
+    *,
+    extra_allow: Iterable[str] = (),
+) -> dict[str, str]:
+    """Build the complete environment of one task process.
+
+    Args:
+        parent: The supervisor's environment; only allowlisted, non-secret names pass.
+        task_env: The submitter's ``env``; validated again with :func:`check_task_env`.
+        task_id: The task's id, set as ``OFFLOAD_TASK_ID`` last so nothing overrides it.
+        extra_allow: More names to inherit from ``parent`` (from the config); secrets are
+            still dropped.
+
+    Raises:
+        PolicyRefused: ``task_env`` holds a refused name (see :func:`check_task_env`).
+        InvalidInput: ``task_env`` is malformed or ``task_id`` is empty.
+    """
+    if isinstance(extra_allow, str):
+        raise TypeError("extra_allow must be a collection of names, not a single string")
+    if not isinstance(task_id, str) or not task_id or "\0" in task_id:
+        raise InvalidInput(f"task id {task_id!r} must be a non-empty string")
+    requested = check_task_env(task_env)
+    allowed = ENV_ALLOWLIST | frozenset(extra_allow)
+    env = {
+        name: value
+        for name, value in parent.items()
+        if _inherited(name, allowed) and isinstance(value, str) and "\0" not in value
+    }
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.update(requested)
+    env.pop(TASK_ID_VAR, None)
+    env[TASK_ID_VAR] = task_id
+    return env
+
+
+def _inherited(name: str, allowed: frozenset[str]) -> bool:
+    return (name in allowed or name.startswith(_LOCALE_PREFIX)) and not is_secret_name(name)
+
+
+def _check_name(name: object) -> None:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidInput(
+            f"env name {name!r} is invalid; use letters, digits and '_', not starting with a digit"
+        )
+    if name.upper().startswith("OFFLOAD_"):
+        raise PolicyRefused(
+            f"env {name!r} is reserved; OFFLOAD_* names hold offload's own settings and marker"
+        )
+    if is_secret_name(name):
+        raise PolicyRefused(
+            f"env {name!r} looks like a secret; offload keeps secrets out of task environments"
+        )
+    if _LOADER.fullmatch(name):
+        raise PolicyRefused(
+            f"env {name!r} changes how programs load or how the shell starts; "
+            "offload refuses it so the command policy cannot be bypassed"
+        )
+
+
+def _check_value(name: str, value: object) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(f"env {name!r} must be a string, not {type(value).__name__}")
+    if "\0" in value:
+        raise InvalidInput(f"env {name!r} contains a NUL byte, which no process can receive")
+    try:
+        size = len(os.fsencode(value))
+    except UnicodeEncodeError:
+        raise InvalidInput(f"env {name!r} holds characters that cannot be encoded") from None
+    if size > MAX_ENV_VALUE_BYTES:
+        raise InvalidInput(
+            f"env {name!r} is {size} bytes; at most {MAX_ENV_VALUE_BYTES} (32 KiB) are allowed"
+        )
+    return value

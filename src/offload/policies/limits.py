@@ -1,0 +1,165 @@
+"""Resource limits and the range checks on a task's scheduling fields.
+
+:class:`Limits` says what a task process may use (address space, CPU seconds, open files,
+no core dumps) and how nicely it yields to the person at the keyboard;
+:func:`apply_limits` puts them in place inside the freshly forked child, before exec.
+The ``check_*`` functions validate what a submitter sets, with messages that say the
+allowed range.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import resource
+from dataclasses import dataclass
+
+from offload.errors import ConfigError, InvalidInput
+
+__all__ = [
+    "GROUP_RE",
+    "MAX_NICE",
+    "MAX_PRIORITY",
+    "MAX_TIMEOUT_SECONDS",
+    "MIN_PRIORITY",
+    "Limits",
+    "apply_limits",
+    "check_group",
+    "check_priority",
+    "check_timeout",
+]
+
+MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
+MIN_PRIORITY = 1
+MAX_PRIORITY = 10
+MAX_NICE = 19
+GROUP_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+_GROUP = re.compile(GROUP_RE)
+# RLIMIT_AS is missing on some platforms; a limit that cannot be expressed is skipped.
+_RLIMIT_AS: int | None = getattr(resource, "RLIMIT_AS", None)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one task process may use; ``None`` leaves a limit as the supervisor has it.
+
+    Attributes:
+        address_space_bytes: ``RLIMIT_AS``: virtual memory, so a runaway task fails to
+            allocate instead of pushing the machine into swap.
+        cpu_seconds: ``RLIMIT_CPU``: CPU time before the kernel sends SIGXCPU, then SIGKILL.
+        open_files: ``RLIMIT_NOFILE``.
+        core_bytes: ``RLIMIT_CORE``; 0 so a crash does not leave a core file in the workspace.
+        nice: Added to the task's nice value (0-19) so background work yields.
+
+    Raises:
+        ConfigError: A limit is not a positive integer (``core_bytes`` may be 0), or ``nice``
+            is outside 0-19.
+    """
+
+    address_space_bytes: int | None = None
+    cpu_seconds: int | None = None
+    open_files: int | None = 4096
+    core_bytes: int = 0
+    nice: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("address_space_bytes", "cpu_seconds", "open_files"):
+            value = getattr(self, name)
+            if value is not None and (not _is_int(value) or value < 1):
+                raise ConfigError(f"limit {name} must be a positive integer or None, not {value!r}")
+        if not _is_int(self.core_bytes) or self.core_bytes < 0:
+            raise ConfigError(f"limit core_bytes must be 0 or more, not {self.core_bytes!r}")
+        if not _is_int(self.nice) or not 0 <= self.nice <= MAX_NICE:
+            raise ConfigError(f"nice must be 0-{MAX_NICE}, not {self.nice!r}")
+
+    def rlimits(self) -> list[tuple[int, tuple[int, int]]]:
+        """The ``(resource.RLIMIT_*, (soft, hard))`` pairs to set; unset limits are left out.
+
+        Pure: the wanted values, before :func:`apply_limits` clamps them to the limits the
+        process already has (a hard limit can only be lowered).
+        """
+        wanted = [
+            (_RLIMIT_AS, self.address_space_bytes),
+            (resource.RLIMIT_CPU, self.cpu_seconds),
+            (resource.RLIMIT_NOFILE, self.open_files),
+            (resource.RLIMIT_CORE, self.core_bytes),
+        ]
+        return [
+            (res, (value, value)) for res, value in wanted if res is not None and value is not None
+        ]
+
+
+def apply_limits(limits: Limits) -> None:
+    """Put ``limits`` in place in the current process; meant for a forked child before exec.
+
+    Each limit is clamped to the current hard limit (which is never raised), then the nice
+    value is increased. Kept to a few system calls: it runs between fork and exec.
+
+    Raises:
+        OSError: The kernel refused a limit or the nice value (reported by subprocess as a
+            failure to start the task).
+    """
+    for res, (soft, hard) in limits.rlimits():
+        _, current_hard = resource.getrlimit(res)
+        if current_hard != resource.RLIM_INFINITY:
+            hard = min(hard, current_hard)
+            soft = min(soft, hard)
+        resource.setrlimit(res, (soft, hard))
+    if limits.nice > 0:
+        os.nice(limits.nice)
+
+
+def check_timeout(value: float | None) -> float | None:
+    """Validate ``timeout_seconds``: ``None`` (no timeout) or more than 0 and at most 7 days.
+
+    Raises:
+        InvalidInput: Not a number, not finite, or out of range; the message gives the range.
+    """
+    if value is None:
+        return None
+    problem = f"timeout_seconds must be more than 0 and at most {MAX_TIMEOUT_SECONDS} (7 days)"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"{problem}, got {value!r}")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise InvalidInput(f"{problem}, got {value!r}") from None
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT_SECONDS):
+        raise InvalidInput(f"{problem}, got {value!r}")
+    return seconds
+
+
+def check_priority(value: int) -> int:
+    """Validate a priority: an integer 1-10, where 1 runs first.
+
+    Raises:
+        InvalidInput: Not an integer in range.
+    """
+    if not _is_int(value) or not MIN_PRIORITY <= value <= MAX_PRIORITY:
+        raise InvalidInput(
+            f"priority must be {MIN_PRIORITY}-{MAX_PRIORITY} (1 runs first), got {value!r}"
+        )
+    return value
+
+
+def check_group(name: str | None) -> str | None:
+    """Validate a concurrency group name; ``None`` means no group.
+
+    Raises:
+        InvalidInput: The name breaks :data:`GROUP_RE` (1-64 characters, letters, digits,
+            ``.``, ``_`` or ``-``, starting with a letter or digit).
+    """
+    if name is None:
+        return None
+    if not isinstance(name, str) or not _GROUP.fullmatch(name):
+        raise InvalidInput(
+            f"group {name!r} is invalid: use 1-64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
