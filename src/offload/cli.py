@@ -1,0 +1,323 @@
+"""The `offload` command: the person's door to the queue.
+
+Front-end rules hold here too: it reads and writes the Store and wakes the supervisor,
+never runs a task or kills a process itself. Exit codes scripts can rely on:
+0 success, 1 an offload error (message on stderr), 2 bad usage, 124 a wait timed out;
+`submit --wait` exits with the task's own exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from offload.config import Settings, load_settings
+from offload.errors import InvalidInput, OffloadError
+from offload.queue.models import PURGEABLE_STATES, State, Task
+from offload.queue.sqlite import SqliteStore, now_ms
+
+__all__ = ["main", "parse_duration"]
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_TIMEOUT = 124
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in `90`, `45s`, `30m`, `12h`, `7d` or `2w`; InvalidInput otherwise."""
+    value = text.strip().lower()
+    unit = _UNITS.get(value[-1:], None)
+    number = value[:-1] if unit else value
+    try:
+        seconds = float(number) * (unit or 1)
+    except ValueError:
+        raise InvalidInput(
+            f"'{text}' is not a duration; use e.g. 90, 45s, 30m, 12h or 7d"
+        ) from None
+    if seconds < 0 or seconds != seconds:
+        raise InvalidInput(f"'{text}' is not a duration; it must be zero or more")
+    return seconds
+
+
+class _App:
+    """What every command needs: settings, the store, and a way to wake the supervisor."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.store = SqliteStore(settings.db_path)
+
+    def wake(self) -> None:
+        from offload.supervisor.launch import ensure_supervisor
+
+        ensure_supervisor(self.settings.home)
+
+
+# -- submit ---------------------------------------------------------------------------------
+def _submit_fields(args: argparse.Namespace) -> dict[str, Any]:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    fields: dict[str, Any] = {
+        "type": args.type,
+        "cwd": args.cwd,
+        "timeout_seconds": parse_duration(args.timeout) if args.timeout else None,
+        "priority": args.priority,
+        "group": args.group,
+        "depends_on": args.after or None,
+        "env": dict(_env_pair(e) for e in args.env) if args.env else None,
+        "name": args.name,
+        "output_path": args.output,
+        "context_files": args.context or None,
+        "model": args.model,
+        "large_context": True if args.large_context else None,
+        "max_turns": args.max_turns,
+    }
+    if args.type == "shell":
+        fields["command"] = " ".join(command) if command else None
+    else:
+        fields["spec"] = args.spec if args.spec is not None else (" ".join(command) or None)
+    return fields
+
+
+def _env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise InvalidInput(f"--env '{text}' must be NAME=VALUE")
+    return name, value
+
+
+def _batch_entries(source: str) -> list[dict[str, Any]]:
+    from offload.submission import MAX_BATCH
+
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith("{"):
+            try:
+                entry = json.loads(stripped)
+            except json.JSONDecodeError as exc:
+                raise InvalidInput(f"batch line {number}: invalid JSON ({exc.msg})") from None
+            entries.append(entry)
+        else:
+            entries.append({"command": stripped})
+    if len(entries) > MAX_BATCH:
+        raise InvalidInput(f"the batch has {len(entries)} tasks; the limit is {MAX_BATCH} per call")
+    if not entries:
+        raise InvalidInput("the batch is empty: give one command or JSON object per line")
+    return entries
+
+
+def cmd_submit(app: _App, args: argparse.Namespace) -> int:
+    from offload.submission import Submitter
+
+    submitter = Submitter.for_workspace(app.settings, Path.cwd())
+    if args.batch:
+        raws = _batch_entries(args.batch)
+    else:
+        raws = [_submit_fields(args)]
+    specs = []
+    for number, raw in enumerate(raws, 1):
+        try:
+            specs.append(submitter.build(raw, lambda i: app.store.get(i).id))
+        except OffloadError as exc:
+            prefix = f"batch entry {number}: " if args.batch else ""
+            raise type(exc)(prefix + str(exc)) from None
+    tasks = app.store.submit(specs)
+    app.wake()
+    if args.json:
+        from offload.render import print_json
+
+        print_json([{"id": t.id, "state": t.state.value} for t in tasks])
+    else:
+        sys.stdout.write("".join(t.id + "\n" for t in tasks))
+    sys.stdout.flush()
+    if args.wait and not args.batch:
+        return _follow(app, tasks[0].id, exit_with_task=True)
+    return 0
+
+
+# -- following ------------------------------------------------------------------------------
+def _follow(app: _App, task_id: str, *, exit_with_task: bool = False, offset: int = 0) -> int:
+    from offload.output import read_from
+
+    log = app.settings.logs_dir / f"{task_id}.log"
+    out = sys.stdout.buffer
+    while True:
+        task = app.store.get(task_id)
+        data, offset = read_from(log, offset)
+        while data:
+            out.write(data)
+            out.flush()
+            data, offset = read_from(log, offset)
+        if task.is_final:
+            break
+        time.sleep(0.05)  # following a live file: the person sees output within 50 ms
+    if not exit_with_task:
+        return 0
+    if task.state is not State.COMPLETED:
+        sys.stderr.write(f"offload: task {task.id[:12]} {task.state.value}: {task.error}\n")
+    if task.exit_code is not None:
+        return task.exit_code
+    return {State.COMPLETED: 0, State.TIMED_OUT: EXIT_TIMEOUT}.get(task.state, EXIT_ERROR)
+
+
+def cmd_logs(app: _App, args: argparse.Namespace) -> int:
+    from offload.output import check_tail_args, read_tail
+
+    task = app.store.get(args.id)
+    log = app.settings.logs_dir / f"{task.id}.log"
+    offset = 0
+    if args.tail is not None:
+        lines, max_bytes = check_tail_args(args.tail, 1_048_576)
+        tail = read_tail(log, lines=lines, max_bytes=max_bytes)
+        sys.stdout.write(tail.text)
+        sys.stdout.flush()
+        offset = tail.size
+    if args.follow:
+        return _follow(app, task.id, offset=offset)
+    if args.tail is None:
+        _copy_file(log)
+    return 0
+
+
+def _copy_file(path: Path) -> None:
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                sys.stdout.buffer.write(chunk)
+    except FileNotFoundError:
+        pass
+    sys.stdout.flush()
+
+
+def cmd_wait(app: _App, args: argparse.Namespace) -> int:
+    from offload.waiting import wait_for
+
+    ids = [app.store.get(i).id for i in args.ids]
+    timeout = parse_duration(args.timeout) if args.timeout else None
+    tasks, met = wait_for(
+        app.store, ids, mode="any" if args.any else "all", timeout_seconds=timeout
+    )
+    _print_tasks(tasks, args.json)
+    if not met:
+        sys.stderr.write("offload: timed out waiting; the tasks are still running\n")
+        return EXIT_TIMEOUT
+    return 0 if all(t.state is State.COMPLETED for t in tasks if t.is_final) else EXIT_ERROR
+
+
+# -- reading --------------------------------------------------------------------------------
+def _print_tasks(tasks: Sequence[Task], as_json: bool) -> None:
+    from offload import render
+
+    if as_json:
+        render.print_json([t.to_dict() for t in tasks])
+    else:
+        render.show_tasks(tasks)
+
+
+def cmd_list(app: _App, args: argparse.Namespace) -> int:
+    states = [State(s) for s in args.state] if args.state else None
+    workspace = str(Path.cwd().resolve()) if args.here else None
+    tasks = app.store.list(states, limit=args.limit, offset=args.offset, workspace=workspace)
+    _print_tasks(tasks, args.json)
+    return 0
+
+
+def cmd_show(app: _App, args: argparse.Namespace) -> int:
+    from offload import render
+
+    task = app.store.get(args.id)
+    if args.json:
+        render.print_json(task.to_dict())
+    else:
+        render.show_task(task)
+    return 0
+
+
+def cmd_stats(app: _App, args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from offload import render
+
+    stats = app.store.stats(now_ms())
+    if args.json:
+        render.print_json(asdict(stats))
+    else:
+        render.show_stats(stats)
+    return 0
+
+
+# -- acting ---------------------------------------------------------------------------------
+def cmd_cancel(app: _App, args: argparse.Namespace) -> int:
+    from offload.waiting import wait_for
+
+    task = app.store.request_cancel(args.id)
+    if task.state is State.RUNNING:
+        app.wake()
+        tasks, _ = wait_for(app.store, [task.id], timeout_seconds=app.settings.grace_seconds + 5)
+        task = tasks[0] if tasks else task
+    word = task.state.value if task.is_final else "cancelling (the supervisor is stopping it)"
+    sys.stdout.write(f"{task.id[:12]} {word}\n")
+    return 0
+
+
+def cmd_retry(app: _App, args: argparse.Namespace) -> int:
+    if args.failed:
+        tasks = app.store.retry_failed()
+    elif args.id:
+        tasks = [app.store.retry(args.id)]
+    else:
+        raise InvalidInput("give a task id, or --failed to retry every failed task")
+    if tasks:
+        app.wake()
+    sys.stdout.write("".join(f"{t.id[:12]} pending (attempt {t.attempt})\n" for t in tasks))
+    if not tasks:
+        sys.stdout.write("nothing to retry\n")
+    return 0
+
+
+def cmd_purge(app: _App, args: argparse.Namespace) -> int:
+    older = parse_duration(args.older_than) * 1000 if args.older_than else None
+    states = [State(s) for s in args.state] if args.state else PURGEABLE_STATES
+    purged = app.store.purge(older_than_ms=int(older) if older is not None else None, states=states)
+    sys.stdout.write(f"purged {len(purged)} task(s)\n")
+    return 0
+
+
+def cmd_supervisor(app: _App, args: argparse.Namespace) -> int:
+    from offload.supervisor import control
+
+    return control.run(app.settings, app.store, args)
+
+
+# -- parser ---------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the `offload` command; returns its exit code."""
+    from offload.cli_parser import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        app = _App(load_settings())
+        return int(globals()[args.handler](app, args))
+    except OffloadError as exc:
+        sys.stderr.write(f"offload: {exc}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR

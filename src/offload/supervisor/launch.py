@@ -1,0 +1,49 @@
+"""Front ends' side of the supervisor: wake it, or start one when none runs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from offload.supervisor.wake import poke
+
+__all__ = ["ensure_supervisor"]
+
+_started: set[int] = set()
+
+
+def _reap_started() -> None:
+    """Collects supervisors this process started that have exited (no zombies left)."""
+    for pid in list(_started):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _started.discard(pid)
+
+
+def ensure_supervisor(home: Path) -> bool:
+    """Wakes the supervisor of `home`, starting a detached one if none runs.
+
+    Returns True if a new supervisor was started. Never waits for it: the submission is
+    already stored, and the new supervisor claims it as soon as it is up. A race with
+    another front end starting one at the same moment is settled by the lock file: the
+    loser exits quietly.
+    """
+    _reap_started()
+    if poke(home):
+        return False
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    out = str(home / "supervisor.out")
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
+        (os.POSIX_SPAWN_DUP2, 1, 2),
+    ]
+    env = {**os.environ, "OFFLOAD_HOME": str(home)}
+    argv = [sys.executable, "-m", "offload", "supervisor", "--detached"]
+    pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
+    _started.add(pid)
+    return True

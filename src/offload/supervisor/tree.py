@@ -1,0 +1,105 @@
+"""Finding and killing every process of a task's tree.
+
+A tree is: its process group, every process in its cgroup, and every process carrying its
+`OFFLOAD_TASK_ID` marker (double-forked daemons re-parented to the supervisor, which is a
+child subreaper). Pids are signalled only after their start time is checked, so a reused
+pid is never hit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import psutil
+
+from offload.supervisor.cgroups import CgroupRoot
+
+__all__ = ["TaskTree", "adopted_children", "all_processes", "proc_start_time"]
+
+MARKER = "OFFLOAD_TASK_ID"
+
+
+def proc_start_time(pid: int) -> float | None:
+    """The start time psutil reports for `pid`, or None if it is gone."""
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def _has_marker(proc: psutil.Process, task_id: str) -> bool:
+    try:
+        return proc.environ().get(MARKER) == task_id
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+        return False
+
+
+class TaskTree:
+    """The processes of one task, addressed by pgid, cgroup and marker."""
+
+    def __init__(self, task_id: str, pgid: int | None, cgroup: str | None) -> None:
+        self.task_id = task_id
+        self.pgid = pgid
+        self.cgroup = cgroup
+
+    def _group_alive(self) -> bool:
+        if not self.pgid:
+            return False
+        try:
+            os.killpg(self.pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+
+    def marked(self, candidates: list[psutil.Process]) -> list[psutil.Process]:
+        """The candidates carrying this task's marker."""
+        return [p for p in candidates if _has_marker(p, self.task_id)]
+
+    def alive(self, candidates: list[psutil.Process]) -> bool:
+        """True while any process of the tree is left (zombies of ours excepted)."""
+        if self.cgroup and CgroupRoot.pids(self.cgroup):
+            return True
+        return self._group_alive() or bool(self.marked(candidates))
+
+    def signal(self, sig: int, candidates: list[psutil.Process]) -> None:
+        """Sends `sig` to the process group, the cgroup's members and marked processes."""
+        if self.pgid:
+            try:
+                os.killpg(self.pgid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self.cgroup:
+            if sig == signal.SIGKILL and CgroupRoot.kill(self.cgroup):
+                pass
+            else:
+                for pid in CgroupRoot.pids(self.cgroup):
+                    _signal_pid(pid, sig)
+        for proc in self.marked(candidates):
+            try:
+                proc.send_signal(sig)  # psutil checks the start time first (pid reuse)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                pass
+
+
+def _signal_pid(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def adopted_children(exclude: set[int]) -> list[psutil.Process]:
+    """The supervisor's children that are not task main processes: adopted orphans."""
+    try:
+        kids = psutil.Process().children()
+    except psutil.Error:
+        return []
+    return [p for p in kids if p.pid not in exclude]
+
+
+def all_processes() -> list[psutil.Process]:
+    """Every process on the machine (for recovery, when orphans went to init)."""
+    return list(psutil.process_iter())

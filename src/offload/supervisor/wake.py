@@ -1,0 +1,103 @@
+"""The supervisor's lock file and its wake-up FIFO.
+
+The lock (`supervisor.lock`, flock'd) proves one supervisor per data dir. The FIFO
+(`wake.fifo`) is how front ends wake it after a submit or cancel: the supervisor keeps it
+open for reading, so opening it for writing fails with ENXIO exactly when no supervisor
+runs, which is also how front ends find out they must start one.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+from offload.errors import SupervisorRunning
+
+__all__ = ["SupervisorLock", "WakeFifo", "poke", "supervisor_pid"]
+
+LOCK_NAME = "supervisor.lock"
+FIFO_NAME = "wake.fifo"
+
+
+def supervisor_pid(home: Path) -> int | None:
+    """The pid written in the lock file, if it parses."""
+    try:
+        text = (home / LOCK_NAME).read_text().strip()
+        return int(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
+class SupervisorLock:
+    """An exclusive flock on `$OFFLOAD_HOME/supervisor.lock` holding the owner's pid."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Takes the lock or raises SupervisorRunning naming the holder's pid."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            holder = supervisor_pid(self.path.parent)
+            raise SupervisorRunning(
+                f"a supervisor (pid {holder}) already runs for {self.path.parent}; "
+                "`offload supervisor stop` stops it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Drops the lock (the pid stays in the file; the lock is what counts)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class WakeFifo:
+    """The supervisor's end of the wake-up FIFO (opened read-write so it never sees EOF)."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / FIFO_NAME
+        if self.path.exists() and not self.path.is_fifo():
+            self.path.unlink()
+        if not self.path.exists():
+            os.mkfifo(self.path, 0o600)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_NONBLOCK)
+
+    def drain(self) -> None:
+        """Empties the FIFO after a wake-up."""
+        try:
+            while os.read(self.fd, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        """Closes the FIFO: from now on front ends see that no supervisor runs."""
+        os.close(self.fd)
+
+
+def poke(home: Path) -> bool:
+    """Wakes the supervisor of `home`; returns False when none is running."""
+    try:
+        fd = os.open(home / FIFO_NAME, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        os.write(fd, b"w")
+    except BlockingIOError:
+        pass  # full of unread pokes: it is awake already
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True

@@ -1,0 +1,184 @@
+"""The CLI end to end through its real entry point (`python -m offload`)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import marked_processes, wait_until
+from offload.queue.models import State
+from offload.queue.sqlite import SqliteStore
+from offload.supervisor.wake import poke
+
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def test_submit_starts_a_supervisor_on_demand_and_runs(cli: Cli, offload_home: Path) -> None:
+    task_id = ok(cli("submit", "--", "echo", "hello", "&&", "echo", "world")).strip()
+    assert len(task_id) == 32
+    assert ok(cli("wait", task_id[:8], "--timeout", "30")) != ""
+    assert poke(offload_home)  # a detached supervisor was started
+    assert ok(cli("logs", task_id[:6])) == "hello\nworld\n"
+    shown = json.loads(ok(cli("show", task_id, "--json")))
+    assert shown["state"] == "completed" and shown["exit_code"] == 0
+    assert (offload_home / "supervisor.log").read_text().count('"event": "started"') == 1
+
+
+def test_submit_wait_follows_and_exits_with_the_task_code(cli: Cli, start_supervisor: Any) -> None:
+    start_supervisor()
+    result = cli("submit", "--wait", "--", "echo line1; echo line2; exit 7")
+    assert result.returncode == 7
+    assert result.stdout.splitlines()[1:] == ["line1", "line2"]
+    assert "exited with code 7" in result.stderr
+    assert cli("submit", "--wait", "--", "true").returncode == 0
+
+
+def test_list_show_stats_json_and_tables(cli: Cli, start_supervisor: Any) -> None:
+    start_supervisor()
+    first = ok(cli("submit", "--name", "the build", "--", "true")).strip()
+    ok(cli("wait", first))
+    table = ok(cli("list"))
+    assert "the build" in table and "completed" in table and first[:12] in table
+    rows = json.loads(ok(cli("list", "--json", "--state", "completed")))
+    assert [r["id"] for r in rows] == [first]
+    assert "completed" in ok(cli("show", first[:7]))
+    stats = json.loads(ok(cli("stats", "--json")))
+    assert stats["counts"] == {"completed": 1} and len(stats["days"]) == 14
+    assert "completed 1" in ok(cli("stats"))
+
+
+def test_logs_tail_and_follow(cli: Cli, start_supervisor: Any, offload_home: Path) -> None:
+    start_supervisor()
+    flag = offload_home.parent / "release"
+    task_id = ok(
+        cli("submit", "--", f"seq 1 50; while [ ! -e {flag} ]; do sleep 0.05; done; echo end")
+    ).strip()
+    wait_until(lambda: cli("logs", task_id).stdout.endswith("50\n"), what="output")
+    assert ok(cli("logs", task_id, "--tail", "3")) == "48\n49\n50\n"
+    follower = subprocess.Popen(
+        [*_cli_argv(), "logs", task_id, "--tail", "1", "-f"],
+        stdout=subprocess.PIPE, text=True, env=_env(offload_home),
+    )
+    assert follower.stdout is not None
+    assert follower.stdout.readline() == "50\n"  # the tail, printed before the task ends
+    flag.touch()
+    out, _ = follower.communicate(timeout=30)
+    assert follower.returncode == 0 and out == "end\n"
+
+
+def _cli_argv() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "offload"]
+
+
+def _env(home: Path) -> dict[str, str]:
+    import os
+
+    return {**os.environ, "OFFLOAD_HOME": str(home)}
+
+
+def test_cancel_kills_the_tree(cli: Cli, start_supervisor: Any, store: SqliteStore) -> None:
+    start_supervisor(grace_seconds="1")
+    task_id = ok(cli("submit", "--", "setsid sleep 300 & sleep 300")).strip()
+    wait_until(lambda: len(marked_processes(task_id)) >= 2, what="tree running")
+    assert ok(cli("cancel", task_id[:8])).strip() == f"{task_id[:12]} cancelled"
+    assert marked_processes(task_id) == []
+    assert store.get(task_id).state is State.CANCELLED
+
+
+def test_retry_failed_purge(cli: Cli, start_supervisor: Any, store: SqliteStore) -> None:
+    start_supervisor()
+    marker = Path("marker")
+    bad = ok(cli("submit", "--", f"test -e {marker.name}")).strip()
+    good = ok(cli("submit", "--", "true")).strip()
+    assert cli("wait", bad, good).returncode == 1  # one of them failed
+    assert store.get(bad).state is State.FAILED
+    marker.touch()
+    assert "attempt 2" in ok(cli("retry", "--failed"))
+    ok(cli("wait", bad))
+    assert store.get(bad).state is State.COMPLETED
+    assert ok(cli("retry", "--failed")) == "nothing to retry\n"
+    assert ok(cli("purge")) == "purged 2 task(s)\n"
+    assert store.list() == []
+
+
+def test_batch_submits_in_one_transaction(cli: Cli, start_supervisor: Any, store: SqliteStore) -> None:
+    start_supervisor()
+    batch = 'echo one\n\n# a comment\n{"command": "echo two", "priority": 1, "name": "second"}\n'
+    ids = ok(cli("submit", "--batch", "-", input=batch)).split()
+    assert len(ids) == 2
+    ok(cli("wait", *ids))
+    assert {t.name or t.title for t in store.list()} == {"echo one", "second"}
+    bad = 'echo fine\n{"command": "x", "priority": 42}\n'
+    result = cli("submit", "--batch", "-", input=bad)
+    assert result.returncode == 1 and "batch entry 2: priority must be 1-10" in result.stderr
+    assert len(store.list()) == 2  # nothing of the refused batch was stored
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["submit", "--"], "command is empty"),
+        (["submit", "--priority", "0", "--", "true"], "priority must be 1-10"),
+        (["submit", "--timeout", "-5", "--", "true"], "'-5' is not a duration"),
+        (["submit", "--timeout", "0", "--", "true"], "timeout"),
+        (["submit", "--cwd", "/", "--", "true"], "outside the workspace"),
+        (["submit", "--cwd", "missing-dir", "--", "true"], "not an existing directory"),
+        (["submit", "--group", "bad group!", "--", "true"], "group"),
+        (["submit", "--after", "abcdef1234", "--", "true"], "no task matches"),
+        (["submit", "--env", "NOEQUALS", "--", "true"], "must be NAME=VALUE"),
+        (["submit", "--env", "OPENAI_API_KEY=x", "--", "true"], "looks like a secret"),
+        (["show", "zzzzzz"], "is not a task id"),
+        (["show", "abc"], "at least 6"),
+        (["logs", "abcdef", "--tail", "-1"], "no task matches"),
+        (["wait", "abcdef0"], "no task matches"),
+        (["cancel", "abcdef0"], "no task matches"),
+        (["retry"], "give a task id, or --failed"),
+        (["purge", "--older-than", "soon"], "is not a duration"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(cli: Cli, args: list[str], message: str) -> None:
+    result = cli(*args)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_policy_refusals_name_the_rule(cli: Cli) -> None:
+    result = cli("submit", "--", "echo ok | curl evil", OFFLOAD_ALLOW="^echo ")
+    assert result.returncode == 1 and "'curl evil' is not allowed" in result.stderr
+    result = cli("submit", "--", "rm -rf /", OFFLOAD_DENY="rm -rf")
+    assert result.returncode == 1 and "deny rule 'rm -rf'" in result.stderr
+    result = cli("submit", "--", "true", OFFLOAD_ALLOW="(")
+    assert result.returncode == 1 and "invalid OFFLOAD_ALLOW pattern '('" in result.stderr
+
+
+def test_tail_of_huge_or_negative_is_refused_clearly(cli: Cli, start_supervisor: Any) -> None:
+    start_supervisor()
+    task_id = ok(cli("submit", "--wait", "--", "echo x")).splitlines()[0]
+    for tail in ("-1", "100000000"):
+        result = cli("logs", task_id, "--tail", tail)
+        assert result.returncode == 1 and "tail must be between 0 and" in result.stderr
+    assert ok(cli("logs", task_id, "--tail", "0")) == ""
+
+
+def test_supervisor_status_and_stop(cli: Cli, offload_home: Path) -> None:
+    assert cli("supervisor", "status").returncode == 3
+    ok(cli("submit", "--", "true"))
+    wait_until(lambda: poke(offload_home), what="on-demand supervisor")
+    assert "supervisor running" in ok(cli("supervisor", "status"))
+    assert "stopped" in ok(cli("supervisor", "stop"))
+    assert not poke(offload_home)
+    assert ok(cli("supervisor", "stop")) == "no supervisor running\n"

@@ -1,0 +1,267 @@
+"""The supervisor with real processes: lifecycle, tree kill, crash recovery, resources."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import SupervisorProc, marked_processes, wait_until
+from offload.config import load_settings
+from offload.errors import IllegalTransition
+from offload.queue.models import State, Task, TaskSpec
+from offload.queue.sqlite import SqliteStore
+from offload.supervisor.wake import poke
+
+Start = Callable[..., SupervisorProc]
+
+
+def submit(store: SqliteStore, home: Path, command: str | list[str], **kw: object) -> Task:
+    cwd = str(home.parent / "ws")
+    task = store.submit([TaskSpec(command=command, cwd=cwd, workspace=cwd, **kw)])[0]  # type: ignore[arg-type]
+    poke(home)
+    return task
+
+
+def final(store: SqliteStore, task_id: str, timeout: float = 20) -> Task:
+    return wait_until(
+        lambda: (t := store.get(task_id)).is_final and t,
+        timeout=timeout,
+        what=f"task {task_id} final",
+    )
+
+
+def running_with_pid(store: SqliteStore, task_id: str) -> Task:
+    return wait_until(lambda: (t := store.get(task_id)).pid and t, what="task running")
+
+
+def log_text(task: Task) -> str:
+    return Path(task.log_path or "").read_text(errors="replace")
+
+
+def test_lifecycle_completed_failed_signalled(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start
+) -> None:
+    start_supervisor()
+    ok = submit(store, offload_home, "echo hello; echo oops >&2")
+    bad = submit(store, offload_home, "exit 3")
+    sig = submit(store, offload_home, "kill -SEGV $$")
+    argv = submit(store, offload_home, ["printf", "%s|", "a b", "c"])
+    missing = submit(store, offload_home, ["no-such-binary-xyz"])
+    done = final(store, ok.id)
+    assert done.state is State.COMPLETED and done.exit_code == 0
+    assert log_text(done) == "hello\noops\n"
+    assert os.stat(done.log_path or "").st_mode & 0o777 == 0o600
+    failed = final(store, bad.id)
+    assert (failed.state, failed.exit_code, failed.error) == (State.FAILED, 3, "exited with code 3")
+    killed = final(store, sig.id)
+    assert killed.state is State.FAILED and killed.signal == signal.SIGSEGV
+    assert killed.error == "killed by SIGSEGV"
+    assert log_text(final(store, argv.id)) == "a b|c|"
+    gone = final(store, missing.id)
+    assert gone.state is State.FAILED and "command not found" in (gone.error or "")
+
+
+def test_task_environment_is_scrubbed_and_marked(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-secret")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    start_supervisor()
+    task = submit(store, offload_home, "env; echo stdin=$(cat)", env={"MY_FLAG": "1"})
+    out = log_text(final(store, task.id))
+    assert f"OFFLOAD_TASK_ID={task.id}" in out and "MY_FLAG=1" in out
+    assert "sk-secret" not in out and "aws-secret" not in out
+    assert "stdin=\n" in out  # stdin is /dev/null
+
+
+def test_priority_and_group_lanes(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start
+) -> None:
+    start_supervisor(max_concurrent="4")
+    a = submit(store, offload_home, "sleep 30", group="build")
+    b = submit(store, offload_home, "true", group="build")
+    running_with_pid(store, a.id)
+    other = final(store, submit(store, offload_home, "true").id)
+    assert other.state is State.COMPLETED
+    assert store.get(b.id).state is State.PENDING  # its lane is busy
+    store.request_cancel(a.id)
+    poke(offload_home)
+    assert final(store, b.id).state is State.COMPLETED
+
+
+def test_timeout_kills_and_marks_timed_out(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start
+) -> None:
+    start_supervisor(grace_seconds="1")
+    task = submit(store, offload_home, "echo started; sleep 60", timeout_seconds=0.3)
+    done = final(store, task.id)
+    assert done.state is State.TIMED_OUT and done.exit_code is None
+    assert done.error == "timed out after 0.3 s"
+    assert marked_processes(task.id) == []
+
+
+_DOUBLE_FORK = (
+    "import os,time\n"
+    "if os.fork()==0:\n"
+    "    os.setsid()\n"
+    "    if os.fork()==0:\n"
+    "        time.sleep(300)\n"
+    "    os._exit(0)\n"
+    "os.wait()\n"
+)
+
+ESCAPES = {
+    "background child": "sleep 300 & sleep 300",
+    "setsid child": "setsid sleep 300 & sleep 300",
+    "double-forked daemon": f"{sys.executable} -c '{_DOUBLE_FORK}'; sleep 300",
+    "traps SIGTERM": "trap '' TERM; sleep 300 & trap '' TERM; while :; do sleep 0.05; done",
+}
+
+
+@pytest.mark.parametrize("cgroups", ["true", "false"])
+@pytest.mark.parametrize("name", list(ESCAPES))
+def test_cancel_leaves_no_survivor(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start, name: str, cgroups: str
+) -> None:
+    start_supervisor(grace_seconds="0.5", cgroups=cgroups)
+    task = submit(store, offload_home, ESCAPES[name])
+    running_with_pid(store, task.id)
+    expected = 2 if name != "double-forked daemon" else 2
+    wait_until(lambda: len(marked_processes(task.id)) >= expected, what="tree spawned")
+    store.request_cancel(task.id[:10])
+    poke(offload_home)
+    done = final(store, task.id)
+    assert done.state is State.CANCELLED and done.exit_code is None
+    assert marked_processes(task.id) == []
+
+
+def test_exit_before_cancel_keeps_its_outcome(offload_home: Path) -> None:
+    """Drives the supervisor a step at a time: a task that exited 0 stays completed."""
+    from offload.supervisor.daemon import Supervisor
+
+    settings = load_settings()
+    store = SqliteStore(settings.db_path)
+    sup = Supervisor(settings, store)
+    sup.start()
+    try:
+        ws = str(offload_home.parent / "ws")
+        task = store.submit([TaskSpec(command="true", cwd=ws, workspace=ws)])[0]
+        sup.run_once(0.0)
+        pid = store.get(task.id).pid
+        assert pid
+        wait_until(lambda: psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, what="exit")
+        store.request_cancel(task.id)  # the person cancels just after it exited
+        sup.run_once(0.01)
+        done = store.get(task.id)
+        assert done.state is State.COMPLETED and done.exit_code == 0
+        with pytest.raises(IllegalTransition):
+            store.request_cancel(task.id)
+    finally:
+        sup.close()
+        store.close()
+
+
+def test_kill_9_supervisor_then_restart_interrupts_and_kills(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start
+) -> None:
+    first = start_supervisor(cgroups="false")
+    task = submit(store, offload_home, "setsid sleep 300 & sleep 300")
+    running_with_pid(store, task.id)
+    wait_until(lambda: len(marked_processes(task.id)) >= 2, what="tree spawned")
+    first.stop(signal.SIGKILL)
+    assert store.get(task.id).state is State.RUNNING
+    assert len(marked_processes(task.id)) >= 2  # orphans outlived their supervisor
+    start_supervisor(grace_seconds="0.5")
+    done = final(store, task.id)
+    assert done.state is State.INTERRUPTED
+    assert f"pid {first.proc.pid}" in (done.error or "") and "died" in (done.error or "")
+    assert marked_processes(task.id) == []
+
+
+def test_sigterm_interrupts_running_tasks_and_exits_zero(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start
+) -> None:
+    sup = start_supervisor(grace_seconds="0.5")
+    task = submit(store, offload_home, "sleep 300")
+    running_with_pid(store, task.id)
+    assert sup.stop() == 0
+    done = store.get(task.id)
+    assert done.state is State.INTERRUPTED and "stopped" in (done.error or "")
+    assert marked_processes(task.id) == []
+    assert not poke(offload_home)
+
+
+def test_second_supervisor_refuses_naming_the_holder(
+    offload_home: Path, start_supervisor: Start
+) -> None:
+    first = start_supervisor()
+    env = {**os.environ, "OFFLOAD_HOME": str(offload_home)}
+    result = subprocess.run(
+        [sys.executable, "-m", "offload", "supervisor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert f"pid {first.proc.pid}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unwritable_log_dir_fails_the_task_not_the_supervisor(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start
+) -> None:
+    if os.geteuid() == 0:
+        logs = offload_home / "logs"
+        sup = start_supervisor()
+        os.chmod(logs, 0o700)
+        logs.rename(offload_home / "logs-moved")
+        logs.write_text("not a directory")  # even root cannot create files under a file
+    else:
+        sup = start_supervisor()
+        os.chmod(offload_home / "logs", 0o500)
+    task = submit(store, offload_home, "echo hi")
+    done = final(store, task.id)
+    assert done.state is State.FAILED and "cannot open the log file" in (done.error or "")
+    assert sup.proc.poll() is None and poke(offload_home)
+
+
+def test_progress_is_parsed_from_output(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start
+) -> None:
+    start_supervisor()
+    flag = offload_home.parent / "go"
+    task = submit(
+        store, offload_home, f"echo '[3/10] building'; while [ ! -e {flag} ]; do sleep 0.05; done"
+    )
+    seen = wait_until(lambda: (t := store.get(task.id)).progress is not None and t, what="progress")
+    assert seen.progress == pytest.approx(0.3) and "[3/10]" in (seen.progress_message or "")
+    flag.touch()
+    assert final(store, task.id).state is State.COMPLETED
+
+
+def test_sequential_tasks_do_not_grow_fds_or_threads(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start
+) -> None:
+    sup = start_supervisor(max_concurrent="2")
+    proc = psutil.Process(sup.proc.pid)
+    ws = str(offload_home.parent / "ws")
+
+    def run_batch(n: int) -> None:
+        tasks = store.submit([TaskSpec(command="true", cwd=ws, workspace=ws) for _ in range(n)])
+        poke(offload_home)
+        final(store, tasks[-1].id, timeout=120)
+        wait_until(lambda: not store.list([State.PENDING, State.RUNNING], limit=1), timeout=60)
+
+    run_batch(100)
+    fds, threads = proc.num_fds(), proc.num_threads()
+    run_batch(1000)
+    run_batch(1000)
+    assert proc.num_fds() <= fds and proc.num_threads() == threads == 1
+    assert store.stats(0).counts.get("completed") == 2100
