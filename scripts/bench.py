@@ -1,0 +1,315 @@
+"""offload's benchmark: the figures issue 2 names, side by side with their peers, from one run.
+
+Run it as `scripts/bench` (it uses ./.venv). Every figure is measured in this run, and
+comparisons are printed as ratios, because these machines are noisy. Nothing here
+touches ~/.offload: each part uses its own temporary OFFLOAD_HOME.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psutil
+
+from offload.output import read_tail
+from offload.queue.models import State, TaskSpec
+from offload.queue.sqlite import SqliteStore
+from offload.supervisor.wake import poke
+
+N_TASKS = 200
+CONCURRENCY = 2
+VENV_BIN = Path(sys.executable).parent
+ROWS: list[tuple[str, str, str]] = []
+
+
+def report(name: str, value: str, target: str = "") -> None:
+    ROWS.append((name, value, target))
+    print(f"  {name:<58} {value:>22}   {target}", flush=True)
+
+
+def wait(condition: Callable[[], object], timeout: float = 120, interval: float = 0.002) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark step did not finish in time")
+        time.sleep(interval)
+
+
+@contextmanager
+def supervisor(**settings: str) -> Iterator[tuple[Path, SqliteStore, subprocess.Popen[bytes]]]:
+    home = Path(tempfile.mkdtemp(prefix="offload-bench-"))
+    env = {**os.environ, "OFFLOAD_HOME": str(home)}
+    env.update({f"OFFLOAD_{k.upper()}": v for k, v in settings.items()})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "offload", "supervisor"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait(lambda: poke(home))
+    store = SqliteStore(home / "queue.db")
+    try:
+        yield home, store, proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        store.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def all_done(store: SqliteStore) -> bool:
+    return not store.list([State.PENDING, State.RUNNING], limit=1)
+
+
+# -- 200 x true --------------------------------------------------------------------------
+def bench_offload_batch() -> float:
+    with supervisor(max_concurrent=str(CONCURRENCY)) as (home, store, _):
+        batch = home / "batch.txt"
+        batch.write_text("true\n" * N_TASKS)
+        env = {**os.environ, "OFFLOAD_HOME": str(home)}
+        start = time.perf_counter()
+        subprocess.run(
+            [str(VENV_BIN / "offload"), "submit", "--batch", str(batch)],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            cwd=home,
+        )
+        wait(lambda: all_done(store))
+        elapsed = time.perf_counter() - start
+        assert store.stats(0).counts.get("completed") == N_TASKS
+        return elapsed
+
+
+def bench_floor() -> float:
+    """A bare SQLite queue + Popen: insert 200 rows, run them 2 at a time, record results."""
+    tmp = Path(tempfile.mkdtemp(prefix="offload-floor-"))
+    db = sqlite3.connect(tmp / "floor.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, cmd TEXT, state TEXT, code INTEGER)")
+    start = time.perf_counter()
+    db.executemany("INSERT INTO t (cmd, state) VALUES (?, 'pending')", [("true",)] * N_TASKS)
+    running: dict[int, subprocess.Popen[bytes]] = {}
+    while True:
+        while len(running) < CONCURRENCY:
+            row = db.execute(
+                "UPDATE t SET state='running' WHERE id = (SELECT id FROM t WHERE state='pending' "
+                "ORDER BY id LIMIT 1) RETURNING id, cmd"
+            ).fetchone()
+            if row is None:
+                break
+            running[row[0]] = subprocess.Popen(["/bin/sh", "-c", row[1]])
+        if not running:
+            break
+        pid, status = os.wait()
+        for task_id, proc in list(running.items()):
+            if proc.pid == pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                db.execute(
+                    "UPDATE t SET state='done', code=? WHERE id=?", (proc.returncode, task_id)
+                )
+                del running[task_id]
+    elapsed = time.perf_counter() - start
+    db.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return elapsed
+
+
+def bench_task_spooler() -> float | None:
+    tsp = shutil.which("tsp") or shutil.which("ts")
+    if tsp is None:
+        return None
+    tmp = Path(tempfile.mkdtemp(prefix="offload-tsp-"))
+    env = {**os.environ, "TS_SOCKET": str(tmp / "socket"), "TMPDIR": str(tmp), "TS_SAVELIST": ""}
+    subprocess.run([tsp, "-S", str(CONCURRENCY)], env=env, check=True)
+    start = time.perf_counter()
+    for _ in range(N_TASKS):
+        subprocess.run([tsp, "true"], env=env, check=True, stdout=subprocess.DEVNULL)
+
+    def drained() -> bool:
+        out = subprocess.run([tsp, "-l"], env=env, capture_output=True, text=True).stdout
+        return out.count("finished") == N_TASKS
+
+    wait(drained, interval=0.005)
+    elapsed = time.perf_counter() - start
+    subprocess.run([tsp, "-K"], env=env, stderr=subprocess.DEVNULL)
+    shutil.rmtree(tmp, ignore_errors=True)
+    return elapsed
+
+
+# -- latencies ----------------------------------------------------------------------------
+def bench_cli_wall() -> tuple[float, float]:
+    with supervisor() as (home, store, _):
+        env = {**os.environ, "OFFLOAD_HOME": str(home)}
+        offload = str(VENV_BIN / "offload")
+        submits, lists = [], []
+        for _ in range(10):
+            start = time.perf_counter()
+            subprocess.run(
+                [offload, "submit", "--", "true"],
+                env=env,
+                cwd=home,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+            submits.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            subprocess.run(
+                [offload, "list"], env=env, cwd=home, check=True, stdout=subprocess.DEVNULL
+            )
+            lists.append(time.perf_counter() - start)
+        return statistics.median(submits), statistics.median(lists)
+
+
+def bench_submit_to_running() -> float:
+    with supervisor() as (home, store, _):
+        samples = []
+        for i in range(30):
+            flag = home / f"flag{i}"
+            spec = TaskSpec(command=f": > {flag}", cwd=str(home), workspace=str(home))
+            start = time.time_ns()
+            task = store.submit([spec])[0]
+            poke(home)
+            wait(flag.exists, interval=0.0005)
+            samples.append((flag.stat().st_mtime_ns - start) / 1e6)
+            wait(lambda t=task: store.get(t.id).is_final)
+        return statistics.median(samples)
+
+
+def bench_cancel_tree() -> tuple[float, float]:
+    with supervisor() as (home, store, _):
+        tree_gone, state_final = [], []
+        for _ in range(5):
+            spec = TaskSpec(
+                command="sleep 300 & sleep 300 & wait", cwd=str(home), workspace=str(home)
+            )
+            task = store.submit([spec])[0]
+            poke(home)
+            wait(lambda t=task: store.get(t.id).pid)
+            main = psutil.Process(store.get(task.id).pid or 0)
+            wait(lambda m=main: len(m.children()) >= 2)
+            procs = [main, *main.children(recursive=True)]
+            start = time.perf_counter()
+            store.request_cancel(task.id)
+            poke(home)
+            wait(
+                lambda ps=procs: not any(p.is_running() and p.status() != "zombie" for p in ps),
+                interval=0.0005,
+            )
+            tree_gone.append((time.perf_counter() - start) * 1000)
+            wait(lambda t=task: store.get(t.id).is_final, interval=0.0005)
+            state_final.append((time.perf_counter() - start) * 1000)
+        return statistics.median(tree_gone), statistics.median(state_final)
+
+
+def bench_claim_and_list(rows: int) -> float:
+    tmp = Path(tempfile.mkdtemp(prefix="offload-rows-"))
+    store = SqliteStore(tmp / "queue.db")
+    for start in range(0, rows, 10_000):
+        n = min(10_000, rows - start)
+        store.submit([TaskSpec(command="true", cwd="/", workspace="/") for _ in range(n)])
+    reps = 200
+    begin = time.perf_counter()
+    for _ in range(reps):
+        (task,) = store.claim(1, "bench", {})
+        store.finish(task.id, State.COMPLETED, exit_code=0)
+        store.list(limit=50)
+    elapsed = (time.perf_counter() - begin) / reps * 1000
+    store.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+    return elapsed
+
+
+def bench_tail_1gb() -> float:
+    tmp = Path(tempfile.mkdtemp(prefix="offload-tail-"))
+    log = tmp / "big.log"
+    with open(log, "wb") as f:
+        f.seek(2**30 - 1_000_000)  # 1 GB file; the last megabyte holds real lines
+        f.write(b"".join(b"line %d of the build output\n" % i for i in range(35_000)))
+    assert log.stat().st_size >= 2**30
+    samples = []
+    for _ in range(50):
+        start = time.perf_counter()
+        tail = read_tail(log, lines=100)
+        samples.append((time.perf_counter() - start) * 1000)
+    assert tail.lines == 100
+    shutil.rmtree(tmp, ignore_errors=True)
+    return statistics.median(samples)
+
+
+def bench_300_sleepers() -> tuple[int, float, int]:
+    with supervisor(max_concurrent="300") as (home, store, proc):
+        sup = psutil.Process(proc.pid)
+        idle_threads = sup.num_threads()
+        specs = [
+            TaskSpec(command="sleep 120", cwd=str(home), workspace=str(home)) for _ in range(300)
+        ]
+        store.submit(specs)
+        poke(home)
+        wait(lambda: len([t for t in store.list([State.RUNNING], limit=400) if t.pid]) == 300)
+        threads, rss = sup.num_threads(), sup.memory_info().rss / 2**20
+        for task in store.list([State.RUNNING], limit=400):
+            store.request_cancel(task.id)
+        poke(home)
+        wait(lambda: all_done(store))
+        return threads, rss, idle_threads
+
+
+def main() -> int:
+    print(f"offload benchmark — {os.cpu_count()} cores, python {sys.version.split()[0]}\n")
+    print(f"{N_TASKS} x `true`, concurrency {CONCURRENCY}, submit -> all done")
+    floor = bench_floor()
+    ours = bench_offload_batch()
+    tsp = bench_task_spooler()
+    report("bare SQLite + Popen floor", f"{floor:.3f} s")
+    report("offload (submit --batch)", f"{ours:.3f} s", f"{ours / floor:.2f}x floor (target <= 2x)")
+    if tsp is None:
+        report("task-spooler", "not installed", "apt-get install task-spooler")
+    else:
+        report(
+            "task-spooler (tsp -S 2)",
+            f"{tsp:.3f} s",
+            f"offload is {tsp / ours:.1f}x faster (target >= 3x)",
+        )
+    print("\nlatency")
+    submit, listing = bench_cli_wall()
+    report("`offload submit` wall, median of 10", f"{submit * 1000:.0f} ms", "target <= 300 ms")
+    report("`offload list` wall, median of 10", f"{listing * 1000:.0f} ms", "target <= 300 ms")
+    report(
+        "submit -> process running, median of 30",
+        f"{bench_submit_to_running():.2f} ms",
+        "target <= 5 ms",
+    )
+    gone, final = bench_cancel_tree()
+    report("cancel -> SIGTERM-honouring tree gone, median", f"{gone:.1f} ms", "target <= 100 ms")
+    report("cancel -> state cancelled, median", f"{final:.1f} ms")
+    print("\nscaling")
+    small, large = bench_claim_and_list(100), bench_claim_and_list(100_000)
+    report("claim + finish + list at 100 rows", f"{small:.3f} ms")
+    report(
+        "claim + finish + list at 100,000 rows",
+        f"{large:.3f} ms",
+        f"ratio {large / small:.2f} (target <= 1.5)",
+    )
+    report("tail 100 lines of a 1 GB log, median", f"{bench_tail_1gb():.3f} ms", "target <= 10 ms")
+    threads, rss, idle = bench_300_sleepers()
+    report(
+        "supervisor threads with 300 running tasks", f"{threads} (idle {idle})", "target: no growth"
+    )
+    report("supervisor RSS with 300 running tasks", f"{rss:.1f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
