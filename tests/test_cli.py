@@ -68,7 +68,9 @@ def test_logs_tail_and_follow(cli: Cli, start_supervisor: Any, offload_home: Pat
     assert ok(cli("logs", task_id, "--tail", "3")) == "48\n49\n50\n"
     follower = subprocess.Popen(
         [*_cli_argv(), "logs", task_id, "--tail", "1", "-f"],
-        stdout=subprocess.PIPE, text=True, env=_env(offload_home),
+        stdout=subprocess.PIPE,
+        text=True,
+        env=_env(offload_home),
     )
     assert follower.stdout is not None
     assert follower.stdout.readline() == "50\n"  # the tail, printed before the task ends
@@ -114,7 +116,9 @@ def test_retry_failed_purge(cli: Cli, start_supervisor: Any, store: SqliteStore)
     assert store.list() == []
 
 
-def test_batch_submits_in_one_transaction(cli: Cli, start_supervisor: Any, store: SqliteStore) -> None:
+def test_batch_submits_in_one_transaction(
+    cli: Cli, start_supervisor: Any, store: SqliteStore
+) -> None:
     start_supervisor()
     batch = 'echo one\n\n# a comment\n{"command": "echo two", "priority": 1, "name": "second"}\n'
     ids = ok(cli("submit", "--batch", "-", input=batch)).split()

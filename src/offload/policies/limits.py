@@ -25,9 +25,11 @@ __all__ = [
     "MIN_PRIORITY",
     "Limits",
     "apply_limits",
+    "apply_limits_to",
     "check_group",
     "check_priority",
     "check_timeout",
+    "inheritable_soft_limits",
 ]
 
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
@@ -163,3 +165,39 @@ def check_group(name: str | None) -> str | None:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def apply_limits_to(pid: int, limits: Limits) -> None:
+    """Put ``limits`` on an already started process (and the nice value on its group).
+
+    The supervisor spawns without running Python in the child (so the fork is a fast
+    vfork), then applies the limits from outside with ``prlimit``. Limits that would only
+    matter for processes the task forks in its first microseconds are also set on the
+    supervisor itself (see ``inheritable_soft_limits``), so nothing escapes them.
+
+    Raises:
+        OSError: The kernel refused a limit (the process may already be gone).
+    """
+    for res, (soft, hard) in limits.rlimits():
+        _, current_hard = resource.prlimit(pid, res)
+        if current_hard != resource.RLIM_INFINITY:
+            hard = min(hard, current_hard)
+            soft = min(soft, hard)
+        resource.prlimit(pid, res, (soft, hard))
+    if limits.nice > 0:
+        os.setpriority(os.PRIO_PGRP, pid, limits.nice)
+
+
+def inheritable_soft_limits(limits: Limits) -> None:
+    """Lowers this process's own soft limits for open files and core size.
+
+    Children inherit them at fork, so a task can never start above them; the hard limits
+    stay, so the supervisor could raise them again. CPU and address-space limits are not
+    set here: they would apply to the supervisor's own long life.
+    """
+    for res, value in ((resource.RLIMIT_NOFILE, limits.open_files), (resource.RLIMIT_CORE, 0)):
+        if value is None:
+            continue
+        _, hard = resource.getrlimit(res)
+        soft = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(res, (soft, hard))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["CgroupRoot", "find_cgroup_root"]
@@ -37,8 +39,30 @@ def _own_cgroup_v2() -> tuple[Path, str] | None:
 class CgroupRoot:
     """The directory under which the supervisor creates one cgroup per task."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, home_cgroup: Path) -> None:
         self.path = path
+        self.home_cgroup = home_cgroup
+
+    @contextmanager
+    def entered(self, cgroup: str | None) -> Iterator[None]:
+        """Moves the supervisor into `cgroup` for the duration of a fork, then back.
+
+        A child is born in its parent's cgroup, so forking from inside the task's cgroup
+        puts the task there before it can run a single instruction (no race with an
+        early fork of its own), without running Python in the child.
+        """
+        if cgroup is None:
+            yield
+            return
+        try:
+            self.join_self(cgroup)
+        except OSError:
+            yield  # the process group and the marker still cover the tree
+            return
+        try:
+            yield
+        finally:
+            self.join_self(str(self.home_cgroup))
 
     def create(self, task_id: str) -> Path | None:
         """Makes the task's cgroup; None if that fails (the task then runs without one)."""
@@ -51,7 +75,7 @@ class CgroupRoot:
 
     @staticmethod
     def join_self(cgroup: str) -> None:
-        """Moves the calling process into `cgroup` (called in the child before exec)."""
+        """Moves the calling process into `cgroup`."""
         fd = os.open(os.path.join(cgroup, "cgroup.procs"), os.O_WRONLY)
         try:
             os.write(fd, b"0")
@@ -109,4 +133,4 @@ def find_cgroup_root(home: Path) -> CgroupRoot | None:
         probe.rmdir()
     except OSError:
         return None
-    return CgroupRoot(path) if usable else None
+    return CgroupRoot(path, mount / own) if usable else None

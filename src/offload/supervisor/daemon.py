@@ -22,7 +22,7 @@ from offload.config import Settings
 from offload.errors import OffloadError
 from offload.logging import get_logger
 from offload.output import progress_of
-from offload.policies.limits import Limits
+from offload.policies.limits import Limits, inheritable_soft_limits
 from offload.queue.models import State, Task, new_task_id
 from offload.queue.store import Store
 from offload.supervisor import outcome
@@ -116,6 +116,7 @@ class Supervisor:
         self.settings.logs_dir.mkdir(mode=0o700, exist_ok=True)
         self._lock.acquire()
         subreaper = _become_subreaper()
+        inheritable_soft_limits(self.limits)
         if self.settings.cgroups:
             self._cgroups = find_cgroup_root(home)
         recovered = recover_orphans(self.store, self.settings.grace_seconds, self.log.info)

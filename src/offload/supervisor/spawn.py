@@ -14,11 +14,12 @@ import os
 import subprocess
 import sys
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from offload.policies.environment import build_task_env
-from offload.policies.limits import Limits, apply_limits
+from offload.policies.limits import Limits, apply_limits_to
 from offload.queue.models import Task
 from offload.supervisor.cgroups import CgroupRoot
 
@@ -75,27 +76,18 @@ def spawn_task(
     cgroup_path = cgroups.create(task.id) if cgroups else None
     cgroup = str(cgroup_path) if cgroup_path else None
     log_fd = _open_log(log_path)
-
-    def child_setup() -> None:  # runs in the forked child, before exec
-        if cgroup:
-            try:
-                CgroupRoot.join_self(cgroup)
-            except OSError:
-                pass  # the process group and marker still cover the tree
-        apply_limits(limits)
-
     try:
-        popen = subprocess.Popen(
-            task_argv(task),
-            stdin=subprocess.DEVNULL,
-            stdout=log_fd,
-            stderr=subprocess.STDOUT,
-            cwd=task.cwd,
-            env=env,
-            start_new_session=True,
-            preexec_fn=child_setup,
-            close_fds=True,
-        )
+        with cgroups.entered(cgroup) if cgroups else nullcontext():
+            popen = subprocess.Popen(
+                task_argv(task),
+                stdin=subprocess.DEVNULL,
+                stdout=log_fd,
+                stderr=subprocess.STDOUT,
+                cwd=task.cwd,
+                env=env,
+                start_new_session=True,
+                close_fds=True,
+            )
     except FileNotFoundError as exc:
         _drop_cgroup(cgroup)
         raise SpawnError(f"command not found: {exc.filename or task_argv(task)[0]}") from exc
@@ -104,6 +96,10 @@ def spawn_task(
         raise SpawnError(f"cannot start the task: {exc}") from exc
     finally:
         os.close(log_fd)
+    try:
+        apply_limits_to(popen.pid, limits)
+    except OSError:
+        pass  # it already exited; nothing left to limit
     return Spawned(popen=popen, log_path=log_path, cgroup=cgroup)
 
 
