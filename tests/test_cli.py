@@ -186,3 +186,16 @@ def test_supervisor_status_and_stop(cli: Cli, offload_home: Path) -> None:
     assert "stopped" in ok(cli("supervisor", "stop"))
     assert not poke(offload_home)
     assert ok(cli("supervisor", "stop")) == "no supervisor running\n"
+
+
+def test_huge_single_line_output_is_tailed_within_the_cap(cli: Cli, start_supervisor: Any) -> None:
+    start_supervisor()
+    command = "head -c 50000000 /dev/zero | tr '\\0' x; printf '\\377\\376 end\\n'"
+    task_id = ok(cli("submit", "--", command)).strip()
+    ok(cli("wait", task_id, "--timeout", "120"))
+    shown = json.loads(ok(cli("show", task_id, "--json")))
+    assert shown["state"] == "completed"
+    assert Path(shown["log_path"]).stat().st_size == 50_000_007
+    tail = cli("logs", task_id, "--tail", "1")
+    assert tail.returncode == 0 and len(tail.stdout) <= 1_048_576 + 8
+    assert tail.stdout.endswith("\ufffd\ufffd end\n")  # undecodable bytes replaced, no crash

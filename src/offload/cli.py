@@ -300,6 +300,27 @@ def cmd_supervisor(app: _App, args: argparse.Namespace) -> int:
     return control.run(app.settings, app.store, args)
 
 
+def cmd_mcp(app: _App, args: argparse.Namespace) -> int:
+    from offload.server import main as serve_mcp
+
+    workspace = Path(args.workspace).expanduser() if args.workspace else Path.cwd()
+    if not workspace.is_dir():
+        raise InvalidInput(f"--workspace {args.workspace} is not a directory")
+    return serve_mcp(app.settings, workspace.resolve())
+
+
+def cmd_serve(app: _App, args: argparse.Namespace) -> int:
+    from offload.api import serve
+
+    return serve(app.settings, args.host, args.port, args.allow_remote)
+
+
+def cmd_service(app: _App, args: argparse.Namespace) -> int:
+    from offload import service
+
+    return service.main(args.action, args.print_only, app.settings)
+
+
 # -- parser ---------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the `offload` command; returns its exit code."""

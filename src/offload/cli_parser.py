@@ -112,6 +112,25 @@ def _actions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler="cmd_supervisor")
 
 
+def _servers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("mcp", help="run the MCP server over stdio (the agent's door)")
+    p.add_argument("--workspace", help="workspace root (default: the current directory)")
+    p.set_defaults(handler="cmd_mcp")
+
+    p = sub.add_parser("serve", help="run the HTTP API and the live dashboard")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
+    p.add_argument(
+        "--allow-remote", action="store_true", help="allow binding beyond loopback (needs token)"
+    )
+    p.set_defaults(handler="cmd_serve")
+
+    p = sub.add_parser("service", help="install systemd/launchd files for offload")
+    p.add_argument("action", choices=["install", "uninstall"])
+    p.add_argument("--print", dest="print_only", action="store_true", help="print, write nothing")
+    p.set_defaults(handler="cmd_service")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command-line interface."""
     parser = argparse.ArgumentParser(
@@ -124,4 +143,5 @@ def build_parser() -> argparse.ArgumentParser:
     _submit(sub)
     _reads(sub)
     _actions(sub)
+    _servers(sub)
     return parser

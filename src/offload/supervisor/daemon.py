@@ -38,6 +38,7 @@ PROGRESS_INTERVAL_SECONDS = 1.0
 HEARTBEAT_INTERVAL_SECONDS = 5.0
 KILL_POLL_SECONDS = 0.01
 UNKILLABLE_GIVE_UP_SECONDS = 10.0
+ERROR_BACKOFF_SECONDS = 0.5
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -162,7 +163,12 @@ class Supervisor:
         try:
             while not self.finished():
                 self.wait(self._timeout(time.monotonic()))
-                self.run_once(time.monotonic())
+                try:
+                    self.run_once(time.monotonic())
+                except Exception:  # the loop must outlive a failing disk or database
+                    self.log.exception("loop_error")
+                    self._claim_needed = True
+                    self.wait(ERROR_BACKOFF_SECONDS)
         finally:
             self.close()
         return 0
