@@ -199,3 +199,8 @@ def test_huge_single_line_output_is_tailed_within_the_cap(cli: Cli, start_superv
     tail = cli("logs", task_id, "--tail", "1")
     assert tail.returncode == 0 and len(tail.stdout) <= 1_048_576 + 8
     assert tail.stdout.endswith("\ufffd\ufffd end\n")  # undecodable bytes replaced, no crash
+
+
+def test_path_cannot_be_overridden_under_an_allow_list(cli: Cli) -> None:
+    result = cli("submit", "--env", "PATH=/tmp/evil", "--", "make", OFFLOAD_ALLOW="^make")
+    assert result.returncode == 1 and "env PATH cannot be set" in result.stderr

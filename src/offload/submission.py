@@ -146,7 +146,7 @@ class Submitter:
                 resolve_id(d)
                 for d in _strings("depends_on", fields.get("depends_on"), MAX_DEPENDENCIES)
             ),
-            env=check_task_env(_mapping("env", fields.get("env"))),
+            env=self._env(fields.get("env")),
             name=_text("name", fields["name"], 200) if "name" in fields else None,
             labels=_strings("labels", fields.get("labels"), 20),
             output_path=self._output_path(task_type, fields.get("output_path"), cwd),
@@ -156,6 +156,15 @@ class Submitter:
             max_turns=_turns(fields.get("max_turns"), self.settings.agent_max_turns),
             parent_id=fields.get("parent_id"),
         )
+
+    def _env(self, value: Any) -> dict[str, str]:
+        env = check_task_env(_mapping("env", value))
+        if self.policy.allow and "PATH" in env:
+            raise PolicyRefused(
+                "env PATH cannot be set while an allow list is in force: it would choose "
+                "which program an allowed command name runs"
+            )
+        return env
 
     def _cwd(self, value: Any) -> Path:
         if value is None:
