@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -287,3 +288,41 @@ def test_racing_claimers_claim_each_task_exactly_once(tmp_path: Path) -> None:
     assert len(claimed) == 5000 and set(claimed) == ids
     assert s.list([State.PENDING]) == []
     s.close()
+
+
+def test_an_older_database_is_migrated_in_place(tmp_path: Path) -> None:
+    from offload.queue.schema import MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / "old.db")
+    db.executescript(MIGRATIONS[0])
+    db.execute(
+        "INSERT INTO tasks (id, type, state, cwd, workspace, priority, created_at, "
+        "updated_at) VALUES ('ab' || lower(hex(randomblob(15))), 'shell', 'pending', '/', '/', "
+        "5, 0, 0)"
+    )
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    s = SqliteStore(tmp_path / "old.db")
+    (task,) = s.list()
+    assert task.tokens_cached is None and task.state is State.PENDING
+    s.claim(1, "sup", {})
+    s.record_usage(
+        task.id, tokens_in=10, tokens_out=1, cost_usd=None, model_used="m", tokens_cached=4
+    )
+    assert s.get(task.id).tokens_cached == 4
+    s.close()
+
+
+def test_purge_removes_agent_transcript_and_staging(s: Store, tmp_path: Path) -> None:
+    task = s.submit([spec()])[0]
+    log = tmp_path / f"{task.id}.log"
+    staging = tmp_path / f"{task.id}.staging" / "src"
+    staging.mkdir(parents=True)
+    for path in (log, tmp_path / f"{task.id}.turns.jsonl", staging / "a.py"):
+        path.write_text("x")
+    s.claim(1, "sup", {})
+    s.mark_started(task.id, pid=1, pgid=1, proc_start=None, cgroup=None, log_path=str(log))
+    s.finish(task.id, State.COMPLETED, exit_code=0)
+    s.purge()
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(task.id)] == []

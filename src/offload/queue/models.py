@@ -129,6 +129,7 @@ class Task:
     progress_message: str | None
     tokens_in: int | None
     tokens_out: int | None
+    tokens_cached: int | None
     cost_usd: float | None
     model_used: str | None
     files_written: tuple[str, ...]
@@ -181,6 +182,7 @@ class Task:
             progress_message=row["progress_message"],
             tokens_in=row["tokens_in"],
             tokens_out=row["tokens_out"],
+            tokens_cached=row["tokens_cached"],
             cost_usd=row["cost_usd"],
             model_used=row["model_used"],
             files_written=tuple(_loads(row["files_written"], [])),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import shutil
 import sqlite3
 import threading
 import time
@@ -420,15 +421,26 @@ class SqliteStore(Store):
         tokens_out: int,
         cost_usd: float | None,
         model_used: str,
+        tokens_cached: int = 0,
     ) -> None:
         now = self._clock()
         with self._write() as db:
             db.execute(
-                "UPDATE tasks SET tokens_in = coalesce(tokens_in, 0) + ?, "
-                "tokens_out = coalesce(tokens_out, 0) + ?, "
-                "cost_usd = CASE WHEN ? IS NULL THEN cost_usd ELSE coalesce(cost_usd, 0) + ? END, "
-                "model_used = ?, updated_at = ? WHERE id = ?",
-                (tokens_in, tokens_out, cost_usd, cost_usd, model_used, now, task_id),
+                "UPDATE tasks SET tokens_in = coalesce(tokens_in, 0) + :tin, "
+                "tokens_out = coalesce(tokens_out, 0) + :tout, "
+                "tokens_cached = coalesce(tokens_cached, 0) + :tcached, "
+                "cost_usd = CASE WHEN :cost IS NULL THEN cost_usd "
+                "ELSE coalesce(cost_usd, 0) + :cost END, "
+                "model_used = :model, updated_at = :now WHERE id = :id",
+                {
+                    "tin": tokens_in,
+                    "tout": tokens_out,
+                    "tcached": tokens_cached,
+                    "cost": cost_usd,
+                    "model": model_used,
+                    "now": now,
+                    "id": task_id,
+                },
             )
             self._event(
                 db,
@@ -437,9 +449,14 @@ class SqliteStore(Store):
                 now,
                 tokens_in=tokens_in,
                 tokens_out=tokens_out,
+                tokens_cached=tokens_cached,
                 cost_usd=cost_usd,
                 model=model_used,
             )
+
+    def record_event(self, task_id: str, kind: str, **detail: Any) -> None:
+        with self._write() as db:
+            self._event(db, task_id, kind, self._clock(), **detail)
 
     def record_result(
         self,
@@ -593,12 +610,13 @@ def _past(verb: str) -> str:
 
 
 def _unlink_quietly(path: str | None) -> None:
+    """Removes a task's log, its agent transcript and its agent staging directory."""
     if not path:
         return
-    for suffix in ("", ".turns.jsonl"):
+    base = path[: -len(".log")] if path.endswith(".log") else path
+    for name in (path, base + ".turns.jsonl"):
         try:
-            os.unlink(path + suffix)
-        except FileNotFoundError:
-            pass
+            os.unlink(name)
         except OSError:
             pass
+    shutil.rmtree(base + ".staging", ignore_errors=True)

@@ -12,6 +12,7 @@ import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from offload.queue.models import PURGEABLE_STATES, Event, State, Task, TaskSpec
 
@@ -142,8 +143,12 @@ class Store(ABC):
         tokens_out: int,
         cost_usd: float | None,
         model_used: str,
+        tokens_cached: int = 0,
     ) -> None:
-        """Adds LLM tokens and cost to a task (cost stays null while every part is unknown)."""
+        """Adds LLM tokens and cost to a task (cost stays null while every part is unknown).
+
+        `tokens_cached` is the part of `tokens_in` read from a prompt cache.
+        """
 
     @abstractmethod
     def record_result(
@@ -159,6 +164,10 @@ class Store(ABC):
         A worker process calls this before it exits; the supervisor keeps `error` as the
         task's reason when the worker then exits non-zero.
         """
+
+    @abstractmethod
+    def record_event(self, task_id: str, kind: str, **detail: Any) -> None:
+        """Appends a task-specific event (e.g. which rules file steered it) to the feed."""
 
     @abstractmethod
     def heartbeat(self, supervisor_id: str, pid: int) -> None:
