@@ -1,0 +1,121 @@
+"""`python -m offload.workers <task-id>`: the process one LLM or agent task runs in.
+
+The supervisor starts it (own session and process group, output appended to the task's
+log, provider credentials in its environment, `OFFLOAD_TASK_ID` set) and decides the final
+state from the exit code: 0 completed, anything else failed, with the `error` recorded
+here as the reason. A cancel or timeout is the supervisor's SIGTERM: the default action
+ends this process at once, even mid-request.
+
+Runners are looked up by task type and imported lazily; each is a callable
+`run(task, ctx: WorkerContext) -> Outcome` that raises `OffloadError` on failure.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from offload.errors import OffloadError
+from offload.queue.models import LLM_TYPES
+
+__all__ = ["RUNNERS", "main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+RUNNERS: dict[str, str] = {
+    **{name: "offload.workers.llm:run_llm_task" for name in LLM_TYPES},
+    "agent": "offload.workers.agent:run_agent_task",
+}
+
+
+def _runner(task_type: str) -> Callable[..., Any]:
+    target = RUNNERS.get(task_type)
+    if target is None:
+        raise OffloadError(f"task type '{task_type}' does not run in a worker process")
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise OffloadError(f"{task_type} tasks are not available in this version") from None
+    runner: Callable[..., Any] = getattr(module, attr)
+    return runner
+
+
+def _run(task_id: str) -> int:
+    from offload.config import load_settings
+    from offload.queue.sqlite import SqliteStore
+    from offload.workers.llm import WorkerContext
+    from offload.workers.redact import scrub
+
+    settings = load_settings()
+    store = SqliteStore(settings.db_path)
+    try:
+        task = store.get(task_id)
+        ctx = WorkerContext(settings=settings, store=store, environ=os.environ, out=sys.stdout)
+        try:
+            outcome = _runner(task.type)(task, ctx)
+        except OffloadError as exc:
+            message = scrub(str(exc))
+            ctx.say(f"error: {message}")
+            store.record_result(task.id, error=message)
+            return EXIT_FAILED
+        except Exception as exc:  # the top of the process: log it, record a reason
+            ctx.say(scrub(traceback.format_exc()))
+            store.record_result(
+                task.id, error=scrub(f"internal error: {type(exc).__name__}: {exc}")
+            )
+            return EXIT_FAILED
+        store.record_result(task.id, result=outcome.result, files_written=outcome.files_written)
+        return EXIT_OK
+    finally:
+        store.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the task whose id is the only argument; returns the process exit code."""
+    from offload.workers.redact import remember_secrets, scrub
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m offload.workers TASK_ID", file=sys.stderr)
+        return EXIT_USAGE
+    remember_secrets(os.environ)
+    try:
+        return _run(args[0])
+    except OffloadError as exc:  # bad config or no such task: record it where we can
+        message = scrub(str(exc))
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        _record_early_failure(args[0], message)
+        return EXIT_FAILED
+
+
+def _record_early_failure(task_id: str, message: str) -> None:
+    """Stores why the task could not even start (an invalid config file, most likely)."""
+    from pathlib import Path
+
+    from offload.queue.sqlite import SqliteStore
+
+    db_path = Path(os.path.expanduser(os.environ.get("OFFLOAD_HOME") or "~/.offload")) / "queue.db"
+    if not db_path.is_file():
+        return
+    try:
+        store = SqliteStore(db_path)
+    except OffloadError:
+        return
+    try:
+        store.record_result(task_id, error=message)
+    except OffloadError:
+        pass
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

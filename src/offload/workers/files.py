@@ -1,0 +1,159 @@
+"""Writing an LLM task's files: confined to the workspace, atomic, all or nothing.
+
+Three phases. First every path is resolved (symlinks followed) and checked against the
+workspace roots; one bad path refuses the whole answer before anything touches the disk.
+Then each file is written to a temporary file in its target directory and flushed. Only
+then is each temporary renamed over its target; should a rename fail, the files already
+replaced get their old contents back. An existing file keeps its permission bits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from offload.errors import InvalidInput, OffloadError
+from offload.policies.paths import resolve_inside
+
+__all__ = ["FileWrite", "WriteFailed", "plan_writes", "write_files"]
+
+_TEMP_PREFIX = ".offload-tmp-"
+
+
+class WriteFailed(OffloadError):
+    """The files could not be written; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class FileWrite:
+    """A file an answer wants written: its path as given and its full new content."""
+
+    path: str
+    content: str
+
+
+@dataclass
+class _Target:
+    path: Path
+    data: bytes
+    mode: int
+    old: bytes | None = None
+    temp: Path | None = None
+    replaced: bool = False
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def plan_writes(writes: Sequence[FileWrite], roots: Sequence[Path], base: Path) -> list[Path]:
+    """Resolves and checks every path of an answer without writing anything.
+
+    Raises:
+        PolicyRefused: a path resolves outside the workspace roots.
+        InvalidInput: no files, a path listed twice, or a path that is a directory.
+    """
+    if not writes:
+        raise InvalidInput("the answer names no file to write")
+    resolved: list[Path] = []
+    for item in writes:
+        path = resolve_inside(item.path, roots, base=base)
+        if path in resolved:
+            raise InvalidInput(f"the answer writes {item.path} twice")
+        if path.is_dir():
+            raise InvalidInput(f"the answer writes {item.path}, which is a directory")
+        resolved.append(path)
+    return resolved
+
+
+def _prepare(writes: Sequence[FileWrite], paths: Sequence[Path]) -> list[_Target]:
+    default_mode = 0o666 & ~_umask()
+    targets = []
+    for item, path in zip(writes, paths, strict=True):
+        old = None
+        mode = default_mode
+        if path.exists():
+            mode = stat.S_IMODE(path.stat().st_mode)
+            old = path.read_bytes()
+        targets.append(_Target(path, item.content.encode("utf-8"), mode, old))
+    return targets
+
+
+def _write_temp(target: _Target) -> None:
+    fd, name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=target.path.parent)
+    target.temp = Path(name)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(target.data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(name, target.mode)
+
+
+def _undo(targets: Sequence[_Target], made_dirs: Sequence[Path]) -> None:
+    for target in targets:
+        if target.temp is not None:
+            with contextlib.suppress(OSError):
+                target.temp.unlink()
+        if target.replaced:
+            with contextlib.suppress(OSError):
+                if target.old is None:
+                    target.path.unlink()
+                else:
+                    target.path.write_bytes(target.old)
+    for directory in reversed(made_dirs):
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+
+
+def _make_parents(paths: Sequence[Path]) -> list[Path]:
+    made: list[Path] = []
+    for path in paths:
+        missing = [p for p in reversed(path.parents) if not p.exists()]
+        for directory in missing:
+            directory.mkdir()
+            made.append(directory)
+    return made
+
+
+def write_files(writes: Sequence[FileWrite], roots: Sequence[Path], base: Path) -> list[Path]:
+    """Writes every file of an answer, or none of them.
+
+    Args:
+        writes: The files and their contents.
+        roots: The allowed workspace roots.
+        base: What relative paths are relative to.
+
+    Returns:
+        The absolute paths written, in answer order.
+
+    Raises:
+        PolicyRefused: a path resolves outside the roots (nothing written).
+        InvalidInput: a path is listed twice or is a directory (nothing written).
+        WriteFailed: the disk refused (nothing changed).
+    """
+    paths = plan_writes(writes, roots, base)
+    targets: list[_Target] = []
+    made_dirs: list[Path] = []
+    try:
+        targets = _prepare(writes, paths)
+        made_dirs = _make_parents(paths)
+        for target in targets:
+            _write_temp(target)
+        for target in targets:
+            assert target.temp is not None
+            os.replace(target.temp, target.path)
+            target.temp, target.replaced = None, True
+    except OSError as exc:
+        _undo(targets, made_dirs)
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise WriteFailed(
+            f"cannot write the files: {exc.strerror or exc}{where}; nothing was written"
+        ) from None
+    return paths

@@ -1,0 +1,126 @@
+"""What every provider speaks: a prompt in, a completion with its usage out, and one error
+type whose `kind` tells the worker whether to retry, fall back or give up.
+
+Provider SDK exceptions never leave a provider module: they become a `ProviderError` with
+a one-line, secret-free message at the boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from offload.errors import OffloadError
+from offload.workers.redact import scrub
+
+__all__ = [
+    "Completion",
+    "ErrorKind",
+    "Prompt",
+    "Provider",
+    "ProviderError",
+    "Usage",
+]
+
+
+class ErrorKind(StrEnum):
+    """How a failed provider call may be handled."""
+
+    THROTTLED = "throttled"  # rate limit: retry with backoff, then fall back
+    TRANSIENT = "transient"  # 5xx, timeout, connection reset: retry, then fall back
+    DENIED = "denied"  # no or bad credentials, no model access, unknown model: fall back
+    INVALID = "invalid"  # the request itself is wrong (400, ValidationException): give up
+    OTHER = "other"  # anything else: give up
+
+
+class ProviderError(OffloadError):
+    """A provider call failed; the message is one line and never holds a secret.
+
+    Attributes:
+        provider: `bedrock` or `openai`.
+        kind: What the worker may do about it (see `ErrorKind`).
+        status: The HTTP status, when there was a response.
+        code: The provider's error code or type (`ThrottlingException`, `rate_limit_error`).
+        retry_after: Seconds the provider asked us to wait, if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        kind: ErrorKind,
+        status: int | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        detail = " ".join(scrub(message).split()) or "no message"
+        label = " ".join(str(p) for p in (status, code) if p not in (None, ""))
+        super().__init__(f"{provider} {label}: {detail}" if label else f"{provider}: {detail}")
+        self.provider = provider
+        self.kind = kind
+        self.status = status
+        self.code = code
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One single-turn request: a system prompt, the user's message and an output cap."""
+
+    system: str
+    user: str
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens one call consumed, and the cost the response itself reported, if any.
+
+    `tokens_in` counts every input token, cached or not; `cached_in` and `cache_write_in`
+    are the parts read from or written to a prompt cache (priced differently).
+    """
+
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cached_in: int = 0
+    cache_write_in: int = 0
+    reported_cost_usd: float | None = None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A provider's answer.
+
+    Attributes:
+        text: The answer's text (all text parts joined).
+        provider: `bedrock` or `openai`.
+        model: The model id the request named (what prices and stats are keyed by).
+        response_model: The model the response says answered (may carry a date suffix).
+        usage: Tokens and any reported cost.
+        truncated: True when the answer stopped at the output-token cap.
+        refusal: The model's refusal text, when it declined to answer.
+    """
+
+    text: str
+    provider: str
+    model: str
+    response_model: str | None
+    usage: Usage
+    truncated: bool = False
+    refusal: str | None = None
+
+
+class Provider(Protocol):
+    """A chat model endpoint: `complete` sends one prompt and returns the answer."""
+
+    name: str
+
+    def complete(self, model: str, prompt: Prompt) -> Completion:
+        """Sends `prompt` to `model`.
+
+        Raises:
+            ProviderError: classified by kind, with a secret-free message.
+        """
+        ...

@@ -1,0 +1,163 @@
+"""OpenAI and every OpenAI-compatible server (Ollama, vLLM, llama.cpp, gateways) through
+the openai SDK's Chat Completions API.
+
+The SDK's own retries are off (`max_retries=0`): one tenacity policy owns retries. The SDK
+reads `OPENAI_API_KEY` and `OPENAI_BASE_URL` itself; `openai_base_url` in the config file
+wins over the environment. A local server needs no key, so with a base URL and no key a
+placeholder is sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from offload.workers.providers.base import Completion, ErrorKind, Prompt, ProviderError, Usage
+
+__all__ = ["NO_KEY_PLACEHOLDER", "OpenAIChat", "classify_status"]
+
+NO_KEY_PLACEHOLDER = "offload-no-key"
+_NAME = "openai"
+
+
+def classify_status(status: int) -> ErrorKind:
+    """The kind of an HTTP error status from an OpenAI-compatible server."""
+    if status == 429:
+        return ErrorKind.THROTTLED
+    if status in (408, 409) or status >= 500:
+        return ErrorKind.TRANSIENT
+    if status in (401, 403, 404):
+        return ErrorKind.DENIED
+    if 400 <= status < 500:
+        return ErrorKind.INVALID
+    return ErrorKind.OTHER
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from `retry-after-ms` or `retry-after` (seconds), when present and numeric."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is not None:
+            try:
+                return max(0.0, float(value) * scale)
+            except ValueError:
+                continue
+    return None
+
+
+def _translate(exc: Exception) -> ProviderError:
+    """Turns an openai SDK exception into a ProviderError."""
+    import openai
+
+    if isinstance(exc, openai.APIStatusError):
+        body = exc.body
+        message = exc.message
+        code = None
+        if isinstance(body, Mapping):
+            message = str(body.get("message") or message)
+            code = body.get("code") or body.get("type")
+        return ProviderError(
+            message,
+            provider=_NAME,
+            kind=classify_status(exc.status_code),
+            status=exc.status_code,
+            code=str(code) if code else None,
+            retry_after=_retry_after(exc.response.headers),
+        )
+    if isinstance(exc, openai.APITimeoutError):
+        return ProviderError("request timed out", provider=_NAME, kind=ErrorKind.TRANSIENT)
+    if isinstance(exc, openai.APIConnectionError):
+        cause = exc.__cause__ or exc.__context__
+        detail = f"{exc.message} ({cause})" if cause else exc.message
+        return ProviderError(detail, provider=_NAME, kind=ErrorKind.TRANSIENT)
+    return ProviderError(str(exc), provider=_NAME, kind=ErrorKind.OTHER)
+
+
+def _usage(raw: Any) -> Usage:
+    """Reads token counts, cached tokens and a gateway's `usage.cost` from a response."""
+    if raw is None:
+        return Usage()
+    details = getattr(raw, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", None) or 0
+    extra = getattr(raw, "model_extra", None) or {}
+    cost = extra.get("cost")
+    return Usage(
+        tokens_in=int(raw.prompt_tokens or 0),
+        tokens_out=int(raw.completion_tokens or 0),
+        cached_in=int(cached),
+        reported_cost_usd=float(cost) if isinstance(cost, int | float) else None,
+    )
+
+
+class OpenAIChat:
+    """Chat Completions client for OpenAI or any OpenAI-compatible server."""
+
+    name = _NAME
+
+    def __init__(
+        self,
+        *,
+        base_url: str | None,
+        api_key: str | None,
+        timeout_seconds: float,
+        max_tokens_param: str = "max_completion_tokens",
+    ) -> None:
+        """Creates the SDK client (imported here: the CLI never pays for it).
+
+        Args:
+            base_url: The server's URL (ending in `/v1`); None lets the SDK use
+                `OPENAI_BASE_URL` or api.openai.com.
+            api_key: The key; None lets the SDK read `OPENAI_API_KEY`.
+            timeout_seconds: Per-request timeout.
+            max_tokens_param: `max_completion_tokens` (OpenAI, required by reasoning
+                models) or `max_tokens` for older compatible servers.
+
+        Raises:
+            ProviderError: when there is no key and no base URL to a keyless server.
+        """
+        import openai
+
+        if not api_key and base_url:
+            api_key = NO_KEY_PLACEHOLDER
+        try:
+            self._client = openai.OpenAI(
+                base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_seconds
+            )
+        except openai.OpenAIError as exc:
+            raise ProviderError(
+                f"cannot create the client ({exc}); set OPENAI_API_KEY, or openai_base_url "
+                "for a local OpenAI-compatible server",
+                provider=_NAME,
+                kind=ErrorKind.DENIED,
+            ) from None
+        self._max_tokens_param = max_tokens_param
+
+    def complete(self, model: str, prompt: Prompt) -> Completion:
+        """Sends one system + user turn; see `Provider.complete`."""
+        import openai
+
+        messages: list[Any] = [
+            {"role": "system", "content": prompt.system},
+            {"role": "user", "content": prompt.user},
+        ]
+        limit: dict[str, Any] = {self._max_tokens_param: prompt.max_tokens}
+        try:
+            response = self._client.chat.completions.create(
+                model=model,
+                messages=messages,
+                **limit,
+            )
+        except openai.OpenAIError as exc:
+            raise _translate(exc) from None
+        if not response.choices:
+            raise ProviderError("the response had no choices", provider=_NAME, kind=ErrorKind.OTHER)
+        choice = response.choices[0]
+        return Completion(
+            text=choice.message.content or "",
+            provider=_NAME,
+            model=model,
+            response_model=response.model,
+            usage=_usage(response.usage),
+            truncated=choice.finish_reason == "length",
+            refusal=getattr(choice.message, "refusal", None) or None,
+        )

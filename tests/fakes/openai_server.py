@@ -1,0 +1,149 @@
+"""A fake OpenAI Chat Completions server (`POST /v1/chat/completions`) for the real SDK.
+
+Point the SDK at `fake.base_url`. Script answers with `reply_text`, `reply_tool_calls`,
+`reply_error` or `reply_rate_limited`; an empty queue answers `default_text`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fakes.http import Reply, Request, ScriptedServer
+
+__all__ = ["FakeOpenAI"]
+
+_PATHS = ("/v1/chat/completions", "/chat/completions")
+
+
+class FakeOpenAI(ScriptedServer):
+    """Scriptable OpenAI-compatible server; see the module docstring."""
+
+    def __init__(self, default_text: str = "ok") -> None:
+        super().__init__()
+        self.default_text = default_text
+
+    @property
+    def base_url(self) -> str:
+        """The base URL the SDK takes (`.../v1`)."""
+        return f"{self.url}/v1"
+
+    # -- reply builders ---------------------------------------------------------------
+    @staticmethod
+    def completion(
+        message: dict[str, Any],
+        *,
+        finish_reason: str = "stop",
+        prompt_tokens: int = 11,
+        completion_tokens: int = 7,
+        cached_tokens: int = 0,
+        cost: float | None = None,
+        model: str | None = None,
+        delay: float = 0.0,
+    ) -> Reply:
+        """A 200 chat.completion whose model echoes the request's unless `model` is given."""
+
+        def body(request: Request) -> dict[str, Any]:
+            usage: dict[str, Any] = {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": cached_tokens},
+            }
+            if cost is not None:
+                usage["cost"] = cost
+            return {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": 1_700_000_000,
+                "model": model or (request.json() or {}).get("model", "unknown"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "refusal": None, **message},
+                        "finish_reason": finish_reason,
+                        "logprobs": None,
+                    }
+                ],
+                "usage": usage,
+            }
+
+        return Reply(200, body, delay=delay)
+
+    @classmethod
+    def text(cls, content: str, **kw: Any) -> Reply:
+        """A plain text answer; keywords as in `completion`."""
+        return cls.completion({"content": content}, **kw)
+
+    @classmethod
+    def tool_calls(cls, calls: list[tuple[str, dict[str, Any]]], **kw: Any) -> Reply:
+        """An answer calling tools: (name, arguments) pairs; finish_reason tool_calls."""
+        message = {
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": f"call_{i}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(args)},
+                }
+                for i, (name, args) in enumerate(calls)
+            ],
+        }
+        kw.setdefault("finish_reason", "tool_calls")
+        return cls.completion(message, **kw)
+
+    @staticmethod
+    def error(
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",  # noqa: A002 - OpenAI's field name
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+    ) -> Reply:
+        """An error in OpenAI's shape: `{"error": {"message", "type", "code"}}`."""
+        body = {"error": {"message": message, "type": type, "code": code, "param": None}}
+        return Reply(status, body, headers=dict(headers or {}), delay=delay)
+
+    @classmethod
+    def rate_limited(cls, message: str = "Rate limit reached", retry_after_ms: int = 1) -> Reply:
+        """A 429 that asks to retry after `retry_after_ms`."""
+        return cls.error(
+            429,
+            message,
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"retry-after-ms": str(retry_after_ms)},
+        )
+
+    # -- queueing shortcuts -----------------------------------------------------------
+    def reply_text(self, content: str, **kw: Any) -> None:
+        """Queues a text answer."""
+        self.push(self.text(content, **kw))
+
+    def reply_tool_calls(self, calls: list[tuple[str, dict[str, Any]]], **kw: Any) -> None:
+        """Queues a tool-calling answer."""
+        self.push(self.tool_calls(calls, **kw))
+
+    def reply_error(self, status: int, message: str, **kw: Any) -> None:
+        """Queues an error answer."""
+        self.push(self.error(status, message, **kw))
+
+    def reply_rate_limited(self, **kw: Any) -> None:
+        """Queues a 429."""
+        self.push(self.rate_limited(**kw))
+
+    # -- server hooks -----------------------------------------------------------------
+    def route(self, request: Request) -> Reply | None:
+        if request.method != "POST" or request.path.split("?")[0] not in _PATHS:
+            return self.error(404, f"no route {request.method} {request.path}", type="not_found")
+        return None
+
+    def default_reply(self, request: Request) -> Reply:
+        return self.text(self.default_text)
+
+    # -- inspecting -------------------------------------------------------------------
+    def bodies(self) -> list[dict[str, Any]]:
+        """The JSON bodies of the chat completion requests received."""
+        return [r.json() for r in self.requests if r.path.split("?")[0] in _PATHS]
