@@ -151,6 +151,7 @@ def test_batch_submits_in_one_transaction(
         (["cancel", "abcdef0"], "no task matches"),
         (["retry"], "give a task id, or --failed"),
         (["purge", "--older-than", "soon"], "is not a duration"),
+        (["purge", "--older-than", "1e300d"], "is not a duration"),
     ],
 )
 def test_bad_input_gets_one_clear_line(cli: Cli, args: list[str], message: str) -> None:

@@ -326,3 +326,12 @@ def test_purge_removes_agent_transcript_and_staging(s: Store, tmp_path: Path) ->
     s.finish(task.id, State.COMPLETED, exit_code=0)
     s.purge()
     assert [p for p in tmp_path.iterdir() if p.name.startswith(task.id)] == []
+
+
+def test_purge_with_an_absurd_age_purges_nothing_and_negative_is_refused(s: Store) -> None:
+    task = s.submit([spec()])[0]
+    s.claim(1, "sup", {})
+    s.finish(task.id, State.COMPLETED, exit_code=0)
+    assert s.purge(older_than_ms=10**30) == []
+    with pytest.raises(InvalidInput, match="zero or more"):
+        s.purge(older_than_ms=-1)

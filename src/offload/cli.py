@@ -41,7 +41,7 @@ def parse_duration(text: str) -> float:
         raise InvalidInput(
             f"'{text}' is not a duration; use e.g. 90, 45s, 30m, 12h or 7d"
         ) from None
-    if seconds < 0 or seconds != seconds:
+    if not 0 <= seconds < 1e12:  # also refuses NaN and infinity
         raise InvalidInput(f"'{text}' is not a duration; it must be zero or more")
     return seconds
 

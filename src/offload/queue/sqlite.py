@@ -566,8 +566,10 @@ class SqliteStore(Store):
         sql = f"DELETE FROM tasks WHERE state IN ({', '.join('?' * len(names))})"
         params: builtins.list[Any] = list(names)
         if older_than_ms is not None:
+            if older_than_ms < 0:
+                raise InvalidInput("older-than must be zero or more")
             sql += " AND coalesce(finished_at, updated_at) < ?"
-            params.append(now - older_than_ms)
+            params.append(now - min(older_than_ms, now))  # beyond the epoch: nothing is older
         if workspace is not None:
             sql += " AND workspace = ?"
             params.append(workspace)

@@ -10,18 +10,10 @@ from offload.supervisor.wake import poke
 
 __all__ = ["ensure_supervisor"]
 
-_started: set[int] = set()
-
-
-def _reap_started() -> None:
-    """Collects supervisors this process started that have exited (no zombies left)."""
-    for pid in list(_started):
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            done = pid
-        if done:
-            _started.discard(pid)
+# `sh -c '"$@" &'` forks the supervisor into the background and exits at once, so the
+# supervisor is re-parented away from us: a long-lived front end (MCP, HTTP) that starts
+# one never keeps it as a zombie after it idles out.
+_DETACH = ["/bin/sh", "-c", '"$@" &', "offload-launch"]
 
 
 def ensure_supervisor(home: Path) -> bool:
@@ -32,7 +24,6 @@ def ensure_supervisor(home: Path) -> bool:
     another front end starting one at the same moment is settled by the lock file: the
     loser exits quietly.
     """
-    _reap_started()
     if poke(home):
         return False
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -43,7 +34,7 @@ def ensure_supervisor(home: Path) -> bool:
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
     env = {**os.environ, "OFFLOAD_HOME": str(home)}
-    argv = [sys.executable, "-m", "offload", "supervisor", "--detached"]
-    pid = os.posix_spawn(sys.executable, argv, env, file_actions=actions, setsid=True)
-    _started.add(pid)
+    argv = [*_DETACH, sys.executable, "-m", "offload", "supervisor", "--detached"]
+    pid = os.posix_spawn(_DETACH[0], argv, env, file_actions=actions, setsid=True)
+    os.waitpid(pid, 0)  # the shell exits as soon as it has forked the supervisor
     return True
