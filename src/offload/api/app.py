@@ -1,0 +1,282 @@
+"""The FastAPI application: the endpoints of ARCHITECTURE §7 and the dashboard page.
+
+A thin front end. Reads go through the Store; the only writes are cancel, retry and purge,
+through the same Store transitions as the CLI, so an illegal one is refused with the same
+message (as HTTP 409). After a cancel or retry the supervisor is woken (or started), as the
+CLI does; the API itself never touches a process.
+
+Route functions are plain ``def`` so FastAPI runs them in its thread pool: the Store is a
+blocking SQLite connection, shared safely behind its own lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import mimetypes
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Body, FastAPI, Header, Query, Request
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+
+from offload.api.auth import COOKIE_NAME, AccessPolicy, token_matches
+from offload.api.events import EventHub, change_stream, output_stream
+from offload.api.models import (
+    ErrorOut,
+    OutputOut,
+    PurgeIn,
+    PurgeOut,
+    StatsOut,
+    TaskOut,
+    TaskPage,
+)
+from offload.api.security import SecurityMiddleware
+from offload.config import Settings
+from offload.errors import (
+    AmbiguousId,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+    OffloadError,
+    StoreError,
+)
+from offload.output import MAX_TAIL_LINES, read_tail
+from offload.queue.models import PURGEABLE_STATES, State, Task
+from offload.queue.sqlite import SqliteStore, now_ms
+from offload.queue.store import Store
+
+__all__ = ["create_app"]
+
+STATIC_DIR = Path(__file__).parent / "static"
+TAIL_MAX_BYTES = 262_144
+MAX_LIMIT = 1000
+MAX_OFFSET = 1_000_000_000
+MAX_SEQ = 2**62
+
+_STATUS = {NotFound: 404, AmbiguousId: 404, IllegalTransition: 409, InvalidInput: 400}
+_TaskId = Annotated[
+    str,
+    PathParam(
+        min_length=6,
+        max_length=32,
+        pattern="^[0-9a-fA-F]+$",
+        description="a task id or a unique prefix of at least 6 hex characters",
+    ),
+]
+_ERRORS: dict[int | str, dict[str, object]] = {
+    400: {"model": ErrorOut, "description": "bad Host header or invalid input"},
+    401: {"model": ErrorOut, "description": "the token is missing or wrong"},
+    403: {"model": ErrorOut, "description": "a cross-origin or cross-site request"},
+    503: {"model": ErrorOut, "description": "the queue database is unavailable"},
+}
+_NOT_FOUND: dict[int | str, dict[str, object]] = {
+    404: {"model": ErrorOut, "description": "no task matches the id, or several do"},
+}
+_CONFLICT: dict[int | str, dict[str, object]] = {
+    409: {"model": ErrorOut, "description": "the task is not in a state that allows this"},
+}
+_SSE_DOC = """Server-sent events (`text/event-stream`).
+
+Without `follow`: the change feed. First a `ready` event (id = the cursor), then one
+unnamed event per change, its id the event's `seq` and its data an `EventOut` JSON object
+(seq, task_id, at, kind, detail). Resume with the `Last-Event-ID` header (browsers send it
+on reconnect) or `since`; with neither, the stream starts at the newest event.
+
+With `follow=<task id>`: that task's output from byte `offset` on, as `output` events
+(data: `{"offset": next offset, "text": ...}`), then one `end` event once the task is
+final and its log is drained.
+"""
+
+
+def _log_path(settings: Settings, task: Task) -> Path:
+    return Path(task.log_path) if task.log_path else settings.logs_dir / f"{task.id}.log"
+
+
+def _wake(settings: Settings) -> None:
+    from offload.supervisor.launch import ensure_supervisor
+
+    ensure_supervisor(settings.home)
+
+
+async def _offload_error(request: Request, exc: Exception) -> Response:
+    status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 400)
+    if isinstance(exc, StoreError):
+        status = 503
+    return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+def create_app(settings: Settings, policy: AccessPolicy, store: Store | None = None) -> FastAPI:
+    """Builds the app for data dir ``settings.home`` guarded by ``policy``.
+
+    Args:
+        settings: offload's settings (the data dir and the log directory come from here).
+        policy: Who may call the server (see ``offload.api.auth``).
+        store: The Store to use; by default a SQLite store on ``settings.db_path``,
+            closed when the app shuts down.
+
+    Raises:
+        StoreError: The queue database cannot be opened.
+    """
+    own_store = store is None
+    db: Store = SqliteStore(settings.db_path) if store is None else store
+    hub = EventHub(db)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        poller = asyncio.create_task(hub.run())
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+            if own_store:
+                db.close()
+
+    app = FastAPI(
+        title="offload",
+        summary="Watch and steer offload's background task queue.",
+        version="1",
+        docs_url=None,
+        redoc_url=None,
+        lifespan=lifespan,
+        responses=_ERRORS,
+        generate_unique_id_function=lambda route: route.name,
+    )
+    app.add_exception_handler(OffloadError, _offload_error)
+    app.add_middleware(SecurityMiddleware, policy=policy)
+    _add_reads(app, db, settings)
+    _add_writes(app, db, settings)
+    _add_events(app, db, hub, settings)
+    _add_page(app, policy)
+    return app
+
+
+def _add_reads(app: FastAPI, db: Store, settings: Settings) -> None:
+    @app.get("/api/stats", tags=["reads"])
+    def get_stats() -> StatsOut:
+        """Counts by state, cost today and in all, and the last 14 days per day."""
+        now = now_ms()
+        return StatsOut.of(db.stats(now), now)
+
+    @app.get("/api/tasks", tags=["reads"])
+    def list_tasks(
+        state: Annotated[list[State] | None, Query(description="repeat to ask for several")] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    ) -> TaskPage:
+        """Tasks newest first, optionally only those in the given states."""
+        states = set(state) if state else None
+        tasks = db.list(states, limit=limit, offset=offset)
+        counts = db.stats(now_ms(), days=1).counts
+        total = sum(n for s, n in counts.items() if states is None or s in states)
+        return TaskPage(
+            tasks=[TaskOut.of(t) for t in tasks], total=total, limit=limit, offset=offset
+        )
+
+    @app.get("/api/tasks/{task_id}", tags=["reads"], responses=_NOT_FOUND)
+    def get_task(task_id: _TaskId) -> TaskOut:
+        """One task, by id or unique prefix."""
+        return TaskOut.of(db.get(task_id))
+
+    @app.get("/api/tasks/{task_id}/output", tags=["reads"], responses=_NOT_FOUND)
+    def get_output(
+        task_id: _TaskId,
+        tail: Annotated[int, Query(ge=0, le=MAX_TAIL_LINES, description="lines wanted")] = 200,
+    ) -> OutputOut:
+        """The last `tail` lines of the task's output (at most 256 KiB)."""
+        task = db.get(task_id)
+        try:
+            return OutputOut.of(task.id, read_tail(_log_path(settings, task), tail, TAIL_MAX_BYTES))
+        except OSError as exc:
+            raise StoreError(f"cannot read the output of task {task.id[:12]}: {exc}") from exc
+
+
+def _add_writes(app: FastAPI, db: Store, settings: Settings) -> None:
+    acted = {**_NOT_FOUND, **_CONFLICT}
+
+    @app.post("/api/tasks/{task_id}/cancel", tags=["writes"], responses=acted)
+    def cancel_task(task_id: _TaskId) -> TaskOut:
+        """Cancels a pending task at once, or asks the supervisor to kill a running one.
+
+        A running task comes back still `running` with `cancel_requested` true; the
+        change feed tells when it is `cancelled`.
+        """
+        task = db.request_cancel(task_id)
+        if task.state is State.RUNNING:
+            _wake(settings)
+        return TaskOut.of(task)
+
+    @app.post("/api/tasks/{task_id}/retry", tags=["writes"], responses=acted)
+    def retry_task(task_id: _TaskId) -> TaskOut:
+        """Queues a failed, timed-out, interrupted or cancelled task again (attempt + 1)."""
+        task = db.retry(task_id)
+        _wake(settings)
+        return TaskOut.of(task)
+
+    @app.post("/api/purge", tags=["writes"], responses=_CONFLICT)
+    def purge(body: Annotated[PurgeIn | None, Body()] = None) -> PurgeOut:
+        """Removes finished tasks and their logs (by default completed and cancelled ones)."""
+        body = body or PurgeIn()
+        states = {State(s.value) for s in body.states} if body.states else PURGEABLE_STATES
+        older = body.older_than_seconds
+        purged = db.purge(older_than_ms=None if older is None else int(older * 1000), states=states)
+        return PurgeOut(purged=len(purged), ids=[t.id for t in purged])
+
+
+def _add_events(app: FastAPI, db: Store, hub: EventHub, settings: Settings) -> None:
+    @app.get(
+        "/api/events",
+        tags=["reads"],
+        description=_SSE_DOC,
+        response_class=StreamingResponse,
+        responses={
+            200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
+            **_NOT_FOUND,
+        },
+    )
+    def events(
+        since: Annotated[
+            int | None, Query(ge=0, le=MAX_SEQ, description="resume after this seq")
+        ] = None,
+        follow: Annotated[
+            str | None,
+            Query(min_length=6, max_length=32, pattern="^[0-9a-fA-F]+$", description="task id"),
+        ] = None,
+        offset: Annotated[int, Query(ge=0, le=MAX_SEQ, description="with follow: byte offset")] = 0,
+        last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+    ) -> StreamingResponse:
+        """The live change feed, or one task's live output (see the description)."""
+        headers = {"X-Accel-Buffering": "no"}
+        if follow is not None:
+            task = db.get(follow)
+            stream = output_stream(db, hub, task, _log_path(settings, task), offset)
+        else:
+            cursor = since
+            if cursor is None and last_event_id and last_event_id.strip().isdigit():
+                cursor = min(int(last_event_id.strip()), MAX_SEQ)
+            if cursor is None:
+                cursor = db.last_event_seq()
+            stream = change_stream(db, hub, cursor)
+        return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+
+
+def _add_page(app: FastAPI, policy: AccessPolicy) -> None:
+    @app.get("/", include_in_schema=False)
+    def index(token: str | None = None) -> FileResponse:
+        response = FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+        if token_matches(token, policy.token):
+            response.set_cookie(COOKIE_NAME, policy.token, httponly=True, samesite="strict")
+        return response
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        return Response(status_code=204)
+
+    # Module scripts must be served as JavaScript (nosniff is on); some systems map .js oddly.
+    mimetypes.add_type("text/javascript", ".js")
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,0 +1,228 @@
+"""The HTTP API's answers as pydantic models, so `/openapi.json` says exactly what is sent.
+
+They wrap the Store's frozen dataclasses at this boundary. A task's environment values
+are never sent (they may hold secrets a submitter passed with ``--env``): only the names.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat
+
+from offload.output import Tail
+from offload.queue.models import Event, State, Task
+from offload.queue.store import Stats
+
+__all__ = [
+    "DayOut",
+    "ErrorOut",
+    "EventOut",
+    "OutputOut",
+    "PurgeIn",
+    "PurgeOut",
+    "PurgeState",
+    "StatsOut",
+    "TaskOut",
+    "TaskPage",
+]
+
+_MAX_PURGE_AGE_SECONDS = 100 * 365 * 86_400
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ErrorOut(_Out):
+    """Why a request was refused, as one line a person understands."""
+
+    detail: str
+
+
+class TaskOut(_Out):
+    """A task as the API shows it: every stored field, environment values left out."""
+
+    id: str = Field(description="32 hex characters; any unique prefix of 6+ also works")
+    seq: int
+    type: str
+    state: State
+    title: str = Field(description="the name, else the command, else the spec")
+    command: str | list[str] | None
+    spec: str | None
+    cwd: str
+    workspace: str
+    timeout_seconds: float | None
+    priority: int
+    group: str | None
+    depends_on: list[str]
+    env_names: list[str] = Field(description="names of the task's own variables (no values)")
+    name: str | None
+    labels: list[str]
+    output_path: str | None
+    context_files: list[str]
+    model: str | None
+    large_context: bool
+    max_turns: int | None
+    parent_id: str | None
+    created_at: int = Field(description="UTC milliseconds since the epoch, like every *_at")
+    updated_at: int
+    started_at: int | None
+    finished_at: int | None
+    attempt: int
+    exit_code: int | None
+    signal: int | None
+    error: str | None
+    pid: int | None
+    pgid: int | None
+    cgroup: str | None
+    log_path: str | None
+    cancel_requested: bool
+    progress: float | None = Field(description="fraction done, 0 to 1, when known")
+    progress_message: str | None
+    tokens_in: int | None
+    tokens_out: int | None
+    cost_usd: float | None
+    model_used: str | None
+    files_written: list[str]
+    result: str | None
+
+    @classmethod
+    def of(cls, task: Task) -> TaskOut:
+        """Wraps a Store task."""
+        data: dict[str, Any] = task.to_dict()
+        data["env_names"] = sorted(data.pop("env"))
+        data["title"] = task.title
+        for internal in ("proc_start", "supervisor_id"):
+            data.pop(internal, None)
+        return cls(**data)
+
+
+class TaskPage(_Out):
+    """One page of tasks, newest first."""
+
+    tasks: list[TaskOut]
+    total: int = Field(description="how many tasks match the state filter in all")
+    limit: int
+    offset: int
+
+
+class DayOut(_Out):
+    """Tasks finished and USD spent on one UTC day."""
+
+    day: str = Field(description="YYYY-MM-DD (UTC)")
+    finished: int
+    cost_usd: float
+    by_model: dict[str, float]
+    by_type: dict[str, float]
+
+
+class StatsOut(_Out):
+    """Counts by state and spending, as `offload stats` shows them."""
+
+    counts: dict[State, int] = Field(description="tasks in each state (every state listed)")
+    total: int
+    cost_today_usd: float
+    cost_total_usd: float
+    tokens_in: int
+    tokens_out: int
+    days: list[DayOut] = Field(description="the last 14 UTC days, oldest first")
+    now: int = Field(description="the server's clock, UTC milliseconds")
+
+    @classmethod
+    def of(cls, stats: Stats, now_ms: int) -> StatsOut:
+        """Wraps the Store's stats, listing every state even when it counts 0."""
+        counts = {state: int(stats.counts.get(state.value, 0)) for state in State}
+        days = [
+            DayOut(
+                day=d.day,
+                finished=d.finished,
+                cost_usd=d.cost_usd,
+                by_model=d.by_model,
+                by_type=d.by_type,
+            )
+            for d in stats.days
+        ]
+        return cls(
+            counts=counts,
+            total=stats.total,
+            cost_today_usd=stats.cost_today_usd,
+            cost_total_usd=stats.cost_total_usd,
+            tokens_in=stats.tokens_in,
+            tokens_out=stats.tokens_out,
+            days=days,
+            now=now_ms,
+        )
+
+
+class OutputOut(_Out):
+    """The end of a task's output log."""
+
+    task_id: str
+    text: str = Field(description="UTF-8, undecodable bytes replaced")
+    lines: int
+    truncated: bool = Field(description="older output exists that was not returned")
+    size: int = Field(description="the log's size in bytes: the offset to follow from")
+
+    @classmethod
+    def of(cls, task_id: str, tail: Tail) -> OutputOut:
+        """Wraps a tail read."""
+        return cls(
+            task_id=task_id,
+            text=tail.text,
+            lines=tail.lines,
+            truncated=tail.truncated,
+            size=tail.size,
+        )
+
+
+class PurgeState(StrEnum):
+    """The states `POST /api/purge` may remove."""
+
+    COMPLETED = "completed"  # succeeded
+    FAILED = "failed"  # failed, kept for a retry until purged
+    TIMED_OUT = "timed_out"  # ran past its timeout
+    CANCELLED = "cancelled"  # cancelled by someone
+    INTERRUPTED = "interrupted"  # its supervisor died while it ran
+
+
+class PurgeIn(BaseModel):
+    """What to purge; an empty body purges every completed and cancelled task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    older_than_seconds: StrictFloat | None = Field(
+        default=None,
+        ge=0,
+        le=_MAX_PURGE_AGE_SECONDS,
+        allow_inf_nan=False,
+        description="only tasks finished longer ago than this",
+    )
+    states: list[PurgeState] | None = Field(
+        default=None, min_length=1, description="default: completed and cancelled"
+    )
+
+
+class PurgeOut(_Out):
+    """What a purge removed."""
+
+    purged: int
+    ids: list[str]
+
+
+class EventOut(_Out):
+    """One entry of the change feed, as the data of a server-sent event."""
+
+    seq: int
+    task_id: str | None
+    at: int
+    kind: str = Field(description="submitted, started, progress, usage, cancel_requested, ...")
+    detail: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: Event) -> EventOut:
+        """Wraps a Store event."""
+        return cls(
+            seq=event.seq, task_id=event.task_id, at=event.at, kind=event.kind, detail=event.detail
+        )

@@ -1,0 +1,261 @@
+"""The dashboard in a real browser: Debian's chromium driven by Playwright, headless.
+
+Against a real server (uvicorn on a thread) and a real supervisor, with tasks submitted
+through the real CLI. Screenshots land in the artifacts directory ($ARTIFACTS_DIR, else
+./artifacts); docs/dashboard.png is a copy of one of them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import marked_processes, wait_until
+from offload.api.server import ServerThread, prepare
+from offload.config import load_settings
+from offload.queue.models import State, TaskSpec
+from offload.queue.sqlite import SqliteStore, now_ms
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(os.environ.get("ARTIFACTS_DIR") or Path(__file__).parents[1] / "artifacts")
+DAY_MS = 86_400_000
+UI_TIMEOUT_MS = 20_000
+Cli = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless chromium for the module; each test gets its own context."""
+    if not CHROMIUM.exists():
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: apt-get install chromium")
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+    with playwright_sync.sync_playwright() as p:
+        launched = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield launched
+        launched.close()
+
+
+@dataclass
+class Dash:
+    """A running server, a browser page, and what the page showed."""
+
+    url: str
+    base: str
+    page: Any
+    dialogs: list[str]
+    errors: list[str]
+
+    def open(self, url: str | None = None) -> None:
+        self.page.goto(url or self.url)
+        self.page.wait_for_selector("#conn.conn-live", timeout=UI_TIMEOUT_MS)
+
+    def row(self, task_id: str) -> Any:
+        return self.page.locator(f'#rows tr[data-id="{task_id}"]')
+
+    def wait_row_state(self, task_id: str, word: str) -> None:
+        self.row(task_id).locator(f".badge:text-is('{word}')").wait_for(timeout=UI_TIMEOUT_MS)
+
+
+@pytest.fixture
+def dash(offload_home: Path, browser: Any) -> Iterator[Dash]:
+    prepared = prepare(load_settings(), "127.0.0.1", 0, False)
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, color_scheme="light")
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    page = context.new_page()
+    dialogs: list[str] = []
+    errors: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: m.type == "error" and errors.append(m.text))
+    with ServerThread(prepared):
+        yield Dash(prepared.url, f"http://127.0.0.1:{prepared.port}", page, dialogs, errors)
+        context.close()
+
+
+def _submit(cli: Cli, command: str, *options: str) -> str:
+    done = cli("submit", *options, "--", command)
+    assert done.returncode == 0, done.stderr
+    return str(done.stdout.strip())
+
+
+def _shot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path))
+    return path
+
+
+def test_a_cli_task_appears_and_completes_without_a_reload(
+    dash: Dash, start_supervisor: Any, cli: Cli
+) -> None:
+    start_supervisor()
+    dash.open()
+    assert "token=" not in dash.page.url  # taken out of the address bar and history
+    dash.page.evaluate("window.__sameDocument = true")
+    task_id = _submit(cli, "sleep 0.5; echo finished")
+    dash.row(task_id).wait_for()
+    dash.wait_row_state(task_id, "completed")
+    assert dash.page.evaluate("window.__sameDocument") is True
+    wait_until(lambda: dash.page.text_content("#n-completed") == "1", what="the completed chip")
+    assert dash.errors == []
+
+
+def test_keyboard_filter_open_and_close(dash: Dash, store: SqliteStore) -> None:
+    here = str(Path.cwd())
+    store.submit(
+        [TaskSpec(command=c, cwd=here, workspace=here) for c in ("make docs", "make test")]
+    )
+    dash.open()
+    page = dash.page
+    page.locator("#rows tr").nth(1).wait_for()
+    page.keyboard.press("/")
+    page.keyboard.type("docs")
+    wait_until(lambda: page.locator("#rows tr").count() == 1, what="the filter to apply")
+    page.locator("#rows tr").first.focus()
+    page.keyboard.press("Enter")
+    page.locator("#detail-title:text-is('make docs')").wait_for()
+    page.keyboard.press("Escape")
+    page.locator("#detail").wait_for(state="hidden")
+
+
+def test_cancel_from_the_page_kills_the_running_task(
+    dash: Dash, start_supervisor: Any, cli: Cli
+) -> None:
+    start_supervisor()
+    task_id = _submit(cli, "echo started; sleep 300 & sleep 300; wait")
+    dash.open()
+    dash.wait_row_state(task_id, "running")
+    wait_until(lambda: len(marked_processes(task_id)) >= 2, timeout=20, what="the task's tree")
+    dash.row(task_id).click()
+    dash.page.locator("#output:has-text('started')").wait_for()  # live output, followed
+    dash.page.click("#cancel")
+    dash.page.locator("#detail-badge:text-is('cancelled')").wait_for()
+    dash.wait_row_state(task_id, "cancelled")
+    wait_until(lambda: not marked_processes(task_id), timeout=20, what="no process left")
+
+
+def test_task_text_is_shown_as_text_never_as_html(
+    dash: Dash, start_supervisor: Any, cli: Cli
+) -> None:
+    start_supervisor()
+    payload = "<script>alert(1)</script>"
+    name = "<img src=x onerror=alert(2)><b>bold</b>"
+    task_id = _submit(
+        cli, f"printf '%s\\n' '{payload}' '<img src=x onerror=alert(3)>'", "--name", name
+    )
+    dash.open()
+    dash.wait_row_state(task_id, "completed")
+    dash.row(task_id).click()
+    output = dash.page.locator("#output")
+    output.locator(f"text={payload}").wait_for()
+    assert output.text_content() == f"{payload}\n<img src=x onerror=alert(3)>\n"
+    assert dash.row(task_id).locator(".c-title").text_content() == name
+    assert dash.page.text_content("#detail-title") == name
+    assert dash.page.locator("#output *, #rows img, #rows b, #detail img, #detail b").count() == 0
+    assert dash.dialogs == []
+
+
+def test_a_write_without_the_token_is_refused(dash: Dash, store: SqliteStore) -> None:
+    here = str(Path.cwd())
+    [task] = store.submit([TaskSpec(command="sleep 1", cwd=here, workspace=here)])
+    dash.open(dash.base + "/")  # the bare address: no token
+    dash.page.locator("#banner").wait_for()
+    dash.row(task.id).click()
+    dash.page.click("#cancel")
+    dash.page.locator("#toast:has-text('needs the token')").wait_for()
+    refused = dash.page.request.post(f"{dash.base}/api/tasks/{task.id}/cancel")
+    assert refused.status == 401
+    assert store.get(task.id).state is State.PENDING
+
+
+def _seed_history(home: Path, here: str) -> None:
+    """Two weeks of finished tasks (some LLM ones with a cost), written with a past clock."""
+    clock = {"now": 0}
+    past = SqliteStore(home / "queue.db", clock=lambda: clock["now"])
+    try:
+        today = now_ms()
+        for days_ago in range(13, -1, -1):
+            clock["now"] = today - days_ago * DAY_MS - 3_600_000
+            count = (days_ago * 7) % 6 + 1
+            specs = [
+                TaskSpec(command=f"make check-{i}", cwd=here, workspace=here) for i in range(count)
+            ]
+            if days_ago % 3 == 0:
+                specs.append(
+                    TaskSpec(
+                        type="docs", spec="document the retry policy", cwd=here, workspace=here
+                    )
+                )
+            for n, task in enumerate(past.submit(specs)):
+                past.claim(1, "history", {})
+                clock["now"] += 20_000 + 37_000 * n
+                if task.type == "docs":
+                    cost = 0.02 * (days_ago % 4 + 1)
+                    past.record_usage(
+                        task.id,
+                        tokens_in=9000,
+                        tokens_out=1500,
+                        cost_usd=cost,
+                        model_used="gpt-4o-mini",
+                    )
+                past.finish(task.id, State.COMPLETED, exit_code=0)
+    finally:
+        past.close()
+
+
+def test_dashboard_screenshot(
+    dash: Dash, start_supervisor: Any, cli: Cli, offload_home: Path, workspace: Path
+) -> None:
+    _seed_history(offload_home, str(workspace))
+    start_supervisor(max_concurrent="2")
+    _submit(cli, "echo 'collected 214 items'; echo '214 passed in 3.2s'", "--name", "pytest -q")
+    _submit(
+        cli,
+        "echo 'FAILED tests/test_io.py::test_read - AssertionError' >&2; exit 1",
+        "--name",
+        "unit tests (py3.11)",
+    )
+    compile_id = _submit(
+        cli,
+        'for i in $(seq 1 100); do echo "[$i/100] compiling module_$i"; sleep 0.4; done',
+        "--name",
+        "build assets",
+    )
+    _submit(cli, "sleep 300", "--name", "integration tests", "--priority", "3")
+    _submit(cli, "make docs", "--name", "make docs")
+    dash.open()
+    dash.wait_row_state(compile_id, "running")
+    dash.page.locator(f'#rows tr[data-id="{compile_id}"] .pct').wait_for()
+    dash.page.locator("#n-failed:text-is('1')").wait_for()
+    wide = _shot(dash.page, "dashboard.png")
+
+    dash.row(compile_id).click()
+    dash.page.locator("#output:has-text('compiling module_3')").wait_for()
+    _shot(dash.page, "dashboard-detail.png")
+    dash.page.keyboard.press("Escape")
+
+    dash.page.set_viewport_size({"width": 390, "height": 844})
+    overflow = dash.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, "the page scrolls sideways on a phone"
+    _shot(dash.page, "dashboard-phone.png")
+    assert wide.stat().st_size > 10_000
+    assert dash.errors == []
