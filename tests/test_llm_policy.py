@@ -268,9 +268,20 @@ def test_writes_roll_back_when_a_rename_fails(
 
 
 # -- configuration ------------------------------------------------------------------------------
+def _readme_toml_blocks() -> list[str]:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    return [block.split("```")[0] for block in readme.split("```toml\n")[1:]]
+
+
+@pytest.mark.parametrize("index", range(len(_readme_toml_blocks())))
+def test_every_config_example_in_the_readme_loads(offload_home: Path, index: int) -> None:
+    offload_home.mkdir(mode=0o700, exist_ok=True)
+    (offload_home / "config.toml").write_text(_readme_toml_blocks()[index])
+    assert load_settings().home == offload_home
+
+
 def test_the_documented_config_example_loads_and_routes(offload_home: Path) -> None:
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "llm.md").read_text()
-    example = doc.split("```toml\n")[1].split("```")[0]
+    example = next(b for b in _readme_toml_blocks() if "[aliases]" in b)
     offload_home.mkdir(mode=0o700, exist_ok=True)
     (offload_home / "config.toml").write_text(example)
     settings = load_settings()
