@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -265,3 +266,28 @@ def test_sequential_tasks_do_not_grow_fds_or_threads(
     run_batch(1000)
     assert proc.num_fds() <= fds and proc.num_threads() == threads == 1
     assert store.stats(0).counts.get("completed") == 2100
+
+
+def test_stop_drain_lets_running_tasks_finish(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start, cli: Callable[..., Any]
+) -> None:
+    sup = start_supervisor()
+    flag = offload_home.parent / "finish"
+    task = submit(store, offload_home, f"while [ ! -e {flag} ]; do sleep 0.05; done")
+    started = running_with_pid(store, task.id)
+    assert started.proc_start is not None  # the start time that guards against pid reuse
+    stopper = subprocess.Popen(
+        [sys.executable, "-m", "offload", "supervisor", "stop", "--drain"],
+        env={**os.environ, "OFFLOAD_HOME": str(offload_home)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    err = offload_home.parent / "supervisor-0.err"
+    wait_until(lambda: "draining" in err.read_text(), what="the supervisor to start draining")
+    late = submit(store, offload_home, "true")  # draining: not claimed
+    flag.touch()
+    out, _ = stopper.communicate(timeout=30)
+    assert stopper.returncode == 0 and "stopped" in out
+    assert sup.proc.wait(10) == 0
+    assert store.get(task.id).state is State.COMPLETED
+    assert store.get(late.id).state is State.PENDING

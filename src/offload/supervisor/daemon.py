@@ -29,7 +29,7 @@ from offload.supervisor import outcome
 from offload.supervisor.cgroups import CgroupRoot, find_cgroup_root
 from offload.supervisor.recovery import recover_orphans
 from offload.supervisor.spawn import SpawnError, spawn_task
-from offload.supervisor.tree import TaskTree, adopted_children
+from offload.supervisor.tree import TaskTree, adopted_children, proc_start_time
 from offload.supervisor.wake import SupervisorLock, WakeFifo
 
 __all__ = ["Supervisor"]
@@ -101,6 +101,7 @@ class Supervisor:
         self._signal_r, self._signal_w = -1, -1
         self._old_handlers: dict[int, Any] = {}
         self._claim_needed = True
+        self._drain_logged = False
         self._next_progress = 0.0
         self._next_heartbeat = 0.0
         self._last_busy = time.monotonic()
@@ -239,6 +240,9 @@ class Supervisor:
         self._finish_exited(now)
         if self.flags.stop:
             self._interrupt_all(now)
+        if self.flags.drain and not self._drain_logged:
+            self._drain_logged = True
+            self.log.info("draining", running=len(self._running))
         if self._running:
             self._handle_cancels(now)
             self._handle_timeouts(now)
@@ -400,7 +404,7 @@ class Supervisor:
             task.id,
             pid=pid,
             pgid=pid,
-            proc_start=None,
+            proc_start=proc_start_time(pid),
             cgroup=spawned.cgroup,
             log_path=str(spawned.log_path),
         )
