@@ -1,9 +1,10 @@
 """Policies: pure decisions about what a task may run, touch, inherit and use.
 
-Commands (allow/deny regexes over every simple command), workspace paths (symlinks
-followed, confined to the roots), task environments (allowlist, no secrets, a marker) and
-resource limits. None of these modules does I/O beyond resolving paths and, in
-:func:`apply_limits`, setting the limits of the calling process.
+Commands (allow/deny regexes over every simple command, split from a ``/bin/sh`` line by
+:mod:`offload.policies.shell`), workspace paths (symlinks followed, confined to the roots),
+task environments (allowlist, no secrets, a marker) and resource limits. None of these
+modules does I/O beyond resolving paths and, in :func:`apply_limits`, setting the limits of
+the calling process.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from offload.policies.commands import (
     check_command,
     compile_policy,
     parse_pattern_list,
-    split_simple_commands,
 )
 from offload.policies.environment import (
     DEFAULT_PATH,
@@ -40,6 +40,7 @@ from offload.policies.limits import (
     check_timeout,
 )
 from offload.policies.paths import is_inside, resolve_inside
+from offload.policies.shell import split_simple_commands
 
 __all__ = [
     "DEFAULT_PATH",

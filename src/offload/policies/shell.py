@@ -1,0 +1,268 @@
+"""Shell-line splitting: the simple commands a ``/bin/sh`` command line would run.
+
+The splitter follows ``/bin/sh`` closely enough to be safe rather than complete: wherever
+dash and bash would read a line differently, or the scanner cannot be sure, it refuses to
+parse, and the command policy refuses an unparseable line whenever an allow list is set.
+This module holds what is about commands: the operators that end them, subshells and
+groups, and the reserved words of ``if``/``while``/``for``. How words, quotes, expansions
+and here-documents are spelled is read by :class:`offload.policies.shell_lex.ShellLexer`,
+which ``_Splitter`` extends. Everything here is a pure function of its arguments.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from offload.policies.shell_lex import BLANKS, WORD_ENDS, ShellLexer, unparseable
+
+__all__ = ["split_simple_commands"]
+
+
+_END = r"(?:[ \t\n]+|$)"
+_RESERVED_PREFIX = re.compile(r"(?:(?:if|then|else|elif|do|while|until|!)[ \t\n]+)*")
+_LEADING_RESERVED = re.compile(r"(?:if|then|else|elif|do|while|until|!)" + _END)
+_CLOSING_RESERVED = re.compile(r"(?:fi|done|esac)" + _END)
+_FOR_HEADER = re.compile(r"for[ \t\n]+[A-Za-z_][A-Za-z0-9_]*" + _END + "(.*)", re.DOTALL)
+_IN_WORD = re.compile(r"in" + _END)
+_DO_WORD = re.compile(r"do" + _END)
+
+
+def split_simple_commands(command: str) -> list[str]:
+    """Split a ``/bin/sh`` command line into the simple commands it would run.
+
+    Splits on ``;``, ``&&``, ``||``, ``|``, ``&`` and newlines; descends into ``( )``
+    subshells, ``{ ...; }`` groups, ``$( )``, backquotes and bash's ``<( )``/``>( )``, whose
+    inner commands are returned before the outer one (which keeps ``$(...)`` in their
+    place). Quotes, backslashes, comments, ``$(( ))`` and here-documents are understood, so
+    an operator inside them does not split. The reserved words of ``if``/``while``/``for``
+    are not commands and are left out (``if make; then ok; fi`` gives ``make``, ``ok``).
+    Each command is returned as its raw text, quotes included.
+
+    Raises:
+        PolicyRefused: The line cannot be parsed with confidence ("cannot parse command:
+            <why>; ..."): unbalanced quotes, brackets or substitutions, a here-document
+            without its end line, ``$'...'`` quoting, ``(`` in the middle of a command.
+    """
+    return _Splitter(command).split()
+
+
+# --- the splitter -----------------------------------------------------------------------
+
+
+def _ends_word(char: str) -> bool:
+    return not char or char in WORD_ENDS
+
+
+class _Command:
+    """The simple command being read: its raw text and what operators need to look back at."""
+
+    __slots__ = ("after_group", "last_plain", "parts")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.last_plain = ""  # the last character if it was unquoted and unescaped
+        self.after_group = False  # a ( ) or { } just closed: only redirections may follow
+
+    def plain(self, char: str) -> None:
+        self.parts.append(char)
+        self.last_plain = char
+
+    def text(self, chunk: str) -> None:
+        self.parts.append(chunk)
+        self.last_plain = ""
+
+    def is_blank(self) -> bool:
+        return not "".join(self.parts).strip(" \t\n")
+
+    def at_command_start(self) -> bool:
+        """True if only reserved words such as ``then`` or ``!`` have been read."""
+        return _RESERVED_PREFIX.fullmatch("".join(self.parts).lstrip(" \t\n")) is not None
+
+    def at_word_start(self) -> bool:
+        return not self.parts or self.last_plain in BLANKS
+
+    def take(self) -> str:
+        """Return the finished command ("" for none) and start reading the next one."""
+        done = "" if self.after_group else _without_reserved_words("".join(self.parts))
+        self.parts, self.last_plain, self.after_group = [], "", False
+        return done
+
+
+def _without_reserved_words(text: str) -> str:
+    """Strip the reserved words of if/while/until/for, which are not commands themselves.
+
+    ``for NAME in WORDS`` is dropped whole (its substitutions were already collected) and
+    so is whatever follows ``fi``/``done``/``esac``, where only redirections may stand.
+    """
+    text = text.strip(" \t\n")
+    while match := _LEADING_RESERVED.match(text):
+        text = text[match.end() :]
+    if _CLOSING_RESERVED.match(text):
+        return ""
+    header = _FOR_HEADER.match(text)
+    if header is None:
+        return text
+    rest = header.group(1)
+    if not rest or _IN_WORD.match(rest):
+        return ""
+    return _without_reserved_words(rest) if _DO_WORD.match(rest) else text
+
+
+class _Splitter(ShellLexer):
+    """A small recursive scanner over one command line (see :func:`split_simple_commands`)."""
+
+    def __init__(self, text: str, depth: int = 0, offset: int = 0) -> None:
+        super().__init__(text, depth, offset)
+        self._handlers: dict[str, Callable[[_Command], None]] = {
+            "\n": self._newline,
+            ";": self._separator,
+            "&": self._ampersand,
+            "|": self._bar,
+            "'": self._quote,
+            '"': self._quote,
+            "\\": self._backslash,
+            "$": lambda cmd: cmd.text(self._expansion(in_dquote=False)),
+            "`": lambda cmd: cmd.text(self._backquote(in_dquote=False)),
+            "<": self._angle,
+            ">": self._angle,
+            "(": self._open_paren,
+            ")": self._close_paren,
+            "{": self._open_brace,
+            "#": self._hash,
+        }
+
+    def split(self) -> list[str]:
+        self._parse_list("", 0)
+        return self.commands
+
+    # -- lists and simple commands
+
+    def _parse_list(self, closer: str, opened_at: int) -> None:
+        cmd = _Command()
+        while self._pos < len(self._text):
+            if self._closes(closer, cmd):
+                self._check_no_heredoc_inside(closer)
+                self._pos += 1
+                self._finish(cmd)
+                return
+            char = self._text[self._pos]
+            handler = self._handlers.get(char)
+            if handler is None:
+                cmd.plain(char)
+                self._pos += 1
+            else:
+                handler(cmd)
+        if closer:
+            raise unparseable(f"{closer!r} missing for the one opened at {self._where(opened_at)}")
+        if self._heredocs:
+            raise unparseable(f"here-document {self._heredocs[0].delimiter!r} has no body")
+        self._finish(cmd)
+
+    def _closes(self, closer: str, cmd: _Command) -> bool:
+        if not closer or self._text[self._pos] != closer:
+            return False
+        return closer == ")" or (cmd.is_blank() and _ends_word(self._peek(1)))
+
+    def _check_no_heredoc_inside(self, closer: str) -> None:
+        # dash and bash disagree on where such a body starts, so refuse rather than guess.
+        for doc in self._heredocs:
+            if doc.depth >= self._depth:
+                raise unparseable(f"here-document {doc.delimiter!r} is still open at {closer!r}")
+
+    def _finish(self, cmd: _Command) -> None:
+        done = cmd.take()
+        if done:
+            self.commands.append(done)
+
+    # -- handlers, one per special character
+
+    def _separator(self, cmd: _Command) -> None:
+        self._pos += 1
+        self._finish(cmd)
+
+    def _newline(self, cmd: _Command) -> None:
+        self._pos += 1
+        self._finish(cmd)
+        if any(doc.depth != self._depth for doc in self._heredocs):
+            raise unparseable("a newline inside brackets while a here-document is pending")
+        pending, self._heredocs = self._heredocs, []
+        for doc in pending:
+            self._heredoc_body(doc)
+
+    def _ampersand(self, cmd: _Command) -> None:
+        if cmd.last_plain in ("<", ">"):  # >& and <& duplicate a file descriptor
+            cmd.plain("&")
+            self._pos += 1
+            return
+        self._skip(2 if self._peek(1) == "&" else 1)
+        self._finish(cmd)
+
+    def _bar(self, cmd: _Command) -> None:
+        if cmd.last_plain == ">":  # >| is the clobbering redirection, not a pipe
+            cmd.plain("|")
+            self._pos += 1
+            return
+        self._skip(2 if self._peek(1) == "|" else 1)
+        self._finish(cmd)
+
+    def _quote(self, cmd: _Command) -> None:
+        quote = self._text[self._pos]
+        cmd.text(self._single_quoted() if quote == "'" else self._double_quoted())
+
+    def _backslash(self, cmd: _Command) -> None:
+        pair = self._text[self._pos : self._pos + 2]
+        self._pos += len(pair)
+        if pair != "\\\n":  # a backslash-newline joins two lines and vanishes
+            cmd.text(pair)
+
+    def _angle(self, cmd: _Command) -> None:
+        char, start = self._text[self._pos], self._pos
+        if self._peek(1) == "(":  # bash process substitution runs a command
+            self._skip(2)
+            with self._deeper(start):
+                self._parse_list(")", start)
+            cmd.text(char + "(...)")
+        elif char == "<" and self._peek(1) == "<" and self._peek(2) == "<":
+            for _ in range(3):  # a bash here-string: its word is read as usual
+                cmd.plain("<")
+            self._skip(3)
+        elif char == "<" and self._peek(1) == "<":
+            cmd.text(self._here_document())
+        else:
+            cmd.plain(char)
+            self._pos += 1
+
+    def _open_paren(self, cmd: _Command) -> None:
+        start = self._pos
+        if not cmd.at_command_start():
+            raise unparseable(
+                f"unexpected '(' at {self._where(start)} (function definitions, arrays and "
+                "extended globs are not supported)"
+            )
+        self._skip(1)
+        with self._deeper(start):
+            self._parse_list(")", start)
+        cmd.after_group = True
+
+    def _close_paren(self, cmd: _Command) -> None:
+        raise unparseable(f"unexpected ')' at {self._where(self._pos)}")
+
+    def _open_brace(self, cmd: _Command) -> None:
+        start = self._pos
+        if not (cmd.at_command_start() and self._peek(1) in (" ", "\t", "\n")):
+            cmd.plain("{")  # not the reserved word: brace expansion or a plain argument
+            self._pos += 1
+            return
+        self._skip(1)
+        with self._deeper(start):
+            self._parse_list("}", start)
+        cmd.after_group = True
+
+    def _hash(self, cmd: _Command) -> None:
+        if not cmd.at_word_start():
+            cmd.plain("#")
+            self._pos += 1
+            return
+        end = self._text.find("\n", self._pos)
+        self._pos = len(self._text) if end < 0 else end
