@@ -28,7 +28,7 @@ from offload.queue.store import Store
 from offload.supervisor import outcome
 from offload.supervisor.cgroups import CgroupRoot, find_cgroup_root
 from offload.supervisor.recovery import recover_orphans
-from offload.supervisor.spawn import SpawnError, spawn_task
+from offload.supervisor.spawn import SpawnError, shell_base_env, spawn_task
 from offload.supervisor.tree import TaskTree, adopted_children, proc_start_time
 from offload.supervisor.wake import SupervisorLock, WakeFifo
 
@@ -102,6 +102,9 @@ class Supervisor:
         self._old_handlers: dict[int, Any] = {}
         self._claim_needed = True
         self._drain_logged = False
+        # The allow-listed part of our own environment, filtered once: every shell task
+        # starts from it (then its own env and the marker go on top).
+        self._shell_env = shell_base_env(os.environ, settings.env_allow)
         self._next_progress = 0.0
         self._next_heartbeat = 0.0
         self._last_busy = time.monotonic()
@@ -382,6 +385,7 @@ class Supervisor:
                 task,
                 logs_dir=self.settings.logs_dir,
                 parent_env=os.environ,
+                shell_env=self._shell_env,
                 env_allow=self.settings.env_allow,
                 limits=self.limits,
                 cgroups=self._cgroups,

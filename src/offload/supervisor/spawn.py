@@ -18,12 +18,12 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from offload.policies.environment import build_task_env
+from offload.policies.environment import TASK_ID_VAR, build_task_env
 from offload.policies.limits import Limits, apply_limits_to
 from offload.queue.models import Task
 from offload.supervisor.cgroups import CgroupRoot
 
-__all__ = ["SpawnError", "Spawned", "spawn_task", "task_argv"]
+__all__ = ["SpawnError", "Spawned", "shell_base_env", "spawn_task", "task_argv"]
 
 
 class SpawnError(Exception):
@@ -37,6 +37,13 @@ class Spawned:
     popen: subprocess.Popen[bytes]
     log_path: Path
     cgroup: str | None
+
+
+def shell_base_env(parent_env: Mapping[str, str], env_allow: tuple[str, ...]) -> dict[str, str]:
+    """The allow-listed, secret-free part of `parent_env` that shell tasks start from."""
+    env = build_task_env(parent_env, {}, "-", extra_allow=env_allow)
+    env.pop(TASK_ID_VAR, None)
+    return env
 
 
 def task_argv(task: Task) -> list[str]:
@@ -60,16 +67,21 @@ def spawn_task(
     *,
     logs_dir: Path,
     parent_env: Mapping[str, str],
+    shell_env: Mapping[str, str],
     env_allow: tuple[str, ...],
     limits: Limits,
     cgroups: CgroupRoot | None,
 ) -> Spawned:
-    """Starts `task` and returns its process; raises SpawnError with a one-line reason."""
+    """Starts `task` and returns its process; raises SpawnError with a one-line reason.
+
+    `parent_env` is the supervisor's whole environment (LLM workers need the provider
+    credentials in it); `shell_env` is its secret-free part from `shell_base_env`.
+    """
     log_path = logs_dir / f"{task.id}.log"
     if not os.path.isdir(task.cwd):
         raise SpawnError(f"working directory {task.cwd} does not exist")
     if task.type == "shell":
-        env = build_task_env(parent_env, task.env, task.id, extra_allow=env_allow)
+        env = build_task_env(shell_env, task.env, task.id, extra_allow=env_allow)
     else:
         # Python workers need the provider credentials; they never hand them to a shell.
         env = {**parent_env, **task.env, "OFFLOAD_TASK_ID": task.id}
