@@ -111,7 +111,7 @@ def start_supervisor(offload_home: Path) -> Iterator[Callable[..., SupervisorPro
         log = open(offload_home.parent / f"supervisor-{len(started)}.err", "ab")  # noqa: SIM115
         offload_home.mkdir(mode=0o700, exist_ok=True)
         proc = subprocess.Popen(
-            [sys.executable, "-m", "offload", "supervisor", "--foreground"],
+            [sys.executable, "-P", "-m", "offload", "supervisor", "--foreground"],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
@@ -157,7 +157,7 @@ def cli(offload_home: Path, workspace: Path) -> Callable[..., subprocess.Complet
 
     def run(*args: str, input: str | None = None, timeout: float = 60, **env: str) -> Any:
         return subprocess.run(
-            [sys.executable, "-m", "offload", *args],
+            [sys.executable, "-P", "-m", "offload", *args],
             env=_env(offload_home, env),
             cwd=workspace,
             input=input,

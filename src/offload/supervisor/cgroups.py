@@ -44,23 +44,24 @@ class CgroupRoot:
         self.home_cgroup = home_cgroup
 
     @contextmanager
-    def entered(self, cgroup: str | None) -> Iterator[None]:
+    def entered(self, cgroup: str | None) -> Iterator[bool]:
         """Moves the supervisor into `cgroup` for the duration of a fork, then back.
 
         A child is born in its parent's cgroup, so forking from inside the task's cgroup
         puts the task there before it can run a single instruction (no race with an
-        early fork of its own), without running Python in the child.
+        early fork of its own), without running Python in the child. Yields whether the
+        move worked; when it did not, the task runs without a cgroup.
         """
         if cgroup is None:
-            yield
+            yield False
             return
         try:
             self.join_self(cgroup)
         except OSError:
-            yield  # the process group and the marker still cover the tree
+            yield False
             return
         try:
-            yield
+            yield True
         finally:
             self.join_self(str(self.home_cgroup))
 

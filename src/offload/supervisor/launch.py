@@ -12,8 +12,9 @@ __all__ = ["ensure_supervisor"]
 
 # `sh -c '"$@" &'` forks the supervisor into the background and exits at once, so the
 # supervisor is re-parented away from us: a long-lived front end (MCP, HTTP) that starts
-# one never keeps it as a zombie after it idles out.
-_DETACH = ["/bin/sh", "-c", '"$@" &', "offload-launch"]
+# one never keeps it as a zombie after it idles out. It runs from / with -P, so no
+# directory it was started from can shadow a module it imports.
+_DETACH = ["/bin/sh", "-c", 'cd / && "$@" &', "offload-launch"]
 
 
 def ensure_supervisor(home: Path) -> bool:
@@ -33,8 +34,8 @@ def ensure_supervisor(home: Path) -> bool:
         (os.POSIX_SPAWN_OPEN, 1, out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
-    env = {**os.environ, "OFFLOAD_HOME": str(home)}
-    argv = [*_DETACH, sys.executable, "-m", "offload", "supervisor", "--detached"]
+    env = {**os.environ, "OFFLOAD_HOME": str(home.resolve())}
+    argv = [*_DETACH, sys.executable, "-P", "-m", "offload", "supervisor", "--detached"]
     pid = os.posix_spawn(_DETACH[0], argv, env, file_actions=actions, setsid=True)
     os.waitpid(pid, 0)  # the shell exits as soon as it has forked the supervisor
     return True

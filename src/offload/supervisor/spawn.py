@@ -49,7 +49,8 @@ def shell_base_env(parent_env: Mapping[str, str], env_allow: tuple[str, ...]) ->
 def task_argv(task: Task) -> list[str]:
     """The argv that runs `task`."""
     if task.type != "shell":
-        return [sys.executable, "-m", "offload.workers", task.id]
+        # -P: the task's cwd (the workspace) must not shadow modules of offload or its SDKs
+        return [sys.executable, "-P", "-m", "offload.workers", task.id]
     if isinstance(task.command, list):
         return list(task.command)
     return ["/bin/sh", "-c", task.command or ""]
@@ -83,13 +84,14 @@ def spawn_task(
     if task.type == "shell":
         env = build_task_env(shell_env, task.env, task.id, extra_allow=env_allow)
     else:
-        # Python workers need the provider credentials; they never hand them to a shell.
-        env = {**parent_env, **task.env, "OFFLOAD_TASK_ID": task.id}
+        # Python workers need the provider credentials (they never hand them to a shell);
+        # the task's own env is for the commands it runs, never for the interpreter.
+        env = {**parent_env, TASK_ID_VAR: task.id}
     cgroup_path = cgroups.create(task.id) if cgroups else None
     cgroup = str(cgroup_path) if cgroup_path else None
     log_fd = _open_log(log_path)
     try:
-        with cgroups.entered(cgroup) if cgroups else nullcontext():
+        with cgroups.entered(cgroup) if cgroups else nullcontext(False) as joined:
             popen = subprocess.Popen(
                 task_argv(task),
                 stdin=subprocess.DEVNULL,
@@ -108,6 +110,9 @@ def spawn_task(
         raise SpawnError(f"cannot start the task: {exc}") from exc
     finally:
         os.close(log_fd)
+    if cgroup and not joined:
+        _drop_cgroup(cgroup)
+        cgroup = None  # the process group and the marker cover this tree instead
     try:
         apply_limits_to(popen.pid, limits)
     except OSError:

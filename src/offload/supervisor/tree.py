@@ -91,13 +91,35 @@ def _signal_pid(pid: int, sig: int) -> None:
         pass
 
 
+def _child_pids() -> list[int] | None:
+    """This process's children from /proc/self/task/*/children (Linux), without a /proc scan."""
+    try:
+        pids: list[int] = []
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as f:
+                pids.extend(int(p) for p in f.read().split())
+        return pids
+    except (OSError, ValueError):
+        return None
+
+
 def adopted_children(exclude: set[int]) -> list[psutil.Process]:
     """The supervisor's children that are not task main processes: adopted orphans."""
-    try:
-        kids = psutil.Process().children()
-    except psutil.Error:
-        return []
-    return [p for p in kids if p.pid not in exclude]
+    pids = _child_pids()
+    if pids is None:
+        try:
+            return [p for p in psutil.Process().children() if p.pid not in exclude]
+        except psutil.Error:
+            return []
+    procs = []
+    for pid in pids:
+        if pid in exclude:
+            continue
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
+    return procs
 
 
 def all_processes() -> list[psutil.Process]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from offload.errors import SupervisorRunning
@@ -19,6 +20,7 @@ __all__ = ["SupervisorLock", "WakeFifo", "poke", "supervisor_pid"]
 
 LOCK_NAME = "supervisor.lock"
 FIFO_NAME = "wake.fifo"
+_LOCK_RETRY_SECONDS = 0.05
 
 
 def supervisor_pid(home: Path) -> int | None:
@@ -37,20 +39,30 @@ class SupervisorLock:
         self.path = home / LOCK_NAME
         self._fd: int | None = None
 
-    def acquire(self) -> None:
-        """Takes the lock or raises SupervisorRunning naming the holder's pid."""
+    def acquire(self, wait_seconds: float = 0.0) -> None:
+        """Takes the lock or raises SupervisorRunning naming the holder's pid.
+
+        `wait_seconds` lets an on-demand supervisor wait out one that is shutting down
+        (it has closed its FIFO, so front ends started us, but still holds the lock).
+        """
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
-            holder = supervisor_pid(self.path.parent)
-            raise SupervisorRunning(
-                f"a supervisor (pid {holder}) already runs for {self.path.parent}; "
-                "`offload supervisor stop` stops it"
-            ) from None
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    os.close(fd)
+                    raise
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    holder = supervisor_pid(self.path.parent)
+                    raise SupervisorRunning(
+                        f"a supervisor (pid {holder}) already runs for {self.path.parent}; "
+                        "`offload supervisor stop` stops it"
+                    ) from None
+                time.sleep(_LOCK_RETRY_SECONDS)  # waiting on the holder to exit, bounded
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd

@@ -1,0 +1,173 @@
+"""The supervisor's table of running task processes: reaping, finishing and killing.
+
+Everything here is driven by the loop in `daemon.py`, one step at a time, with `now`
+passed in; nothing blocks. A finish the Store refused (a locked or full database) is
+kept and retried, so no task is left `running` because one write failed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from offload.errors import OffloadError
+from offload.queue.models import State, Task
+from offload.queue.store import Store
+from offload.supervisor import outcome
+from offload.supervisor.cgroups import CgroupRoot
+from offload.supervisor.tree import TaskTree, adopted_children
+
+__all__ = ["Running", "Tracker"]
+
+UNKILLABLE_GIVE_UP_SECONDS = 10.0
+
+
+@dataclass
+class Running:
+    """One task process the supervisor started and has not finished yet."""
+
+    task: Task
+    popen: subprocess.Popen[bytes]
+    tree: TaskTree
+    log_path: Path
+    deadline: float | None
+    status: int | None = None  # raw wait status once the main process is reaped
+    kill_state: State | None = None
+    kill_error: str | None = None
+    kill_started: float = 0.0
+    killed_hard: bool = False
+    progress: tuple[float | None, str | None] = (None, None)
+
+
+class Tracker:
+    """Running tasks by main pid, trees still being cleaned up, and finishes to retry."""
+
+    def __init__(self, store: Store, grace_seconds: float, log: Any) -> None:
+        self.store = store
+        self.grace_seconds = grace_seconds
+        self.log = log
+        self.running: dict[int, Running] = {}
+        self.lingering: list[TaskTree] = []
+        self.unrecorded: dict[str, tuple[State, dict[str, Any]]] = {}
+        self.freed = False  # a slot opened since the last claim
+        self._candidates: list[Any] | None = None
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """True while something needs the loop's fast poll (a kill or a cleanup)."""
+        return bool(self.lingering or self.unrecorded) or any(
+            r.kill_state or r.status is not None for r in self.running.values()
+        )
+
+    def task_ids(self) -> set[str]:
+        """Ids of every task this supervisor still owns (running or not yet recorded)."""
+        return {r.task.id for r in self.running.values()} | set(self.unrecorded)
+
+    def candidates(self) -> list[Any]:
+        """Adopted orphans that may carry a task's marker (scanned once per loop step)."""
+        if self._candidates is None:
+            trees = [r.tree for r in self.running.values()] + self.lingering
+            needed = any(t.cgroup is None for t in trees)
+            self._candidates = adopted_children(set(self.running)) if needed else []
+        return self._candidates
+
+    def record(self, task_id: str, state: State, **kw: Any) -> None:
+        """Writes a task's final state, or keeps it to retry if the Store fails."""
+        try:
+            self.store.finish(task_id, state, **kw)
+            self.unrecorded.pop(task_id, None)
+        except OffloadError as exc:
+            self.unrecorded[task_id] = (state, kw)
+            self.log.error("finish_failed", task_id=task_id, error=str(exc))
+        self.freed = True
+
+    def step(self, now: float) -> None:
+        """Reaps, finishes exited tasks, advances kills and cleans up leftovers."""
+        self._candidates = None
+        self._reap()
+        for task_id, (state, kw) in list(self.unrecorded.items()):
+            self.record(task_id, state, **kw)
+        self._finish_exited()
+        self._advance_kills(now)
+        self._sweep_lingering()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            run = self.running.get(pid)
+            if run is not None:
+                run.status = status
+                run.popen.returncode = os.waitstatus_to_exitcode(status)
+
+    def _pop(self, pid: int, state: State, **kw: Any) -> None:
+        run = self.running.pop(pid)
+        if run.tree.cgroup and not run.tree.alive([]):
+            CgroupRoot.remove(run.tree.cgroup)
+        self.record(run.task.id, state, **kw)
+        self.log.info("finished", task_id=run.task.id, state=state.value, **kw)
+
+    # -- natural ends ----------------------------------------------------------------------
+    def _finish_exited(self) -> None:
+        for pid, run in list(self.running.items()):
+            if run.status is None or run.kill_state is not None:
+                continue
+            if run.tree.alive(self.candidates()):
+                run.tree.signal(signal.SIGKILL, self.candidates())  # leftovers of the command
+                self.lingering.append(run.tree)
+            state, code, sig, error = outcome.from_status(run.status)
+            if state is not State.COMPLETED and run.task.type != "shell":
+                error = self._worker_error(run.task.id) or error
+            self._pop(pid, state, exit_code=code, signal=sig, error=error)
+
+    def _worker_error(self, task_id: str) -> str | None:
+        try:
+            found = self.store.get_many([task_id])
+        except OffloadError:
+            return None
+        return found[0].error if found else None
+
+    # -- kills ------------------------------------------------------------------------------
+    def start_kill(self, run: Running, state: State, error: str, now: float) -> None:
+        """SIGTERMs a task's tree; the loop escalates and finishes it as `state`."""
+        if run.kill_state is not None or run.status is not None:
+            return  # already being killed, or it exited first: its own outcome stands
+        run.kill_state, run.kill_error, run.kill_started = state, error, now
+        run.tree.signal(signal.SIGTERM, self.candidates())
+        self.log.info("killing", task_id=run.task.id, reason=state.value)
+
+    def _advance_kills(self, now: float) -> None:
+        for pid, run in list(self.running.items()):
+            if run.kill_state is None:
+                continue
+            if run.status is not None and not run.tree.alive(self.candidates()):
+                self._pop(pid, run.kill_state, error=run.kill_error)
+            elif not run.killed_hard and now >= run.kill_started + self.grace_seconds:
+                run.killed_hard = True
+                run.tree.signal(signal.SIGKILL, self.candidates())
+            elif run.killed_hard and now >= (
+                run.kill_started + self.grace_seconds + UNKILLABLE_GIVE_UP_SECONDS
+            ):
+                self.lingering.append(run.tree)
+                self._pop(
+                    pid, run.kill_state, error=f"{run.kill_error}; some processes survived SIGKILL"
+                )
+
+    def _sweep_lingering(self) -> None:
+        keep = []
+        for tree in self.lingering:
+            if tree.alive(self.candidates()):
+                tree.signal(signal.SIGKILL, self.candidates())
+                keep.append(tree)
+            elif tree.cgroup:
+                CgroupRoot.remove(tree.cgroup)
+        self.lingering = keep
