@@ -169,17 +169,33 @@ def cli(offload_home: Path, workspace: Path) -> Callable[..., subprocess.Complet
     return run
 
 
+def _supervisors_of(home: Path) -> list[psutil.Process]:
+    """Live `offload supervisor` processes whose OFFLOAD_HOME is `home`."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            cmdline = proc.info["cmdline"] or []
+            if "supervisor" in cmdline and proc.environ().get("OFFLOAD_HOME") == str(home):
+                if proc.status() != psutil.STATUS_ZOMBIE:
+                    found.append(proc)
+        except (psutil.Error, OSError):
+            continue
+    return found
+
+
 @pytest.fixture(autouse=True)
 def _no_detached_supervisor_left(offload_home: Path) -> Iterator[None]:
-    """Stops a supervisor a front end started on demand during the test."""
-    yield
-    from offload.supervisor.wake import supervisor_pid
+    """Stops any supervisor a front end started on demand during the test.
 
-    if poke(offload_home):
-        pid = supervisor_pid(offload_home)
-        if pid:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            wait_until(lambda: not poke(offload_home), timeout=20, what="detached supervisor stop")
+    A front end starts one and returns at once, so at teardown it may still be starting
+    (not yet listening on its FIFO): look for the process itself, not only the FIFO.
+    """
+    yield
+    if not (offload_home / "supervisor.out").exists():
+        return  # no front end ever started one for this home
+    for proc in _supervisors_of(offload_home):
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.Error:
+            continue
+    wait_until(lambda: not _supervisors_of(offload_home), timeout=30, what="supervisors to stop")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import marked_processes, wait_until
-from offload.queue.models import State
+from offload.queue.models import State, TaskSpec
 from offload.queue.sqlite import SqliteStore
 from offload.supervisor.wake import poke
 
@@ -152,6 +152,10 @@ def test_batch_submits_in_one_transaction(
         (["retry"], "give a task id, or --failed"),
         (["purge", "--older-than", "soon"], "is not a duration"),
         (["purge", "--older-than", "1e300d"], "is not a duration"),
+        (["submit", "--timeout", "1e400", "--", "true"], "must be at least 0 and under"),
+        (["purge", "--older-than", "inf"], "must be at least 0 and under"),
+        (["submit", "--batch", "/nonexistent"], "cannot read batch file /nonexistent: No such"),
+        (["submit", "--batch", "/tmp"], "batch file /tmp is a directory"),
     ],
 )
 def test_bad_input_gets_one_clear_line(cli: Cli, args: list[str], message: str) -> None:
@@ -159,6 +163,91 @@ def test_bad_input_gets_one_clear_line(cli: Cli, args: list[str], message: str) 
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_batch_that_is_not_utf8_gets_one_clear_line(cli: Cli, workspace: Path) -> None:
+    (workspace / "batch.txt").write_bytes(b"echo caf\xe9\n")
+    result = cli("submit", "--batch", "batch.txt")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr == (
+        "offload: batch file batch.txt is not UTF-8 text (byte 0xe9 at offset 8); "
+        "save it as UTF-8\n"
+    )
+    piped = subprocess.run(
+        [*_cli_argv(), "submit", "--batch", "-"],
+        input=b"echo caf\xe9\n",
+        capture_output=True,
+        cwd=workspace,
+        env=_env(workspace.parent / "home"),
+    )
+    assert piped.returncode == 1
+    assert piped.stderr.startswith(b"offload: standard input is not UTF-8 text")
+
+
+def test_huge_list_limit_and_offset_are_clamped(cli: Cli, store: SqliteStore) -> None:
+    huge = "99999999999999999999"
+    assert json.loads(ok(cli("list", "--json", "--limit", huge))) == []
+    assert json.loads(ok(cli("list", "--json", "--offset", huge, "--limit", huge))) == []
+    assert "ID" in ok(cli("list", "--limit", huge))
+
+
+def test_a_deleted_current_directory_gets_one_clear_line(offload_home: Path) -> None:
+    gone = offload_home.parent / "gone"
+    gone.mkdir()
+    script = 'cd "$1" && rmdir "$1" && shift && exec "$@"'
+    for args in (["submit", "--", "true"], ["list", "--here"]):
+        result = subprocess.run(
+            ["sh", "-c", script, "sh", str(gone), *_cli_argv(), *args],
+            capture_output=True,
+            text=True,
+            env=_env(offload_home),
+        )
+        assert result.returncode == 1, result.stderr
+        assert result.stderr == (
+            "offload: the current directory no longer exists; cd somewhere else\n"
+        )
+        gone.mkdir()
+
+
+def test_parent_id_must_name_an_existing_task(
+    cli: Cli, start_supervisor: Any, store: SqliteStore, workspace: Path
+) -> None:
+    for parent, message in [
+        ({"id": "x"}, "batch entry 1: parent_id must be a string, got dict"),
+        ("abcdef0123", "batch entry 1: no task matches 'abcdef0123'"),
+        ("not an id", "batch entry 1: 'not an id' is not a task id"),
+    ]:
+        entry = json.dumps({"command": "true", "parent_id": parent})
+        result = cli("submit", "--batch", "-", input=entry)
+        assert result.returncode == 1 and "Traceback" not in result.stderr
+        assert result.stderr.startswith(f"offload: {message}"), result.stderr
+    assert store.list() == []
+    start_supervisor()  # the one the submit wakes, stopped when the test ends
+    (parent_task,) = store.submit(
+        [TaskSpec(command="true", cwd=str(workspace), workspace=str(workspace))]
+    )
+    entry = json.dumps({"command": "true", "parent_id": parent_task.id[:8]})
+    child_id = ok(cli("submit", "--batch", "-", input=entry)).strip()
+    assert store.get(child_id).parent_id == parent_task.id
+    ok(cli("wait", child_id, parent_task.id, "--timeout", "30"))
+
+
+def test_supervisor_status_counts_without_loading_the_tasks(
+    store: SqliteStore, workspace: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from offload.config import load_settings
+    from offload.supervisor import control
+
+    store.submit([TaskSpec(command="true", cwd=str(workspace), workspace=str(workspace))] * 3)
+    store.claim(1, "sup", {})
+
+    def no_listing(*args: Any, **kwargs: Any) -> list[Any]:
+        raise AssertionError("status loaded every task to count them")
+
+    monkeypatch.setattr(store, "list", no_listing)
+    assert control._status(load_settings(), store, as_json=True) == 3  # none running
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["pending"], shown["running"]) == (2, 1)
 
 
 def test_policy_refusals_name_the_rule(cli: Cli) -> None:

@@ -28,6 +28,7 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 124
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_DURATION_SECONDS = 1e12  # ~31,700 years: beyond it a duration is a typo
 
 
 def parse_duration(text: str) -> float:
@@ -41,9 +42,20 @@ def parse_duration(text: str) -> float:
         raise InvalidInput(
             f"'{text}' is not a duration; use e.g. 90, 45s, 30m, 12h or 7d"
         ) from None
-    if not 0 <= seconds < 1e12:  # also refuses NaN and infinity
-        raise InvalidInput(f"'{text}' is not a duration; it must be zero or more")
+    if not 0 <= seconds < MAX_DURATION_SECONDS:  # also refuses NaN and infinity
+        raise InvalidInput(
+            f"'{text}' is not a duration in range: it must be at least 0 and under "
+            f"{MAX_DURATION_SECONDS:,.0f} seconds (~31,700 years)"
+        )
     return seconds
+
+
+def _cwd() -> Path:
+    """The current directory, or InvalidInput when it was deleted under the shell."""
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        raise InvalidInput("the current directory no longer exists; cd somewhere else") from None
 
 
 class _App:
@@ -96,7 +108,7 @@ def _env_pair(text: str) -> tuple[str, str]:
 def _batch_entries(source: str) -> list[dict[str, Any]]:
     from offload.submission import MAX_BATCH
 
-    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    text = _read_batch(source)
     entries = []
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
@@ -117,10 +129,27 @@ def _batch_entries(source: str) -> list[dict[str, Any]]:
     return entries
 
 
+def _read_batch(source: str) -> str:
+    """The text of a batch file (`-`: standard input), or InvalidInput naming the problem."""
+    name = "standard input" if source == "-" else f"batch file {source}"
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"{name} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset "
+            f"{exc.start}); save it as UTF-8"
+        ) from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{name} is a directory; give a file of one task per line") from None
+    except OSError as exc:
+        raise InvalidInput(f"cannot read {name}: {exc.strerror or exc}") from None
+
+
 def cmd_submit(app: _App, args: argparse.Namespace) -> int:
     from offload.submission import Submitter
 
-    submitter = Submitter.for_workspace(app.settings, Path.cwd())
+    submitter = Submitter.for_workspace(app.settings, _cwd())
     if args.batch:
         raws = _batch_entries(args.batch)
     else:
@@ -227,7 +256,7 @@ def _print_tasks(tasks: Sequence[Task], as_json: bool) -> None:
 
 def cmd_list(app: _App, args: argparse.Namespace) -> int:
     states = [State(s) for s in args.state] if args.state else None
-    workspace = str(Path.cwd().resolve()) if args.here else None
+    workspace = str(_cwd().resolve()) if args.here else None
     tasks = app.store.list(states, limit=args.limit, offset=args.offset, workspace=workspace)
     _print_tasks(tasks, args.json)
     return 0
@@ -303,7 +332,7 @@ def cmd_supervisor(app: _App, args: argparse.Namespace) -> int:
 def cmd_mcp(app: _App, args: argparse.Namespace) -> int:
     from offload.server import main as serve_mcp
 
-    workspace = Path(args.workspace).expanduser() if args.workspace else Path.cwd()
+    workspace = Path(args.workspace).expanduser() if args.workspace else _cwd()
     if not workspace.is_dir():
         raise InvalidInput(f"--workspace {args.workspace} is not a directory")
     return serve_mcp(app.settings, workspace.resolve())

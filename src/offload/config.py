@@ -8,12 +8,13 @@ pydantic alone costs ~180 ms to import.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, NamedTuple, get_args, get_type_hints
 
 from offload.errors import ConfigError
 
@@ -85,6 +86,13 @@ class Settings:
     llm_request_timeout_seconds: float = 600.0
     llm_retry_initial_seconds: float = 1.0
     llm_retry_max_seconds: float = 30.0
+    # Agent tasks (docs/agent.md): what one run_command may return and take, what one
+    # read_file returns, which top-level directories the staging copy links instead of
+    # copying, and how many sub-tasks one agent task may queue.
+    agent_command_output_bytes: int = 16_384
+    agent_read_max_bytes: int = 200_000
+    agent_link_dirs: tuple[str, ...] = (".venv", "venv", "node_modules", ".tox", ".nox")
+    agent_max_subtasks: int = 10
 
     @property
     def db_path(self) -> Path:
@@ -119,7 +127,7 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
         if "int" in text:
             return int(value)
         return str(value)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise ConfigError(f"setting {name} = {value!r} is invalid: {exc}") from exc
 
 
@@ -158,15 +166,100 @@ def _coerce_mapping(value: Any) -> dict[str, Any]:
     raise ValueError("expected a table or name=value pairs")
 
 
+class _Range(NamedTuple):
+    """What one numeric setting allows: `what` from `low` (`above`: strictly more) to `high`."""
+
+    what: str
+    low: float
+    above: bool = False
+    high: float | None = None
+
+    def describe(self) -> str:
+        if self.high is not None:
+            return f"{self.what} from {self.low:g} to {self.high:g}"
+        return f"{self.what} {'>' if self.above else '≥'} {self.low:g}"
+
+    def allows(self, value: float) -> bool:
+        if self.high is not None and value > self.high:
+            return False
+        return value > self.low if self.above else value >= self.low
+
+
+_SECONDS = "a finite number of seconds"
+_WHOLE = "a whole number"
+_COUNT = _Range(_WHOLE, 1)
+_POSITIVE_SECONDS = _Range(_SECONDS, 0, above=True)
+# A numeric setting missing here only has to be finite and ≥ 0 (see `_DEFAULT_RANGE`).
+_RANGES: dict[str, _Range] = {
+    "max_concurrent": _COUNT,
+    "default_group_limit": _COUNT,
+    "grace_seconds": _Range(_SECONDS, 0),  # 0: SIGKILL straight after SIGTERM
+    "default_timeout_seconds": _POSITIVE_SECONDS,
+    "max_address_space_mb": _COUNT,
+    "max_cpu_seconds": _COUNT,
+    "max_open_files": _COUNT,
+    "nice": _Range(_WHOLE, 0, high=19),
+    "idle_exit_seconds": _Range(_SECONDS, 0),  # 0: never exit when idle
+    "poll_seconds": _POSITIVE_SECONDS,
+    "max_rules_bytes": _COUNT,
+    "max_context_file_bytes": _COUNT,
+    "max_context_total_bytes": _COUNT,
+    "max_output_tokens": _COUNT,
+    "max_daily_cost_usd": _Range("a finite amount of USD", 0),  # 0: no LLM spending at all
+    "llm_max_attempts": _COUNT,
+    "agent_max_turns": _COUNT,
+    "agent_command_timeout_seconds": _POSITIVE_SECONDS,
+    "llm_request_timeout_seconds": _POSITIVE_SECONDS,
+    "llm_retry_initial_seconds": _Range(_SECONDS, 0),
+    "llm_retry_max_seconds": _Range(_SECONDS, 0),
+    "agent_command_output_bytes": _COUNT,
+    "agent_read_max_bytes": _COUNT,
+    "agent_max_subtasks": _Range(_WHOLE, 0),  # 0: agents may not queue sub-tasks
+}
+_DEFAULT_RANGE = _Range("a finite number", 0)
+
+
+def _numeric_type(hint: Any) -> type | None:
+    """`int` or `float` for a setting typed `int`, `float` or either `| None`; else None."""
+    kinds = [k for k in (get_args(hint) or (hint,)) if k is not type(None)]
+    return kinds[0] if len(kinds) == 1 and kinds[0] in (int, float) else None
+
+
+def _finite_number(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return True  # finite however large (and too large for math.isfinite)
+    return kind is float and isinstance(value, float) and math.isfinite(value)
+
+
+def _check_number(name: str, kind: type, value: Any, optional: bool) -> None:
+    if value is None and optional:
+        return
+    rule = _RANGES.get(name, _DEFAULT_RANGE)
+    if not (_finite_number(value, kind) and rule.allows(value)):
+        unset = " (or unset for none)" if optional else ""
+        raise ConfigError(
+            f"setting {name} = {value!r} is invalid: must be {rule.describe()}{unset}"
+        )
+
+
 def _validate(settings: Settings) -> Settings:
-    if settings.max_concurrent < 1:
-        raise ConfigError("setting max_concurrent must be at least 1")
-    if settings.grace_seconds < 0:
-        raise ConfigError("setting grace_seconds must not be negative")
+    """Checks every numeric setting against its range (all finite), the group limits and
+    the enumerated settings.
+
+    Raises:
+        ConfigError: naming the setting, its value and what is allowed.
+    """
+    for name, hint in get_type_hints(Settings).items():
+        kind = _numeric_type(hint)
+        if kind is not None:
+            _check_number(name, kind, getattr(settings, name), type(None) in get_args(hint))
     for group, limit in settings.groups.items():
-        if not isinstance(limit, int) or limit < 1:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(
-                f"group limit for '{group}' must be a whole number ≥ 1, got {limit!r}"
+                f"setting groups.{group} = {limit!r} is invalid: must be {_COUNT.describe()} "
+                "(the group's concurrency limit)"
             )
     if settings.agent_run_commands_in not in {"staging", "workspace"}:
         raise ConfigError("setting agent_run_commands_in must be 'staging' or 'workspace'")

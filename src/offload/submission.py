@@ -112,9 +112,13 @@ class Submitter:
     def build(self, raw: Mapping[str, Any], resolve_id: Callable[[str], str]) -> TaskSpec:
         """Validates `raw` (the fields of ARCHITECTURE §3) into a TaskSpec.
 
+        `resolve_id` turns a task id or prefix into the full id of an existing task (for
+        `depends_on` and `parent_id`) or raises NotFound/AmbiguousId.
+
         Raises:
             InvalidInput: for a missing, malformed or out-of-range field.
             PolicyRefused: for a command, path or env variable that policy refuses.
+            NotFound: when a dependency or the parent names no task.
         """
         if not isinstance(raw, Mapping):
             raise InvalidInput("a task must be an object of fields (type, command, spec, ...)")
@@ -154,7 +158,7 @@ class Submitter:
             model=_text("model", fields["model"], 200) if "model" in fields else None,
             large_context=_boolean("large_context", fields.get("large_context", False)),
             max_turns=_turns(fields.get("max_turns"), self.settings.agent_max_turns),
-            parent_id=fields.get("parent_id"),
+            parent_id=_parent_id(fields.get("parent_id"), resolve_id),
         )
 
     def _env(self, value: Any) -> dict[str, str]:
@@ -207,6 +211,13 @@ class Submitter:
                 raise InvalidInput(f"context file '{name}' does not exist or is not a file")
             out.append(str(path))
         return tuple(out)
+
+
+def _parent_id(value: Any, resolve_id: Callable[[str], str]) -> str | None:
+    """The full id of the existing task `value` names (an id or unique prefix), or None."""
+    if value is None:
+        return None
+    return resolve_id(_text("parent_id", value, 64))
 
 
 def _number(name: str, value: Any) -> float | None:

@@ -37,20 +37,28 @@ __all__ = ["SqliteStore", "now_ms"]
 
 BUSY_TIMEOUT_MS = 15_000
 MIN_PREFIX = 6
+MAX_ROWS = 2**62  # LIMIT and OFFSET are clamped to this: more rows than any queue holds
 _T = TypeVar("_T")
 
+# Full groups are found once per statement (the running tasks are few), so skipping a
+# task of a busy group is one lookup, however many tasks wait behind it.
 _CLAIM_ONE = """
+WITH full_groups (grp) AS (
+    SELECT r.grp FROM tasks r
+     WHERE r.state = 'running' AND r.grp IS NOT NULL
+     GROUP BY r.grp
+    HAVING count(*) >= coalesce((SELECT value FROM json_each(:limits) WHERE key = r.grp),
+                                :default_limit)
+)
 UPDATE tasks
    SET state = 'running', started_at = :now, updated_at = :now, supervisor_id = :sup,
        finished_at = NULL, progress = NULL, progress_message = NULL, cancel_requested = 0
  WHERE id = (
     SELECT t.id FROM tasks t
      WHERE t.state = 'pending'
+       AND (t.grp IS NULL OR t.grp NOT IN full_groups)
        AND NOT EXISTS (SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
                         WHERE d.task_id = t.id AND p.state != 'completed')
-       AND (t.grp IS NULL OR
-            (SELECT count(*) FROM tasks r WHERE r.grp = t.grp AND r.state = 'running')
-            < coalesce((SELECT value FROM json_each(:limits) WHERE key = t.grp), :default_limit))
      ORDER BY t.priority, t.seq
      LIMIT 1)
 RETURNING *
@@ -290,7 +298,7 @@ class SqliteStore(Store):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY seq DESC LIMIT ? OFFSET ?"
-        params += [max(0, limit), max(0, offset)]
+        params += [_clamp_rows(limit), _clamp_rows(offset)]
         return self._read(lambda db: [self._task(db, r) for r in db.execute(sql, params)])
 
     def stats(self, now_ms: int, days: int = 14) -> Stats:
@@ -333,9 +341,9 @@ class SqliteStore(Store):
     ) -> None:
         with self._write() as db:
             db.execute(
-                "UPDATE tasks SET pid = ?, pgid = ?, proc_start = ?, cgroup = ?, log_path = ? "
-                "WHERE id = ?",
-                (pid, pgid, proc_start, cgroup, log_path, task_id),
+                "UPDATE tasks SET pid = ?, pgid = ?, proc_start = ?, cgroup = ?, log_path = ?, "
+                "updated_at = ? WHERE id = ?",
+                (pid, pgid, proc_start, cgroup, log_path, self._clock(), task_id),
             )
 
     def finish(
@@ -513,16 +521,24 @@ class SqliteStore(Store):
     def retry(self, task_id: str) -> Task:
         now = self._clock()
         with self._write() as db:
-            return self._retry_one(db, self._resolve(db, task_id)["id"], now)
+            task_id = self._resolve(db, task_id)["id"]
+            blocker = self._retry_blocker(db, task_id)
+            if blocker is not None:
+                raise IllegalTransition(blocker)
+            return self._retry_one(db, task_id, now)
 
-    def _retry_one(self, db: sqlite3.Connection, task_id: str, now: int) -> Task:
+    def _retry_blocker(self, db: sqlite3.Connection, task_id: str) -> str | None:
+        """Why the task cannot be retried yet (a dependency that did not finish), or None."""
         for dep in self._deps(db, task_id):
             row = db.execute("SELECT state FROM tasks WHERE id = ?", (dep,)).fetchone()
             if row is not None and row[0] in RETRYABLE_STATES:
-                raise IllegalTransition(
+                return (
                     f"cannot retry task {task_id[:12]}: its dependency {dep[:12]} is {row[0]}; "
                     "retry that one first"
                 )
+        return None
+
+    def _retry_one(self, db: sqlite3.Connection, task_id: str, now: int) -> Task:
         row = self._transition(
             db,
             task_id,
@@ -547,7 +563,13 @@ class SqliteStore(Store):
             params.append(workspace)
         with self._write() as db:
             ids = [r[0] for r in db.execute(sql + " ORDER BY seq", params).fetchall()]
-            return [self._retry_one(db, task_id, now) for task_id in ids]
+            # In submission order a dependency is retried before its dependents (it was
+            # submitted first); a task whose dependency stays cancelled is left as it is.
+            return [
+                self._retry_one(db, task_id, now)
+                for task_id in ids
+                if self._retry_blocker(db, task_id) is None
+            ]
 
     def purge(
         self,
@@ -594,7 +616,7 @@ class SqliteStore(Store):
             sql += f" AND task_id IN ({', '.join('?' * len(ids))})"
             params += ids
         sql += " ORDER BY seq LIMIT ?"
-        params.append(limit)
+        params.append(_clamp_rows(limit))
         return self._read(lambda db: [Event.from_row(r) for r in db.execute(sql, params)])
 
     def last_event_seq(self) -> int:
@@ -605,6 +627,11 @@ class SqliteStore(Store):
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _clamp_rows(count: int) -> int:
+    """A LIMIT or OFFSET within 0..MAX_ROWS, so no count overflows SQLite's 64-bit integer."""
+    return max(0, min(count, MAX_ROWS))
 
 
 def _past(verb: str) -> str:

@@ -188,7 +188,10 @@ class Store(ABC):
 
     @abstractmethod
     def retry_failed(self, workspace: str | None = None) -> builtins.list[Task]:
-        """Retries every failed, timed-out and interrupted task (dependencies first)."""
+        """Retries every failed, timed-out and interrupted task (dependencies first).
+
+        A task whose dependency is still failed or cancelled is skipped, not an error.
+        """
 
     @abstractmethod
     def purge(

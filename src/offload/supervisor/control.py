@@ -11,6 +11,7 @@ import time
 from offload.config import Settings
 from offload.errors import OffloadError, SupervisorRunning
 from offload.queue.models import State
+from offload.queue.sqlite import now_ms
 from offload.queue.store import Store
 from offload.supervisor.wake import poke, supervisor_pid
 
@@ -38,7 +39,8 @@ def _status(settings: Settings, store: Store, as_json: bool) -> int:
     alive = poke(settings.home)
     pid = supervisor_pid(settings.home) if alive else None
     info = store.supervisor_info() or {}
-    counts = {s.value: len(store.list([s], limit=100_000)) for s in (State.PENDING, State.RUNNING)}
+    by_state = store.stats(now_ms(), days=1).counts  # one GROUP BY, however many tasks
+    counts = {s.value: by_state.get(s.value, 0) for s in (State.PENDING, State.RUNNING)}
     if as_json:
         from offload.render import print_json
 
