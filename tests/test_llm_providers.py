@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator, Mapping
 
 import pytest
 
 from fakes import FakeBedrock, FakeOpenAI
 from fakes.environment import FAKE_OPENAI_KEY, LlmEnv
 from offload.config import Settings
-from offload.workers.providers import ErrorKind, Prompt, ProviderError, Usage, make_provider
+from offload.workers.providers import ErrorKind, Prompt, Provider, ProviderError, Usage
+from offload.workers.providers import make_provider as _make_provider
 from offload.workers.providers.bedrock import bedrock_credentials_available, classify_code
 from offload.workers.providers.openai_chat import classify_status
 from offload.workers.providers.routing import should_fall_back
@@ -20,6 +22,23 @@ pytest_plugins = ["fakes.fixtures"]
 
 PROMPT = Prompt(system="be brief", user="say ok", max_tokens=64)
 SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+
+
+_built: list[Provider] = []
+
+
+def make_provider(name: str, settings: Settings, environ: Mapping[str, str]) -> Provider:
+    """Builds a provider that is closed when the test ends (no socket left to the GC)."""
+    provider = _make_provider(name, settings, environ)
+    _built.append(provider)
+    return provider
+
+
+@pytest.fixture(autouse=True)
+def _close_providers() -> Iterator[None]:
+    yield
+    while _built:
+        _built.pop().close()
 
 
 def _settings(**kw: object) -> Settings:

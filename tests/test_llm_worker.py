@@ -46,14 +46,14 @@ class Run:
         self.sleeps: list[float] = []
 
     def __call__(self, task: Task) -> Outcome:
-        ctx = WorkerContext(
+        with WorkerContext(
             settings=self.settings,
             store=self.store,
             environ=os.environ,
             out=self.log,
             sleep=self.sleeps.append,
-        )
-        return run_llm_task(self.store.get(task.id), ctx)
+        ) as ctx:
+            return run_llm_task(self.store.get(task.id), ctx)
 
 
 def _system(fake: FakeOpenAI | FakeBedrock, index: int = 0) -> str:

@@ -63,8 +63,8 @@ class Settings:
     agent_max_turns: int = 20
     agent_command_timeout_seconds: float = 120.0
     agent_run_commands_in: str = "staging"
-    # LLM routing, providers, retries and prices (docs/llm.md). `model_routes` maps model-name
-    # globs to a provider, first match wins; `prices` adds or overrides USD per 1M tokens.
+    # LLM routing, providers, retries and prices (README, "LLM tasks"). `model_routes` maps
+    # model-name globs to a provider, first match wins; `prices` overrides USD per 1M tokens.
     model_routes: dict[str, str] = field(
         default_factory=lambda: {
             "anthropic.*": "bedrock",
@@ -86,7 +86,7 @@ class Settings:
     llm_request_timeout_seconds: float = 600.0
     llm_retry_initial_seconds: float = 1.0
     llm_retry_max_seconds: float = 30.0
-    # Agent tasks (docs/agent.md): what one run_command may return and take, what one
+    # Agent tasks (README, "Agent tasks"): what one run_command may return and take, what one
     # read_file returns, which top-level directories the staging copy links instead of
     # copying, and how many sub-tasks one agent task may queue.
     agent_command_output_bytes: int = 16_384

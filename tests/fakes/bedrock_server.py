@@ -2,17 +2,21 @@
 
 Point boto3 at `fake.url` (`AWS_ENDPOINT_URL_BEDROCK_RUNTIME` or `endpoint_url`); SigV4
 signing, error parsing and retry configuration then run for real. Script answers with
-`reply_text`, `reply_tool_use` or `reply_error`; an empty queue answers `default_text`.
+`reply_text`, `reply_tool_use`, `reply_tool_uses` or `reply_error`; an empty queue
+answers `default_text`.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 from urllib.parse import unquote
 
 from fakes.http import Reply, Request, ScriptedServer
 
 __all__ = ["FakeBedrock", "model_id"]
+
+_ids = itertools.count(1)
 
 
 def model_id(request: Request) -> str | None:
@@ -76,6 +80,18 @@ class FakeBedrock(ScriptedServer):
         kw.setdefault("stop_reason", "tool_use")
         return cls.converse(content, **kw)
 
+    @classmethod
+    def tool_uses(
+        cls, calls: list[tuple[str, dict[str, Any]]], text: str | None = None, **kw: Any
+    ) -> Reply:
+        """An answer asking for several tool calls, each with a fresh `toolUseId`."""
+        content: list[dict[str, Any]] = [{"text": text}] if text else []
+        for name, tool_input in calls:
+            use = {"toolUseId": f"tooluse_{next(_ids)}", "name": name, "input": tool_input}
+            content.append({"toolUse": use})
+        kw.setdefault("stop_reason", "tool_use")
+        return cls.converse(content, **kw)
+
     @staticmethod
     def error(status: int, error_type: str, message: str, delay: float = 0.0) -> Reply:
         """An AWS JSON error: status, `x-amzn-ErrorType` and `{"message": ...}`."""
@@ -93,6 +109,10 @@ class FakeBedrock(ScriptedServer):
     def reply_tool_use(self, name: str, tool_input: dict[str, Any], **kw: Any) -> None:
         """Queues a tool-use answer."""
         self.push(self.tool_use(name, tool_input, **kw))
+
+    def reply_tool_uses(self, calls: list[tuple[str, dict[str, Any]]], **kw: Any) -> None:
+        """Queues an answer asking for several tool calls."""
+        self.push(self.tool_uses(calls, **kw))
 
     def reply_error(self, status: int, error_type: str, message: str, **kw: Any) -> None:
         """Queues an error answer."""

@@ -6,6 +6,7 @@ Point the SDK at `fake.base_url`. Script answers with `reply_text`, `reply_tool_
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -14,6 +15,7 @@ from fakes.http import Reply, Request, ScriptedServer
 __all__ = ["FakeOpenAI"]
 
 _PATHS = ("/v1/chat/completions", "/chat/completions")
+_ids = itertools.count(1)
 
 
 class FakeOpenAI(ScriptedServer):
@@ -76,17 +78,24 @@ class FakeOpenAI(ScriptedServer):
         return cls.completion({"content": content}, **kw)
 
     @classmethod
-    def tool_calls(cls, calls: list[tuple[str, dict[str, Any]]], **kw: Any) -> Reply:
-        """An answer calling tools: (name, arguments) pairs; finish_reason tool_calls."""
+    def tool_calls(cls, calls: list[tuple[str, Any]], **kw: Any) -> Reply:
+        """An answer calling tools: (name, arguments) pairs; finish_reason tool_calls.
+
+        Each call gets a fresh id; `arguments` may be a raw string (to send broken JSON).
+        The keyword `text` sets the message's content beside the calls.
+        """
         message = {
-            "content": None,
+            "content": kw.pop("text", None),
             "tool_calls": [
                 {
-                    "id": f"call_{i}",
+                    "id": f"call_{next(_ids)}",
                     "type": "function",
-                    "function": {"name": name, "arguments": json.dumps(args)},
+                    "function": {
+                        "name": name,
+                        "arguments": args if isinstance(args, str) else json.dumps(args),
+                    },
                 }
-                for i, (name, args) in enumerate(calls)
+                for name, args in calls
             ],
         }
         kw.setdefault("finish_reason", "tool_calls")
@@ -122,7 +131,7 @@ class FakeOpenAI(ScriptedServer):
         """Queues a text answer."""
         self.push(self.text(content, **kw))
 
-    def reply_tool_calls(self, calls: list[tuple[str, dict[str, Any]]], **kw: Any) -> None:
+    def reply_tool_calls(self, calls: list[tuple[str, Any]], **kw: Any) -> None:
         """Queues a tool-calling answer."""
         self.push(self.tool_calls(calls, **kw))
 

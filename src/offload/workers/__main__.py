@@ -60,7 +60,8 @@ def _run(task_id: str) -> int:
         task = store.get(task_id)
         ctx = WorkerContext(settings=settings, store=store, environ=os.environ, out=sys.stdout)
         try:
-            outcome = _runner(task.type)(task, ctx)
+            with ctx:
+                outcome = _runner(task.type)(task, ctx)
         except OffloadError as exc:
             message = scrub(str(exc))
             ctx.say(f"error: {message}")

@@ -73,6 +73,18 @@ class WorkerContext:
             self._providers[name] = factory(name)
         return self._providers[name]
 
+    def close(self) -> None:
+        """Closes every provider built so far (their connection pools); safe to repeat."""
+        providers, self._providers = list(self._providers.values()), {}
+        for provider in providers:
+            provider.close()
+
+    def __enter__(self) -> WorkerContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def has_bedrock_credentials(self) -> bool:
         """Whether AWS credentials (or a Bedrock API key) exist, for `auto` routing."""
         if self.bedrock_available is not None:

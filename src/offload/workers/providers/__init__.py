@@ -1,6 +1,7 @@
-"""LLM providers: Bedrock (Converse) and OpenAI-compatible Chat Completions, with routing,
-one retry policy and pricing. The SDKs are imported only when a provider is built, so
-importing this package costs nothing a CLI call would notice.
+"""LLM providers: Bedrock (Converse) and OpenAI-compatible Chat Completions, single-turn
+(`complete`) and tool-calling (`converse`), with routing, one retry policy and pricing.
+The SDKs are imported only when a provider is built, so importing this package costs
+nothing a CLI call would notice.
 """
 
 from __future__ import annotations
@@ -16,13 +17,27 @@ from offload.workers.providers.base import (
     ProviderError,
     Usage,
 )
+from offload.workers.providers.conversation import (
+    Message,
+    Reply,
+    Stop,
+    Tool,
+    ToolCall,
+    ToolResult,
+)
 
 __all__ = [
     "Completion",
     "ErrorKind",
+    "Message",
     "Prompt",
     "Provider",
     "ProviderError",
+    "Reply",
+    "Stop",
+    "Tool",
+    "ToolCall",
+    "ToolResult",
     "Usage",
     "make_provider",
 ]

@@ -7,12 +7,16 @@ a one-line, secret-free message at the boundary.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from offload.errors import OffloadError
 from offload.workers.redact import scrub
+
+if TYPE_CHECKING:
+    from offload.workers.providers.conversation import Message, Reply, Tool
 
 __all__ = [
     "Completion",
@@ -113,7 +117,12 @@ class Completion:
 
 
 class Provider(Protocol):
-    """A chat model endpoint: `complete` sends one prompt and returns the answer."""
+    """A chat model endpoint.
+
+    `complete` sends one prompt and returns the answer; `converse` sends a tool-calling
+    conversation and returns the next assistant turn; `close` releases the client's
+    connections (call it once the provider is no longer needed).
+    """
 
     name: str
 
@@ -123,4 +132,30 @@ class Provider(Protocol):
         Raises:
             ProviderError: classified by kind, with a secret-free message.
         """
+        ...
+
+    def converse(
+        self,
+        model: str,
+        system: str,
+        messages: Sequence[Message],
+        tools: Sequence[Tool],
+        max_tokens: int,
+    ) -> Reply:
+        """Sends a conversation to `model` and returns its next turn.
+
+        Args:
+            model: The model id.
+            system: The system prompt.
+            messages: The conversation so far, starting with a user message.
+            tools: The tools the model may call.
+            max_tokens: The answer's token cap.
+
+        Raises:
+            ProviderError: classified by kind, with a secret-free message.
+        """
+        ...
+
+    def close(self) -> None:
+        """Releases the client's connections; the provider is not used afterwards."""
         ...

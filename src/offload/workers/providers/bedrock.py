@@ -8,10 +8,11 @@ are off (one attempt): one tenacity policy owns retries.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from offload.workers.providers.base import Completion, ErrorKind, Prompt, ProviderError, Usage
+from offload.workers.providers.conversation import Message, Reply, Stop, Tool, ToolCall
 
 __all__ = ["BedrockConverse", "bedrock_credentials_available", "classify_code"]
 
@@ -115,6 +116,62 @@ def _usage(raw: Mapping[str, Any]) -> Usage:
     )
 
 
+_STOPS = {
+    "tool_use": Stop.TOOL_USE,
+    "max_tokens": Stop.MAX_TOKENS,
+    "guardrail_intervened": Stop.REFUSED,
+    "content_filtered": Stop.REFUSED,
+}
+
+
+def _wire_message(message: Message) -> dict[str, Any]:
+    """One message as Converse content blocks (`text`, `toolUse`, `toolResult`)."""
+    content: list[dict[str, Any]] = []
+    for result in message.tool_results:
+        content.append(
+            {
+                "toolResult": {
+                    "toolUseId": result.call_id,
+                    "content": [{"text": result.content or "(no output)"}],
+                    "status": "error" if result.is_error else "success",
+                }
+            }
+        )
+    if message.text:
+        content.append({"text": message.text})
+    for call in message.tool_calls:
+        content.append(
+            {"toolUse": {"toolUseId": call.id, "name": call.name, "input": call.arguments}}
+        )
+    if not content:
+        content.append({"text": "(empty)"})  # Converse refuses a message with no content
+    return {"role": message.role, "content": content}
+
+
+def _wire_tools(tools: Sequence[Tool]) -> dict[str, Any]:
+    return {
+        "tools": [
+            {
+                "toolSpec": {
+                    "name": tool.name,
+                    "description": tool.description,
+                    "inputSchema": {"json": tool.parameters},
+                }
+            }
+            for tool in tools
+        ]
+    }
+
+
+def _tool_call(block: Mapping[str, Any]) -> ToolCall:
+    call_id = str(block.get("toolUseId") or "")
+    name = str(block.get("name") or "")
+    arguments = block.get("input")
+    if not isinstance(arguments, dict):
+        return ToolCall(call_id, name, invalid="arguments must be a JSON object")
+    return ToolCall(call_id, name, arguments)
+
+
 class BedrockConverse:
     """Converse client for the models Bedrock serves."""
 
@@ -173,3 +230,47 @@ class BedrockConverse:
             truncated=stop == "max_tokens",
             refusal="the content was filtered" if filtered else None,
         )
+
+    def converse(
+        self,
+        model: str,
+        system: str,
+        messages: Sequence[Message],
+        tools: Sequence[Tool],
+        max_tokens: int,
+    ) -> Reply:
+        """Sends a tool-calling conversation; see `Provider.converse`."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        extra: dict[str, Any] = {"toolConfig": _wire_tools(tools)} if tools else {}
+        try:
+            response = self._client.converse(
+                modelId=model,
+                system=[{"text": system}],
+                messages=[_wire_message(m) for m in messages],
+                inferenceConfig={"maxTokens": max_tokens},
+                **extra,
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise _translate(exc) from None
+        content = response.get("output", {}).get("message", {}).get("content", [])
+        blocks = [part for part in content if isinstance(part, dict)]
+        calls = tuple(
+            _tool_call(b["toolUse"]) for b in blocks if isinstance(b.get("toolUse"), dict)
+        )
+        stop = _STOPS.get(str(response.get("stopReason") or ""), Stop.END)
+        if calls and stop is Stop.END:
+            stop = Stop.TOOL_USE
+        return Reply(
+            text="".join(str(b.get("text", "")) for b in blocks),
+            tool_calls=calls,
+            stop=stop,
+            provider=_NAME,
+            model=model,
+            response_model=None,
+            usage=_usage(response.get("usage", {})),
+        )
+
+    def close(self) -> None:
+        """Closes the boto3 client's connection pool."""
+        self._client.close()

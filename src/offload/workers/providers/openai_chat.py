@@ -9,10 +9,12 @@ placeholder is sent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from offload.workers.providers.base import Completion, ErrorKind, Prompt, ProviderError, Usage
+from offload.workers.providers.conversation import Message, Reply, Stop, Tool, ToolCall
 
 __all__ = ["NO_KEY_PLACEHOLDER", "OpenAIChat", "classify_status"]
 
@@ -89,6 +91,66 @@ def _usage(raw: Any) -> Usage:
     )
 
 
+_STOPS = {"tool_calls": Stop.TOOL_USE, "length": Stop.MAX_TOKENS, "content_filter": Stop.REFUSED}
+
+
+def _wire_messages(system: str, messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The conversation as Chat Completions messages (tool results as `role: tool`)."""
+    out: list[dict[str, Any]] = [{"role": "system", "content": system}]
+    for message in messages:
+        if message.role == "assistant":
+            empty = None if message.tool_calls else ""
+            wire: dict[str, Any] = {"role": "assistant", "content": message.text or empty}
+            if message.tool_calls:
+                wire["tool_calls"] = [
+                    {
+                        "id": call.id,
+                        "type": "function",
+                        "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
+                    }
+                    for call in message.tool_calls
+                ]
+            out.append(wire)
+            continue
+        for result in message.tool_results:
+            content = f"error: {result.content}" if result.is_error else result.content
+            out.append({"role": "tool", "tool_call_id": result.call_id, "content": content})
+        if message.text:
+            out.append({"role": "user", "content": message.text})
+    return out
+
+
+def _wire_tools(tools: Sequence[Tool]) -> list[dict[str, Any]]:
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": tool.parameters,
+            },
+        }
+        for tool in tools
+    ]
+
+
+def _tool_call(raw: Any) -> ToolCall:
+    """A neutral ToolCall from an SDK tool call; bad JSON arguments are kept as `invalid`."""
+    function = getattr(raw, "function", None)
+    call_id = str(getattr(raw, "id", "") or "")
+    if function is None:
+        kind = getattr(raw, "type", "unknown")
+        return ToolCall(call_id, str(kind), invalid=f"unsupported tool call type {kind!r}")
+    text = function.arguments or "{}"
+    try:
+        arguments = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return ToolCall(call_id, function.name, invalid=f"arguments are not valid JSON ({exc})")
+    if not isinstance(arguments, dict):
+        return ToolCall(call_id, function.name, invalid="arguments must be a JSON object")
+    return ToolCall(call_id, function.name, arguments)
+
+
 class OpenAIChat:
     """Chat Completions client for OpenAI or any OpenAI-compatible server."""
 
@@ -161,3 +223,47 @@ class OpenAIChat:
             truncated=choice.finish_reason == "length",
             refusal=getattr(choice.message, "refusal", None) or None,
         )
+
+    def converse(
+        self,
+        model: str,
+        system: str,
+        messages: Sequence[Message],
+        tools: Sequence[Tool],
+        max_tokens: int,
+    ) -> Reply:
+        """Sends a tool-calling conversation; see `Provider.converse`."""
+        import openai
+
+        extra: dict[str, Any] = {self._max_tokens_param: max_tokens}
+        if tools:
+            extra["tools"] = _wire_tools(tools)
+        try:
+            response = self._client.chat.completions.create(
+                model=model,
+                messages=_wire_messages(system, messages),  # type: ignore[arg-type]
+                **extra,
+            )
+        except openai.OpenAIError as exc:
+            raise _translate(exc) from None
+        if not response.choices:
+            raise ProviderError("the response had no choices", provider=_NAME, kind=ErrorKind.OTHER)
+        choice = response.choices[0]
+        calls = tuple(_tool_call(c) for c in (choice.message.tool_calls or ()))
+        stop = _STOPS.get(choice.finish_reason or "", Stop.END)
+        if calls and stop is Stop.END:
+            stop = Stop.TOOL_USE  # some compatible servers say "stop" with tool calls
+        text = choice.message.content or getattr(choice.message, "refusal", None) or ""
+        return Reply(
+            text=text,
+            tool_calls=calls,
+            stop=Stop.REFUSED if getattr(choice.message, "refusal", None) else stop,
+            provider=_NAME,
+            model=model,
+            response_model=response.model,
+            usage=_usage(response.usage),
+        )
+
+    def close(self) -> None:
+        """Closes the SDK client's connection pool."""
+        self._client.close()

@@ -1,0 +1,150 @@
+"""Applying an agent's staged files to the workspace: all of them in one step, or none.
+
+Before anything is written, every target is confined again (it may have become a link
+out of the workspace since) and its current content is compared with the hash the agent
+saw: a file someone else changed (or created, or deleted) in the meantime refuses the
+whole apply, naming every such file. Then each file is written to a temporary file beside
+its target and flushed; the hashes are checked once more; only then is each temporary
+renamed over its target. Should a rename fail, the files already replaced get their old
+contents back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from offload.errors import OffloadError
+from offload.policies.paths import resolve_inside
+from offload.workers.agent.staging import Change, sha256_of
+
+__all__ = ["ApplyConflict", "ApplyFailed", "apply_changes"]
+
+_TEMP_PREFIX = ".offload-tmp-"
+
+
+class ApplyConflict(OffloadError):
+    """Workspace files changed since the agent saw them; nothing was applied."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        super().__init__(
+            "not applied: changed in the workspace since the agent read it: "
+            + ", ".join(names)
+            + "; nothing was written (the staged files are kept)"
+        )
+        self.names = list(names)
+
+
+class ApplyFailed(OffloadError):
+    """The disk refused a write; nothing was changed."""
+
+
+@dataclass
+class _Target:
+    change: Change
+    path: Path
+    old: bytes | None
+    mode: int
+    temp: Path | None = None
+    replaced: bool = False
+    made_dirs: tuple[Path, ...] = ()
+
+
+def _current_hash(path: Path) -> str | None:
+    return sha256_of(path) if path.is_file() else None
+
+
+def _conflicts(targets: Sequence[_Target]) -> list[str]:
+    return [t.change.rel for t in targets if _current_hash(t.path) != t.change.base]
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _plan(changes: Sequence[Change], workspace: Path) -> list[_Target]:
+    default_mode = 0o666 & ~_umask()
+    targets = []
+    for change in changes:
+        path = resolve_inside(change.rel, [workspace], base=workspace)
+        old = path.read_bytes() if path.is_file() else None
+        mode = stat.S_IMODE(path.stat().st_mode) if old is not None else default_mode
+        if old == change.data:
+            continue  # already what the agent wants (the same edit made twice)
+        targets.append(_Target(change, path, old, mode))
+    return targets
+
+
+def _write_temp(target: _Target) -> None:
+    missing = [p for p in reversed(target.path.parents) if not p.exists()]
+    for directory in missing:
+        directory.mkdir()
+        target.made_dirs += (directory,)
+    fd, name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=target.path.parent)
+    target.temp = Path(name)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(target.change.data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.chmod(name, target.mode)
+
+
+def _undo(targets: Sequence[_Target]) -> None:
+    for target in targets:
+        if target.temp is not None:
+            with contextlib.suppress(OSError):
+                target.temp.unlink()
+        if target.replaced:
+            with contextlib.suppress(OSError):
+                if target.old is None:
+                    target.path.unlink()
+                else:
+                    target.path.write_bytes(target.old)
+    for target in reversed(targets):
+        for directory in reversed(target.made_dirs):
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+
+
+def apply_changes(changes: Sequence[Change], workspace: Path) -> list[Path]:
+    """Writes every staged change into the workspace, or none of them.
+
+    Returns:
+        The workspace files written (changes already in place are skipped).
+
+    Raises:
+        ApplyConflict: a target's content differs from what the agent saw.
+        PolicyRefused: a target now resolves outside the workspace.
+        ApplyFailed: the disk refused (nothing changed).
+    """
+    targets = _plan(changes, workspace)
+    conflicts = _conflicts(targets)
+    if conflicts:
+        raise ApplyConflict(conflicts)
+    try:
+        for target in targets:
+            _write_temp(target)
+        late = _conflicts(targets)
+        if late:
+            raise ApplyConflict(late)
+        for target in targets:
+            assert target.temp is not None
+            os.replace(target.temp, target.path)
+            target.temp, target.replaced = None, True
+    except OSError as exc:
+        _undo(targets)
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise ApplyFailed(
+            f"cannot apply the staged files: {exc.strerror or exc}{where}; nothing was written"
+        ) from None
+    except ApplyConflict:
+        _undo(targets)
+        raise
+    return [t.path for t in targets]
