@@ -266,6 +266,15 @@ def cmd_show(app: _App, args: argparse.Namespace) -> int:
     from offload import render
 
     task = app.store.get(args.id)
+    if args.turns:
+        from offload.workers.agent.transcript import format_turns, load_turns
+
+        turns = load_turns(task, app.settings)
+        if args.json:
+            render.print_json(turns)
+        else:
+            sys.stdout.write(format_turns(turns))
+        return 0
     if args.json:
         render.print_json(task.to_dict())
     else:
