@@ -36,6 +36,7 @@ from offload.queue.models import TASK_TYPES, State, Task
 from offload.server import views
 from offload.server.schema import compact
 from offload.server.service import Desk
+from offload.server.turns import read_turns
 from offload.server.waits import MAX_WAIT_SECONDS, wait_tasks
 
 __all__ = [
@@ -175,12 +176,19 @@ class ToolSet:
         return views.answer(views.ids(created))
 
     # -- reading ---------------------------------------------------------------------
-    def get_task(self, task_id: str) -> Annotated[CallToolResult, views.TaskInfo]:
+    def get_task(
+        self,
+        task_id: str,
+        turns: Annotated[bool, Field(description="agent: its last turns")] = False,
+    ) -> Annotated[CallToolResult, views.TaskInfo]:
         """A task's state, exit code, timings, progress, error; last output lines once done."""
         with _refusals():
             task = self.desk.task(task_id)
             tail = self._finished_tail(task, FINISHED_TAIL_LINES, FINISHED_TAIL_BYTES)
-            return views.answer(views.info(task, self.desk.clock_ms(), tail), "tail")
+            view = views.info(task, self.desk.clock_ms(), tail)
+            if turns:
+                view = self._with_turns(view, task)
+            return views.answer(view, "tail")
 
     def task_output(
         self, task_id: str, tail_lines: int = 100, max_bytes: int = 16384
@@ -280,6 +288,17 @@ class ToolSet:
         if not task.is_final:
             return None
         return self.desk.tail(task, lines, max_bytes).text or None
+
+    def _with_turns(self, view: views.TaskInfo, task: Task) -> views.TaskInfo:
+        """`view` with the agent task's latest turns (an empty list for other tasks)."""
+        capped = read_turns(task, self.desk.settings)
+        return view.model_copy(
+            update={
+                "turns": capped.turns,
+                "turns_omitted": capped.omitted or None,
+                "turns_truncated": capped.truncated or None,
+            }
+        )
 
     def _waited(self, met: bool, tasks: list[Task]) -> views.WaitResult:
         if len(tasks) > WAIT_LISTS_UP_TO:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from mcp_types import CallToolResult, ContentBlock, TextContent
 from pydantic import BaseModel, ConfigDict
@@ -98,6 +99,9 @@ class TaskInfo(_View):
     files_written: list[str] | None = None
     result: str | None = None
     tail: str | None = None
+    turns: list[dict[str, Any]] | None = None
+    turns_omitted: int | None = None
+    turns_truncated: bool | None = None
 
 
 class Finished(_View):
