@@ -138,6 +138,7 @@ def test_schema_lists_exactly_the_endpoints(api: Api) -> None:
     schema = api.client.get("/openapi.json").json()
     assert set(schema["paths"]) == {
         "/api/stats",
+        "/api/tasks/{task_id}/turns",
         "/api/tasks",
         "/api/tasks/{task_id}",
         "/api/tasks/{task_id}/output",

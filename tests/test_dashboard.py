@@ -21,6 +21,7 @@ from offload.api.server import ServerThread, prepare
 from offload.config import load_settings
 from offload.queue.models import State, TaskSpec
 from offload.queue.sqlite import SqliteStore, now_ms
+from offload.workers.agent.transcript import Transcript, transcript_path
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -172,6 +173,75 @@ def test_task_text_is_shown_as_text_never_as_html(
     assert dash.page.text_content("#detail-title") == name
     assert dash.page.locator("#output *, #rows img, #rows b, #detail img, #detail b").count() == 0
     assert dash.dialogs == []
+
+
+def _turn(index: int, text: str, calls: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    return {
+        "index": index,
+        "attempt": 1,
+        "at": now_ms(),
+        "provider": "openai",
+        "model": "gpt-4o-mini",
+        "text": text,
+        "stop": "tool_use" if calls else "end_turn",
+        "tool_calls": calls,
+        "tokens_in": 1200 * index,
+        "tokens_out": 80,
+        "tokens_cached": 0,
+        "cost_usd": 0.0004,
+        "error": None,
+        **fields,
+    }
+
+
+def test_an_agent_tasks_turns_are_shown_as_text_and_follow_its_events(
+    dash: Dash, store: SqliteStore
+) -> None:
+    here = str(Path.cwd())
+    settings = load_settings()
+    [task] = store.submit([TaskSpec(type="agent", spec="tidy up", cwd=here, workspace=here)])
+    store.claim(1, "test", {})
+    log = settings.logs_dir / f"{task.id}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("[1/20] turn 1: calling openai:gpt-4o-mini\n", encoding="utf-8")
+    store.mark_started(
+        task.id,
+        pid=os.getpid(),
+        pgid=os.getpgid(0),
+        proc_start=None,
+        cgroup=None,
+        log_path=str(log),
+    )
+    transcript = Transcript(transcript_path(settings, task.id))
+    said = "<img src=x onerror=alert(1)> let me look"
+    result = "<script>alert(2)</script>"
+    call = {"id": "c1", "name": "read_file", "arguments": {"path": "a.py"}, "result": result}
+    failed = {"id": "c2", "name": "run_command", "arguments": {"command": "rm -rf /"}}
+    failed |= {"result": "refused by the policy", "is_error": True}
+    transcript.append(_turn(1, said, [call, failed]))
+
+    dash.open(f"{dash.base}/#task/{task.id}")
+    turns = dash.page.locator("#turns-list > li")
+    turns.first.wait_for()
+    assert turns.count() == 1
+    first = turns.first
+    assert first.locator(".turn-head").text_content() == (
+        "Turn 1 · gpt-4o-mini · 1200 in / 80 out · $0.0004"
+    )
+    assert first.locator(".turn-text").text_content() == said
+    assert first.locator(".call-result").first.text_content() == result
+    assert '"path": "a.py"' in (first.locator(".call-args").first.text_content() or "")
+    assert first.locator(".call-error .call-result").text_content() == "refused by the policy"
+
+    # The next turn (a failed one) appears when the task's next event arrives.
+    transcript.append(_turn(2, "", [], error="provider said <b>no</b>", cost_usd=None))
+    store.finish(task.id, State.FAILED, error="the provider failed")
+    dash.page.locator("#turns-list > li.turn-error .turn-err").wait_for()
+    assert turns.count() == 2
+    assert turns.nth(1).locator(".turn-err").text_content() == "Error: provider said <b>no</b>"
+    assert dash.page.locator("#turns img, #turns script, #turns b").count() == 0
+    assert dash.dialogs == [] and dash.errors == []
+    _shot(dash.page, "dashboard-turns.png")
 
 
 def test_a_write_without_the_token_is_refused(dash: Dash, store: SqliteStore) -> None:

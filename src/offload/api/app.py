@@ -33,6 +33,7 @@ from offload.api.models import (
     StatsOut,
     TaskOut,
     TaskPage,
+    TurnOut,
 )
 from offload.api.security import SecurityMiddleware
 from offload.config import Settings
@@ -56,6 +57,8 @@ TAIL_MAX_BYTES = 262_144
 MAX_LIMIT = 1000
 MAX_OFFSET = 1_000_000_000
 MAX_SEQ = 2**62
+TURN_RESULT_CHARS = 2_000
+MAX_TURNS = 500
 
 _STATUS = {NotFound: 404, AmbiguousId: 404, IllegalTransition: 409, InvalidInput: 400}
 _TaskId = Annotated[
@@ -194,6 +197,27 @@ def _add_reads(app: FastAPI, db: Store, settings: Settings) -> None:
             return OutputOut.of(task.id, read_tail(_log_path(settings, task), tail, TAIL_MAX_BYTES))
         except OSError as exc:
             raise StoreError(f"cannot read the output of task {task.id[:12]}: {exc}") from exc
+
+    @app.get("/api/tasks/{task_id}/turns", tags=["reads"], responses=_NOT_FOUND)
+    def get_turns(
+        task_id: _TaskId,
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_TURNS, description="at most this many, the newest")
+        ] = 100,
+    ) -> list[TurnOut]:
+        """An agent task's turns, oldest first (an empty list for other task types).
+
+        Each turn holds what the model said, every tool call with its arguments and its
+        result (cut to 2,000 characters), tokens, cost and any error. With more turns than
+        `limit`, the newest `limit` are sent.
+        """
+        task = db.get(task_id)
+        if task.type != "agent":
+            return []
+        from offload.workers.agent.transcript import load_turns
+
+        turns = load_turns(task, settings, result_chars=TURN_RESULT_CHARS)
+        return [TurnOut.of(turn) for turn in turns[-limit:]]
 
 
 def _add_writes(app: FastAPI, db: Store, settings: Settings) -> None:

@@ -26,6 +26,8 @@ __all__ = [
     "StatsOut",
     "TaskOut",
     "TaskPage",
+    "ToolCallOut",
+    "TurnOut",
 ]
 
 _MAX_PURGE_AGE_SECONDS = 100 * 365 * 86_400
@@ -225,4 +227,57 @@ class EventOut(_Out):
         """Wraps a Store event."""
         return cls(
             seq=event.seq, task_id=event.task_id, at=event.at, kind=event.kind, detail=event.detail
+        )
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+class ToolCallOut(_Out):
+    """One tool call the model made in a turn, with what the tool answered."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+    result: str = Field(description="the tool's answer, cut to 2,000 characters (labelled)")
+    is_error: bool = Field(description="the tool refused or failed")
+    finished: bool = Field(description="false when the task ended while the call ran")
+
+
+class TurnOut(_Out):
+    """One turn of an agent task: what the model said, the tools it called, what it cost."""
+
+    index: int = Field(description="1-based, counted per attempt")
+    attempt: int
+    at: int = Field(description="when the turn was written, UTC milliseconds")
+    provider: str | None
+    model: str | None
+    text: str = Field(description="what the model said")
+    stop: str | None = Field(description="why the model stopped, as the provider said it")
+    tool_calls: list[ToolCallOut]
+    tokens_in: int
+    tokens_out: int
+    tokens_cached: int
+    cost_usd: float | None = Field(description="None when the model's price is unknown")
+    error: str | None = Field(description="why the turn failed, if it did")
+
+    @classmethod
+    def of(cls, turn: dict[str, Any]) -> TurnOut:
+        """Wraps one turn as `offload.workers.agent.load_turns` reads it."""
+        calls = [ToolCallOut(**call) for call in turn["tool_calls"]]
+        return cls(
+            index=turn["index"],
+            attempt=turn["attempt"],
+            at=turn["at"],
+            provider=_text_or_none(turn["provider"]),
+            model=_text_or_none(turn["model"]),
+            text=turn["text"],
+            stop=_text_or_none(turn["stop"]),
+            tool_calls=calls,
+            tokens_in=turn["tokens_in"],
+            tokens_out=turn["tokens_out"],
+            tokens_cached=turn["tokens_cached"],
+            cost_usd=turn["cost_usd"],
+            error=_text_or_none(turn["error"]),
         )

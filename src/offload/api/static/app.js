@@ -1,9 +1,11 @@
 // offload dashboard. Plain ES modules, no build step. Live through server-sent events: one
 // stream for the queue's change feed (each change triggers a coalesced refetch) and, while a
-// task is open, one for its output (output.js). All task text goes in with textContent.
+// task is open, one for its output (output.js); an open agent task's turns (turns.js) are
+// fetched again when a change for it arrives. All task text goes in with textContent.
 
 import { draw } from "./chart.js";
 import { OutputView } from "./output.js";
+import { TurnsView } from "./turns.js";
 import {
   $, RETRYABLE, api, badge, duration, el, money, now, setServerTime, shortId, span,
   stateWord, takeToken, toast, when,
@@ -13,11 +15,12 @@ const PAGE = 200;
 
 const ui = {
   tasks: [], total: 0, limit: PAGE, stateFilter: "", text: "",
-  selected: null, task: null, cells: new Map(), durationCell: null,
+  selected: null, task: null, cells: new Map(), durationCell: null, turnsStale: false,
   refresh: { timer: null, busy: false, again: false },
   purgeArmed: null,
 };
 const output = new OutputView(() => scheduleRefresh(0));
+const turns = new TurnsView();
 
 // -- the task table -------------------------------------------------------------------
 function matches(t, words) {
@@ -169,12 +172,25 @@ function renderDetail(t) {
   renderFields(t);
 }
 
+// An agent task's turns; a failure to read them leaves the rest of the detail open.
+async function loadTurns(t) {
+  try {
+    await turns.load(t);
+  } catch (err) {
+    toast(err.message, true);
+  }
+}
+
 async function refreshDetail() {
   try {
     const t = await api(`/api/tasks/${ui.selected}`);
     renderDetail(t);
     if (t.state === "pending" || t.state === "running") {
       if (!output.following) output.follow(t.id);
+    }
+    if (ui.turnsStale) {
+      ui.turnsStale = false;
+      await loadTurns(t);
     }
   } catch (err) {
     closeDetail();
@@ -189,7 +205,9 @@ function markSelected() {
 async function openDetail(id) {
   if (ui.selected === id) return;
   ui.selected = id;
+  ui.turnsStale = false;
   output.clear();
+  turns.clear();
   $("detail").hidden = false;
   markSelected();
   if (location.hash !== "#task/" + id) history.pushState(null, "", "#task/" + id);
@@ -197,7 +215,7 @@ async function openDetail(id) {
   try {
     const t = await api(`/api/tasks/${id}`);
     renderDetail(t);
-    await output.load(t);
+    await Promise.all([output.load(t), loadTurns(t)]);
   } catch (err) {
     closeDetail();
     toast(err.message, true);
@@ -207,6 +225,7 @@ async function openDetail(id) {
 function closeDetail() {
   const id = ui.selected;
   output.clear();
+  turns.clear();
   ui.selected = null;
   ui.task = null;
   $("detail").hidden = true;
@@ -270,7 +289,12 @@ function connect() {
     conn.className = "conn conn-live";
     scheduleRefresh(0);
   });
-  source.onmessage = () => scheduleRefresh();
+  source.onmessage = (e) => {
+    let change = null;
+    try { change = JSON.parse(e.data); } catch (_) { change = null; }
+    if (ui.selected && change?.task_id === ui.selected) ui.turnsStale = true;
+    scheduleRefresh();
+  };
   source.onerror = () => {
     const closed = source.readyState === EventSource.CLOSED;
     conn.textContent = closed ? "disconnected" : "reconnecting…";
