@@ -1,8 +1,9 @@
 """The SQLite implementation of the Store.
 
-One connection per process (guarded by a lock so worker threads of the MCP and HTTP
-servers can share it), WAL mode, a busy timeout, and `BEGIN IMMEDIATE` for every write
-so two writers never deadlock on a lock upgrade. sqlite3 errors become `StoreError`.
+`SqliteStore` puts together the connection plumbing (`sqlite_db.SqliteDb`: one connection
+per process, WAL, busy timeout, `BEGIN IMMEDIATE` writes, sqlite3 errors become
+`StoreError`), the supervisor's side (`sqlite_supervisor`) and, here, the verbs that
+submit and read tasks, the actions of people and agents on them, and the event feed.
 """
 
 from __future__ import annotations
@@ -12,14 +13,10 @@ import json
 import os
 import shutil
 import sqlite3
-import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
-from offload.errors import AmbiguousId, IllegalTransition, InvalidInput, NotFound, StoreError
+from offload.errors import IllegalTransition, InvalidInput
 from offload.queue.models import (
     PURGEABLE_STATES,
     RETRYABLE_STATES,
@@ -29,179 +26,22 @@ from offload.queue.models import (
     TaskSpec,
     new_task_id,
 )
-from offload.queue.schema import MIGRATIONS, SCHEMA_VERSION
+from offload.queue.sqlite_db import now_ms
+from offload.queue.sqlite_supervisor import SqliteSupervisorSide
 from offload.queue.stats import read_stats
 from offload.queue.store import Stats, Store
 
 __all__ = ["SqliteStore", "now_ms"]
 
-BUSY_TIMEOUT_MS = 15_000
-MIN_PREFIX = 6
 MAX_ROWS = 2**62  # LIMIT and OFFSET are clamped to this: more rows than any queue holds
-_T = TypeVar("_T")
-
-# Full groups are found once per statement (the running tasks are few), so skipping a
-# task of a busy group is one lookup, however many tasks wait behind it.
-_CLAIM_ONE = """
-WITH full_groups (grp) AS (
-    SELECT r.grp FROM tasks r
-     WHERE r.state = 'running' AND r.grp IS NOT NULL
-     GROUP BY r.grp
-    HAVING count(*) >= coalesce((SELECT value FROM json_each(:limits) WHERE key = r.grp),
-                                :default_limit)
-)
-UPDATE tasks
-   SET state = 'running', started_at = :now, updated_at = :now, supervisor_id = :sup,
-       finished_at = NULL, progress = NULL, progress_message = NULL, cancel_requested = 0
- WHERE id = (
-    SELECT t.id FROM tasks t
-     WHERE t.state = 'pending'
-       AND (t.grp IS NULL OR t.grp NOT IN full_groups)
-       AND NOT EXISTS (SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
-                        WHERE d.task_id = t.id AND p.state != 'completed')
-     ORDER BY t.priority, t.seq
-     LIMIT 1)
-RETURNING *
-"""
-
-
-def now_ms() -> int:
-    """Current UTC time in milliseconds, written by the app (SQLite 3.40 lacks `subsec`)."""
-    return time.time_ns() // 1_000_000
 
 
 def _dump(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-class SqliteStore(Store):
+class SqliteStore(SqliteSupervisorSide, Store):
     """Store backed by one SQLite file (created 0600, its directory 0700)."""
-
-    def __init__(self, path: Path | str, *, clock: Callable[[], int] = now_ms) -> None:
-        self.path = Path(path)
-        self._clock = clock
-        self._lock = threading.RLock()
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if not self.path.exists():
-                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
-            self._db = sqlite3.connect(
-                self.path,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=BUSY_TIMEOUT_MS / 1000,
-            )
-            self._db.row_factory = sqlite3.Row
-            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._migrate()
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreError(f"cannot open the queue database {self.path}: {exc}") from exc
-
-    # -- plumbing ----------------------------------------------------------------------
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}, newer than this offload "
-                f"({SCHEMA_VERSION}); upgrade offload"
-            )
-        if version == SCHEMA_VERSION:
-            return
-        with self._write() as db:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            for script in MIGRATIONS[version:]:
-                for statement in filter(str.strip, script.split(";")):
-                    db.execute(statement)
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One `BEGIN IMMEDIATE` transaction; sqlite3 errors become StoreError."""
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StoreError(f"queue database is unavailable: {exc}") from exc
-            try:
-                yield self._db
-            except BaseException as exc:
-                self._db.execute("ROLLBACK")
-                if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"queue database write failed: {exc}") from exc
-                raise
-            else:
-                try:
-                    self._db.execute("COMMIT")
-                except sqlite3.Error as exc:
-                    self._db.execute("ROLLBACK")
-                    raise StoreError(f"queue database write failed: {exc}") from exc
-
-    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        with self._lock:
-            try:
-                return fn(self._db)
-            except sqlite3.Error as exc:
-                raise StoreError(f"queue database read failed: {exc}") from exc
-
-    def _event(
-        self, db: sqlite3.Connection, task_id: str | None, kind: str, now: int, **detail: Any
-    ) -> None:
-        db.execute(
-            "INSERT INTO events (task_id, at, kind, detail) VALUES (?, ?, ?, ?)",
-            (task_id, now, kind, json.dumps(detail) if detail else None),
-        )
-
-    def _deps(self, db: sqlite3.Connection, task_id: str) -> builtins.list[str]:
-        rows = db.execute("SELECT depends_on FROM deps WHERE task_id = ?", (task_id,))
-        return [r[0] for r in rows]
-
-    def _task(self, db: sqlite3.Connection, row: sqlite3.Row) -> Task:
-        return Task.from_row(row, self._deps(db, row["id"]))  # type: ignore[arg-type]
-
-    def _resolve(self, db: sqlite3.Connection, task_id: str) -> sqlite3.Row:
-        key = task_id.strip().lower()
-        if len(key) < MIN_PREFIX or any(c not in "0123456789abcdef" for c in key):
-            raise NotFound(
-                f"'{task_id}' is not a task id: give the id or a unique prefix of at least "
-                f"{MIN_PREFIX} hex characters"
-            )
-        rows = db.execute(
-            "SELECT * FROM tasks WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
-            (key, key + "g"),
-        ).fetchall()
-        if not rows:
-            raise NotFound(f"no task matches '{task_id}'; `offload list` shows the tasks")
-        if len(rows) > 1:
-            raise AmbiguousId(f"'{task_id}' matches several tasks; give more characters of the id")
-        return rows[0]
-
-    def _transition(
-        self,
-        db: sqlite3.Connection,
-        task_id: str,
-        allowed: Iterable[State],
-        verb: str,
-        sets: str,
-        params: Mapping[str, Any],
-    ) -> sqlite3.Row:
-        """Applies `sets` if the task is in one of `allowed`, else raises IllegalTransition."""
-        names = sorted(s.value for s in allowed)
-        marks = ", ".join(f":s{i}" for i in range(len(names)))
-        args = {**params, "id": task_id, **{f"s{i}": s for i, s in enumerate(names)}}
-        row = db.execute(
-            f"UPDATE tasks SET {sets} WHERE id = :id AND state IN ({marks}) RETURNING *", args
-        ).fetchone()
-        if row is None:
-            state = db.execute("SELECT state FROM tasks WHERE id = ?", (task_id,)).fetchone()
-            if state is None:
-                raise NotFound(f"task {task_id} no longer exists")
-            raise IllegalTransition(
-                f"cannot {verb} task {task_id[:12]}: it is {state[0]}; "
-                f"only {' or '.join(names)} tasks can be {_past(verb)}"
-            )
-        return row
 
     # -- submitting and reading --------------------------------------------------------
     def submit(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
@@ -304,195 +144,8 @@ class SqliteStore(Store):
     def stats(self, now_ms: int, days: int = 14) -> Stats:
         return self._read(lambda db: read_stats(db, now_ms, days))
 
-    # -- the supervisor's side ---------------------------------------------------------
-    def claim(
-        self,
-        n: int,
-        supervisor_id: str,
-        group_limits: Mapping[str, int],
-        default_group_limit: int = 1,
-    ) -> builtins.list[Task]:
-        now = self._clock()
-        params = {
-            "now": now,
-            "sup": supervisor_id,
-            "limits": json.dumps(dict(group_limits)),
-            "default_limit": default_group_limit,
-        }
-        claimed: builtins.list[Task] = []
-        with self._write() as db:
-            for _ in range(n):
-                row = db.execute(_CLAIM_ONE, params).fetchone()
-                if row is None:
-                    break
-                self._event(db, row["id"], "started", now, state="running", attempt=row["attempt"])
-                claimed.append(self._task(db, row))
-        return claimed
-
-    def mark_started(
-        self,
-        task_id: str,
-        *,
-        pid: int,
-        pgid: int,
-        proc_start: float | None,
-        cgroup: str | None,
-        log_path: str,
-    ) -> None:
-        with self._write() as db:
-            db.execute(
-                "UPDATE tasks SET pid = ?, pgid = ?, proc_start = ?, cgroup = ?, log_path = ?, "
-                "updated_at = ? WHERE id = ?",
-                (pid, pgid, proc_start, cgroup, log_path, self._clock(), task_id),
-            )
-
-    def finish(
-        self,
-        task_id: str,
-        state: State,
-        *,
-        exit_code: int | None = None,
-        signal: int | None = None,
-        error: str | None = None,
-    ) -> Task:
-        now = self._clock()
-        with self._write() as db:
-            row = self._transition(
-                db,
-                task_id,
-                {State.RUNNING},
-                "finish",
-                "state = :state, finished_at = :now, updated_at = :now, exit_code = :code, "
-                "signal = :sig, error = :error, cancel_requested = 0",
-                {
-                    "state": state.value,
-                    "now": now,
-                    "code": exit_code,
-                    "sig": signal,
-                    "error": error,
-                },
-            )
-            self._event(
-                db, task_id, "finished", now, state=state.value, exit_code=exit_code, error=error
-            )
-            if state is not State.COMPLETED:
-                self._fail_dependents(db, task_id, state, now)
-            return self._task(db, row)
-
-    def _fail_dependents(
-        self, db: sqlite3.Connection, task_id: str, state: State, now: int
-    ) -> None:
-        frontier = [(task_id, state.value)]
-        while frontier:
-            dep, dep_state = frontier.pop()
-            error = f"dependency {dep[:12]} ended {dep_state}"
-            rows = db.execute(
-                "UPDATE tasks SET state = 'failed', error = :error, finished_at = :now, "
-                "updated_at = :now WHERE state = 'pending' AND id IN "
-                "(SELECT task_id FROM deps WHERE depends_on = :dep) RETURNING id",
-                {"error": error, "now": now, "dep": dep},
-            ).fetchall()
-            for (child,) in rows:
-                self._event(db, child, "finished", now, state="failed", error=error)
-                frontier.append((child, "failed"))
-
     def running(self) -> builtins.list[Task]:
         return self.list([State.RUNNING], limit=1_000_000)
-
-    def cancel_requests(self) -> builtins.list[Task]:
-        return self._read(
-            lambda db: [
-                self._task(db, r)
-                for r in db.execute(
-                    "SELECT * FROM tasks WHERE state = 'running' AND cancel_requested = 1"
-                )
-            ]
-        )
-
-    def set_progress(self, task_id: str, fraction: float | None, message: str | None) -> None:
-        now = self._clock()
-        with self._write() as db:
-            row = db.execute(
-                "UPDATE tasks SET progress = ?, progress_message = ?, updated_at = ? "
-                "WHERE id = ? AND state = 'running' AND "
-                "(progress IS NOT ? OR progress_message IS NOT ?) RETURNING id",
-                (fraction, message, now, task_id, fraction, message),
-            ).fetchone()
-            if row is not None:
-                self._event(db, task_id, "progress", now, fraction=fraction, message=message)
-
-    def record_usage(
-        self,
-        task_id: str,
-        *,
-        tokens_in: int,
-        tokens_out: int,
-        cost_usd: float | None,
-        model_used: str,
-        tokens_cached: int = 0,
-    ) -> None:
-        now = self._clock()
-        with self._write() as db:
-            db.execute(
-                "UPDATE tasks SET tokens_in = coalesce(tokens_in, 0) + :tin, "
-                "tokens_out = coalesce(tokens_out, 0) + :tout, "
-                "tokens_cached = coalesce(tokens_cached, 0) + :tcached, "
-                "cost_usd = CASE WHEN :cost IS NULL THEN cost_usd "
-                "ELSE coalesce(cost_usd, 0) + :cost END, "
-                "model_used = :model, updated_at = :now WHERE id = :id",
-                {
-                    "tin": tokens_in,
-                    "tout": tokens_out,
-                    "tcached": tokens_cached,
-                    "cost": cost_usd,
-                    "model": model_used,
-                    "now": now,
-                    "id": task_id,
-                },
-            )
-            self._event(
-                db,
-                task_id,
-                "usage",
-                now,
-                tokens_in=tokens_in,
-                tokens_out=tokens_out,
-                tokens_cached=tokens_cached,
-                cost_usd=cost_usd,
-                model=model_used,
-            )
-
-    def record_event(self, task_id: str, kind: str, **detail: Any) -> None:
-        with self._write() as db:
-            self._event(db, task_id, kind, self._clock(), **detail)
-
-    def record_result(
-        self,
-        task_id: str,
-        *,
-        result: str | None = None,
-        files_written: Sequence[str] = (),
-        error: str | None = None,
-    ) -> None:
-        with self._write() as db:
-            db.execute(
-                "UPDATE tasks SET result = ?, files_written = ?, error = ?, updated_at = ? "
-                "WHERE id = ?",
-                (result, json.dumps(list(files_written)), error, self._clock(), task_id),
-            )
-
-    def heartbeat(self, supervisor_id: str, pid: int) -> None:
-        value = json.dumps({"id": supervisor_id, "pid": pid, "at": self._clock()})
-        with self._write() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('supervisor', ?)", (value,)
-            )
-
-    def supervisor_info(self) -> dict[str, str] | None:
-        row = self._read(
-            lambda db: db.execute("SELECT value FROM meta WHERE key = 'supervisor'").fetchone()
-        )
-        return None if row is None else dict(json.loads(row[0]))
 
     # -- people and agents acting on tasks ---------------------------------------------
     def request_cancel(self, task_id: str) -> Task:
@@ -624,18 +277,10 @@ class SqliteStore(Store):
             lambda db: db.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
         )
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
 
 def _clamp_rows(count: int) -> int:
     """A LIMIT or OFFSET within 0..MAX_ROWS, so no count overflows SQLite's 64-bit integer."""
     return max(0, min(count, MAX_ROWS))
-
-
-def _past(verb: str) -> str:
-    return {"cancel": "cancelled", "retry": "retried", "finish": "finished"}.get(verb, verb + "ed")
 
 
 def _unlink_quietly(path: str | None) -> None:

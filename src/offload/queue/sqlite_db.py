@@ -1,0 +1,175 @@
+"""The connection plumbing under the SQLite Store.
+
+`SqliteDb` owns the one connection per process (guarded by a lock so worker threads of the
+MCP and HTTP servers can share it): it opens the file (0600, its directory 0700), sets WAL
+mode and a busy timeout, migrates the schema, and runs every write in `BEGIN IMMEDIATE` so
+two writers never deadlock on a lock upgrade. sqlite3 errors become `StoreError` here. It
+also holds the small row helpers every verb shares: events, dependencies, id lookup by
+prefix and the guarded state change. The verbs themselves live in `sqlite_supervisor` and
+`sqlite`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from offload.errors import AmbiguousId, IllegalTransition, NotFound, StoreError
+from offload.queue.models import State, Task
+from offload.queue.schema import MIGRATIONS, SCHEMA_VERSION
+
+__all__ = ["BUSY_TIMEOUT_MS", "MIN_PREFIX", "SqliteDb", "now_ms"]
+
+BUSY_TIMEOUT_MS = 15_000
+MIN_PREFIX = 6
+_T = TypeVar("_T")
+
+
+def now_ms() -> int:
+    """Current UTC time in milliseconds, written by the app (SQLite 3.40 lacks `subsec`)."""
+    return time.time_ns() // 1_000_000
+
+
+class SqliteDb:
+    """One SQLite file, opened and migrated, with the helpers the Store's verbs share."""
+
+    def __init__(self, path: Path | str, *, clock: Callable[[], int] = now_ms) -> None:
+        self.path = Path(path)
+        self._clock = clock
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
+            self._db = sqlite3.connect(
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=BUSY_TIMEOUT_MS / 1000,
+            )
+            self._db.row_factory = sqlite3.Row
+            self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open the queue database {self.path}: {exc}") from exc
+
+    # -- plumbing ----------------------------------------------------------------------
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}, newer than this offload "
+                f"({SCHEMA_VERSION}); upgrade offload"
+            )
+        if version == SCHEMA_VERSION:
+            return
+        with self._write() as db:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for script in MIGRATIONS[version:]:
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One `BEGIN IMMEDIATE` transaction; sqlite3 errors become StoreError."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StoreError(f"queue database is unavailable: {exc}") from exc
+            try:
+                yield self._db
+            except BaseException as exc:
+                self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"queue database write failed: {exc}") from exc
+                raise
+            else:
+                try:
+                    self._db.execute("COMMIT")
+                except sqlite3.Error as exc:
+                    self._db.execute("ROLLBACK")
+                    raise StoreError(f"queue database write failed: {exc}") from exc
+
+    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        with self._lock:
+            try:
+                return fn(self._db)
+            except sqlite3.Error as exc:
+                raise StoreError(f"queue database read failed: {exc}") from exc
+
+    def _event(
+        self, db: sqlite3.Connection, task_id: str | None, kind: str, now: int, **detail: Any
+    ) -> None:
+        db.execute(
+            "INSERT INTO events (task_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+            (task_id, now, kind, json.dumps(detail) if detail else None),
+        )
+
+    def _deps(self, db: sqlite3.Connection, task_id: str) -> list[str]:
+        rows = db.execute("SELECT depends_on FROM deps WHERE task_id = ?", (task_id,))
+        return [r[0] for r in rows]
+
+    def _task(self, db: sqlite3.Connection, row: sqlite3.Row) -> Task:
+        return Task.from_row(row, self._deps(db, row["id"]))  # type: ignore[arg-type]
+
+    def _resolve(self, db: sqlite3.Connection, task_id: str) -> sqlite3.Row:
+        key = task_id.strip().lower()
+        if len(key) < MIN_PREFIX or any(c not in "0123456789abcdef" for c in key):
+            raise NotFound(
+                f"'{task_id}' is not a task id: give the id or a unique prefix of at least "
+                f"{MIN_PREFIX} hex characters"
+            )
+        rows = db.execute(
+            "SELECT * FROM tasks WHERE id >= ? AND id < ? ORDER BY id LIMIT 2",
+            (key, key + "g"),
+        ).fetchall()
+        if not rows:
+            raise NotFound(f"no task matches '{task_id}'; `offload list` shows the tasks")
+        if len(rows) > 1:
+            raise AmbiguousId(f"'{task_id}' matches several tasks; give more characters of the id")
+        return rows[0]
+
+    def _transition(
+        self,
+        db: sqlite3.Connection,
+        task_id: str,
+        allowed: Iterable[State],
+        verb: str,
+        sets: str,
+        params: Mapping[str, Any],
+    ) -> sqlite3.Row:
+        """Applies `sets` if the task is in one of `allowed`, else raises IllegalTransition."""
+        names = sorted(s.value for s in allowed)
+        marks = ", ".join(f":s{i}" for i in range(len(names)))
+        args = {**params, "id": task_id, **{f"s{i}": s for i, s in enumerate(names)}}
+        row = db.execute(
+            f"UPDATE tasks SET {sets} WHERE id = :id AND state IN ({marks}) RETURNING *", args
+        ).fetchone()
+        if row is None:
+            state = db.execute("SELECT state FROM tasks WHERE id = ?", (task_id,)).fetchone()
+            if state is None:
+                raise NotFound(f"task {task_id} no longer exists")
+            raise IllegalTransition(
+                f"cannot {verb} task {task_id[:12]}: it is {state[0]}; "
+                f"only {' or '.join(names)} tasks can be {_past(verb)}"
+            )
+        return row
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _past(verb: str) -> str:
+    return {"cancel": "cancelled", "retry": "retried", "finish": "finished"}.get(verb, verb + "ed")
