@@ -68,6 +68,13 @@ def supervisor(**settings: str) -> Iterator[tuple[Path, SqliteStore, subprocess.
         shutil.rmtree(home, ignore_errors=True)
 
 
+def alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def all_done(store: SqliteStore) -> bool:
     return not store.list([State.PENDING, State.RUNNING], limit=1)
 
@@ -211,7 +218,7 @@ def bench_cancel_tree() -> tuple[float, float]:
             store.request_cancel(task.id)
             poke(home)
             wait(
-                lambda ps=procs: not any(p.is_running() and p.status() != "zombie" for p in ps),
+                lambda ps=procs: not any(alive(p) for p in ps),
                 interval=0.0005,
             )
             tree_gone.append((time.perf_counter() - start) * 1000)
