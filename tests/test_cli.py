@@ -294,3 +294,24 @@ def test_huge_single_line_output_is_tailed_within_the_cap(cli: Cli, start_superv
 def test_path_cannot_be_overridden_under_an_allow_list(cli: Cli) -> None:
     result = cli("submit", "--env", "PATH=/tmp/evil", "--", "make", OFFLOAD_ALLOW="^make")
     assert result.returncode == 1 and "env PATH cannot be set" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--type", "write_file", "--spec", "x", "--output", "{home}/config.toml"],
+        ["--type", "review", "--spec", "x", "--context", "{home}/queue.db"],
+        ["--cwd", "{home}/logs", "--", "true"],
+    ],
+)
+def test_no_task_may_touch_the_data_dir_even_inside_a_root(
+    cli: Cli, offload_home: Path, args: list[str]
+) -> None:
+    offload_home.mkdir(mode=0o700, exist_ok=True)
+    (offload_home / "logs").mkdir(exist_ok=True)
+    (offload_home / "queue.db").touch()
+    roots = str(offload_home.parent)  # the data dir is inside a configured root
+    argv = [a.format(home=offload_home) for a in args]
+    result = cli("submit", *argv, OFFLOAD_WORKSPACE_ROOTS=roots)
+    assert result.returncode == 1
+    assert "inside offload's data directory" in result.stderr

@@ -309,3 +309,20 @@ def test_sdks_are_imported_only_when_a_provider_is_built() -> None:
         "assert not loaded, loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_an_answer_cannot_write_into_the_data_dir(tmp_path: Path) -> None:
+    from offload.errors import PolicyRefused
+    from offload.workers.files import FileWrite, write_files
+
+    home = tmp_path / "home"
+    home.mkdir()
+    config = home / "config.toml"
+    with pytest.raises(PolicyRefused, match="data directory"):
+        write_files(
+            [FileWrite("ok.txt", "fine\n"), FileWrite("home/config.toml", "allow = []\n")],
+            [tmp_path],
+            tmp_path,
+            forbidden=[home],
+        )
+    assert not config.exists() and not (tmp_path / "ok.txt").exists()  # all or nothing

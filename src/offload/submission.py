@@ -170,10 +170,14 @@ class Submitter:
             )
         return env
 
+    def _inside(self, path: str, base: Path) -> Path:
+        """Resolves `path` inside the workspace roots and outside offload's data dir."""
+        return resolve_inside(path, self.roots, base=base, forbidden=[self.settings.home])
+
     def _cwd(self, value: Any) -> Path:
         if value is None:
             return self.workspace
-        path = resolve_inside(_text("cwd", value, 4096), self.roots, base=self.workspace)
+        path = self._inside(_text("cwd", value, 4096), self.workspace)
         if not path.is_dir():
             raise InvalidInput(f"cwd '{value}' is not an existing directory")
         return path
@@ -201,12 +205,12 @@ class Submitter:
             if task_type in {"write_file", "test_gen", "docs"}:
                 raise InvalidInput(f"a {task_type} task needs output_path: the file it writes")
             return None
-        return str(resolve_inside(_text("output_path", value, 4096), self.roots, base=cwd))
+        return str(self._inside(_text("output_path", value, 4096), cwd))
 
     def _context_files(self, value: Any, cwd: Path) -> tuple[str, ...]:
         out = []
         for name in _strings("context_files", value, MAX_CONTEXT_FILES):
-            path = resolve_inside(name, self.roots, base=cwd)
+            path = self._inside(name, cwd)
             if not path.is_file():
                 raise InvalidInput(f"context file '{name}' does not exist or is not a file")
             out.append(str(path))

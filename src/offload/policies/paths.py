@@ -21,13 +21,17 @@ def resolve_inside(
     path: str | os.PathLike[str],
     roots: Sequence[Path],
     base: Path | None = None,
+    *,
+    forbidden: Sequence[Path] = (),
 ) -> Path:
-    """Resolve ``path`` and check it lies inside one of ``roots``.
+    """Resolve ``path`` and check it lies inside one of ``roots`` and outside ``forbidden``.
 
     Args:
         path: The path as the submitter gave it. ``~`` is not expanded: it is a plain name.
         roots: The allowed workspace roots (resolved here too, so a root may be a symlink).
         base: What a relative ``path`` is relative to; defaults to the first root.
+        forbidden: Directories no task may touch even inside a root (offload's own data
+            directory, which holds the API token, the config and the queue).
 
     Returns:
         The absolute path with every symlink followed.
@@ -45,6 +49,12 @@ def resolve_inside(
     if not candidate.is_absolute():
         candidate = (Path(base) if base is not None else resolved_roots[0]) / candidate
     resolved = _resolve(candidate, given)
+    for banned in forbidden:
+        if is_inside(resolved, _resolve(Path(banned), str(banned))):
+            raise PolicyRefused(
+                f"path {given!r} is inside offload's data directory {str(banned)!r}; "
+                "tasks may not read or write it"
+            )
     if any(is_inside(resolved, root) for root in resolved_roots):
         return resolved
     raise PolicyRefused(

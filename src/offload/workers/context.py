@@ -41,7 +41,13 @@ def display_path(path: Path, workspace: Path) -> str:
 
 
 def read_one(
-    name: str, roots: Sequence[Path], workspace: Path, limit: int, what: str = "context file"
+    name: str,
+    roots: Sequence[Path],
+    workspace: Path,
+    limit: int,
+    what: str = "context file",
+    *,
+    forbidden: Sequence[Path] = (),
 ) -> ContextFile:
     """Reads one confined file of at most `limit` bytes.
 
@@ -49,7 +55,7 @@ def read_one(
         PolicyRefused: the file resolves outside every root.
         InvalidInput: it is missing, not a file, too big, unreadable or not UTF-8.
     """
-    path = resolve_inside(name, roots, base=workspace)
+    path = resolve_inside(name, roots, base=workspace, forbidden=forbidden)
     shown = display_path(path, workspace)
     if not path.is_file():
         raise InvalidInput(f"{what} {shown} does not exist or is not a file")
@@ -79,6 +85,7 @@ def read_context(
     per_file_bytes: int,
     total_bytes: int,
     already_used: int = 0,
+    forbidden: Sequence[Path] = (),
 ) -> list[ContextFile]:
     """Reads every context file, enforcing the per-file and total caps.
 
@@ -89,6 +96,7 @@ def read_context(
         per_file_bytes: `max_context_file_bytes`.
         total_bytes: `max_context_total_bytes`.
         already_used: Bytes of context counted before these (the current output file).
+        forbidden: Directories no context file may come from (offload's data dir).
 
     Raises:
         PolicyRefused, InvalidInput: naming the file that broke a rule.
@@ -96,7 +104,7 @@ def read_context(
     files: list[ContextFile] = []
     used = already_used
     for name in names:
-        item = read_one(name, roots, workspace, per_file_bytes)
+        item = read_one(name, roots, workspace, per_file_bytes, forbidden=forbidden)
         used += item.size
         if used > total_bytes:
             raise InvalidInput(

@@ -53,7 +53,13 @@ def _umask() -> int:
     return mask
 
 
-def plan_writes(writes: Sequence[FileWrite], roots: Sequence[Path], base: Path) -> list[Path]:
+def plan_writes(
+    writes: Sequence[FileWrite],
+    roots: Sequence[Path],
+    base: Path,
+    *,
+    forbidden: Sequence[Path] = (),
+) -> list[Path]:
     """Resolves and checks every path of an answer without writing anything.
 
     Raises:
@@ -64,7 +70,7 @@ def plan_writes(writes: Sequence[FileWrite], roots: Sequence[Path], base: Path) 
         raise InvalidInput("the answer names no file to write")
     resolved: list[Path] = []
     for item in writes:
-        path = resolve_inside(item.path, roots, base=base)
+        path = resolve_inside(item.path, roots, base=base, forbidden=forbidden)
         if path in resolved:
             raise InvalidInput(f"the answer writes {item.path} twice")
         if path.is_dir():
@@ -122,7 +128,13 @@ def _make_parents(paths: Sequence[Path]) -> list[Path]:
     return made
 
 
-def write_files(writes: Sequence[FileWrite], roots: Sequence[Path], base: Path) -> list[Path]:
+def write_files(
+    writes: Sequence[FileWrite],
+    roots: Sequence[Path],
+    base: Path,
+    *,
+    forbidden: Sequence[Path] = (),
+) -> list[Path]:
     """Writes every file of an answer, or none of them.
 
     Args:
@@ -138,7 +150,7 @@ def write_files(writes: Sequence[FileWrite], roots: Sequence[Path], base: Path) 
         InvalidInput: a path is listed twice or is a directory (nothing written).
         WriteFailed: the disk refused (nothing changed).
     """
-    paths = plan_writes(writes, roots, base)
+    paths = plan_writes(writes, roots, base, forbidden=forbidden)
     targets: list[_Target] = []
     made_dirs: list[Path] = []
     try:

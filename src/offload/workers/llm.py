@@ -111,6 +111,7 @@ class _Prepared:
     output: Path | None
     workspace: Path
     roots: list[Path]
+    forbidden: list[Path]  # offload's data dir: never read or written, even inside a root
 
 
 def _prepare(task: Task, ctx: WorkerContext) -> _Prepared:
@@ -119,7 +120,8 @@ def _prepare(task: Task, ctx: WorkerContext) -> _Prepared:
     workspace = Path(task.workspace).resolve()
     roots = task_roots(task, settings)
     rules = load_rules(workspace, roots, settings.rules_files, settings.max_rules_bytes, ctx.say)
-    output = _output_path(task, kind, roots, workspace)
+    forbidden = [settings.home]
+    output = _output_path(task, kind, roots, workspace, forbidden)
     current = _current_output(task, kind, output, roots, workspace, settings)
     context = read_context(
         task.context_files,
@@ -128,6 +130,7 @@ def _prepare(task: Task, ctx: WorkerContext) -> _Prepared:
         per_file_bytes=settings.max_context_file_bytes,
         total_bytes=settings.max_context_total_bytes,
         already_used=current.size if current else 0,
+        forbidden=forbidden,
     )
     ctx.say(f"[1/{STEPS}] preparing: {_describe(rules, context, workspace)}")
     check_budget(ctx.store, task.id, settings.max_daily_cost_usd, ctx.now_ms())
@@ -140,15 +143,18 @@ def _prepare(task: Task, ctx: WorkerContext) -> _Prepared:
         current_output=current,
         max_tokens=settings.max_output_tokens,
     )
-    return _Prepared(kind, prompt, output, workspace, roots)
+    return _Prepared(kind, prompt, output, workspace, roots, forbidden)
 
 
-def _output_path(task: Task, kind: TaskType, roots: list[Path], workspace: Path) -> Path | None:
+def _output_path(
+    task: Task, kind: TaskType, roots: list[Path], workspace: Path, forbidden: list[Path]
+) -> Path | None:
     if not task.output_path:
         if kind.needs_output:
             raise AnswerRejected(f"a {kind.name} task needs output_path: the file it writes")
         return None
-    return resolve_inside(task.output_path, roots, base=Path(task.cwd or workspace))
+    base = Path(task.cwd or workspace)
+    return resolve_inside(task.output_path, roots, base=base, forbidden=forbidden)
 
 
 def _current_output(
@@ -266,7 +272,10 @@ def _deliver(task: Task, prep: _Prepared, text: str, ctx: WorkerContext) -> Outc
             ctx.say(f"[3/{STEPS}] writing {display_path(prep.output, prep.workspace)}")
             content = text if text.endswith("\n") else text + "\n"
             written = write_files(
-                [FileWrite(str(prep.output), content)], prep.roots, prep.workspace
+                [FileWrite(str(prep.output), content)],
+                prep.roots,
+                prep.workspace,
+                forbidden=prep.forbidden,
             )
         else:
             ctx.say(f"[3/{STEPS}] storing the answer as the task's result")
@@ -280,7 +289,7 @@ def _deliver(task: Task, prep: _Prepared, text: str, ctx: WorkerContext) -> Outc
         writes, summary = answer.files, answer.summary
     names = ", ".join(w.path for w in writes)
     ctx.say(f"[3/{STEPS}] writing {len(writes)} file(s): {names}")
-    written = write_files(writes, prep.roots, prep.workspace)
+    written = write_files(writes, prep.roots, prep.workspace, forbidden=prep.forbidden)
     shown = ", ".join(display_path(p, prep.workspace) for p in written)
     result = f"wrote {shown}" + (f"\n\n{summary}" if summary else "")
     return Outcome(result, [str(p) for p in written])
