@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from offload.errors import OffloadError
+from offload.errors import OffloadError, PolicyRefused
 from offload.policies.paths import resolve_inside
-from offload.workers.agent.staging import Change, sha256_of
+from offload.workers.agent.staging import NEVER_APPLIED, Change, sha256_of
 
 __all__ = ["ApplyConflict", "ApplyFailed", "apply_changes"]
 
@@ -73,6 +73,8 @@ def _plan(changes: Sequence[Change], workspace: Path) -> list[_Target]:
     default_mode = 0o666 & ~_umask()
     targets = []
     for change in changes:
+        if NEVER_APPLIED.intersection(change.rel.split("/")):
+            raise PolicyRefused(f"{change.rel} is under a directory never applied (.git, caches)")
         path = resolve_inside(change.rel, [workspace], base=workspace)
         old = path.read_bytes() if path.is_file() else None
         mode = stat.S_IMODE(path.stat().st_mode) if old is not None else default_mode
@@ -121,7 +123,8 @@ def apply_changes(changes: Sequence[Change], workspace: Path) -> list[Path]:
 
     Raises:
         ApplyConflict: a target's content differs from what the agent saw.
-        PolicyRefused: a target now resolves outside the workspace.
+        PolicyRefused: a target now resolves outside the workspace or lies under a
+            directory never applied (`.git`, caches).
         ApplyFailed: the disk refused (nothing changed).
     """
     targets = _plan(changes, workspace)

@@ -1,17 +1,21 @@
 """Running one `run_command` of an agent: a plain child of the task process, capped.
 
 The command runs as `/bin/sh -c COMMAND` with a scrubbed environment (no provider secret,
-the `OFFLOAD_TASK_ID` marker kept) and stays in the task's session, process group and
-cgroup, so cancelling or timing out the task kills it with everything else. Its own
-timeout kills the command's process tree (not the task). Output (stdout and stderr
+the `OFFLOAD_TASK_ID` marker kept) in a process group of its own; it stays in the task's
+cgroup and keeps the marker, so cancelling or timing out the task kills it with everything
+else. When the command ends or its own timeout passes, its whole group is killed (not the
+task): background and double-forked children included, since they keep the group (and
+orphans adopted by the task process are found by the marker). Output (stdout and stderr
 together) is kept up to a byte cap: the first half and the last half, with the omitted
 middle labelled.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -25,6 +29,7 @@ __all__ = ["KILL_GRACE_SECONDS", "CommandRun", "run_shell"]
 KILL_GRACE_SECONDS = 2.0
 _READ_BYTES = 65_536
 _POLL_SECONDS = 0.05
+_MARKER = "OFFLOAD_TASK_ID"
 
 
 @dataclass(frozen=True)
@@ -107,19 +112,32 @@ def _wait_gone(procs: list[psutil.Process], seconds: float) -> list[psutil.Proce
     return alive
 
 
-def _kill_tree(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the command and its descendants, then SIGKILL whatever is left."""
-    try:
-        root = psutil.Process(proc.pid)
-        procs = [*root.children(recursive=True), root]
-    except psutil.NoSuchProcess:
-        return
-    for sig in ("terminate", "kill"):
+def _members(pgid: int, marker: str | None) -> list[psutil.Process]:
+    """The processes of a command: its group, and orphans of it the task process adopted."""
+    me = os.getpid()
+    found = []
+    for proc in psutil.process_iter(["ppid"]):
+        if proc.pid == me:
+            continue
+        try:
+            if os.getpgid(proc.pid) == pgid:
+                found.append(proc)
+            elif marker and proc.info["ppid"] == me and proc.environ().get(_MARKER) == marker:
+                found.append(proc)
+        except (OSError, psutil.Error):
+            continue
+    return found
+
+
+def _kill_group(pgid: int, marker: str | None) -> None:
+    """SIGTERM the command's process group and adopted orphans, then SIGKILL what is left."""
+    procs = _members(pgid, marker)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
         for item in procs:
-            try:
-                getattr(item, sig)()
-            except psutil.NoSuchProcess:
-                pass
+            with contextlib.suppress(psutil.Error):
+                item.send_signal(sig)
         procs = _wait_gone(procs, KILL_GRACE_SECONDS)
         if not procs:
             return
@@ -175,17 +193,17 @@ def run_shell(
         cwd=cwd,
         env=dict(env),
         close_fds=True,
+        start_new_session=True,  # its own group, so a timeout reaches double-forked children
     )
+    marker = env.get(_MARKER)
     try:
         finished = _pump(proc, capture, started + timeout_seconds, clock)
-        if not finished:
-            _kill_tree(proc)
-        else:
+        if finished:
             proc.wait(max(0.0, started + timeout_seconds - clock()) + KILL_GRACE_SECONDS)
     except subprocess.TimeoutExpired:
         finished = False
-        _kill_tree(proc)
     finally:
+        _kill_group(proc.pid, marker)  # whatever the command left running goes with it
         if proc.stdout is not None:
             proc.stdout.close()
         if proc.poll() is None:

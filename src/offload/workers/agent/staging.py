@@ -18,10 +18,12 @@ workspace content no longer has that hash has been changed by someone else.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,11 +183,11 @@ class Staging:
         places = [self.root / rel] if self.materialized else [self.workspace / rel, self.root / rel]
         exists = False
         for place in places:
-            if not place.is_dir():
+            if not self._contained(place) or not place.is_dir():
                 continue
             exists = True
             for child in place.iterdir():
-                if self._hidden(child):
+                if self._hidden(child) or not self._contained(child):
                     continue
                 is_dir = child.is_dir()
                 size = 0 if is_dir else _size(child)
@@ -204,6 +206,8 @@ class Staging:
         given: set[str] = set()
         for base in bases:
             top = base / rel
+            if not self._contained(top):
+                continue
             if top.is_file():
                 if rel not in given:
                     given.add(rel)
@@ -217,23 +221,46 @@ class Staging:
                 for name in sorted(filenames):
                     path = Path(dirpath) / name
                     child = path.relative_to(base).as_posix()
-                    if child not in given and path.is_file():
+                    if child not in given and self._contained(path) and path.is_file():
                         given.add(child)
                         yield child, path
 
     def _hidden(self, path: Path) -> bool:
         return path == self.private or path == self.root
 
+    def _contained(self, path: Path) -> bool:
+        """True when `path`, links followed, stays in the staging copy or the workspace.
+
+        A link found while walking or listing may lead anywhere; only what it leads to
+        inside the agent's view (and never into offload's own data) may be shown.
+        """
+        try:
+            real = path.resolve()
+        except (OSError, RuntimeError):
+            return False
+        if is_inside(real, self.root):
+            return True
+        if self.private is not None and is_inside(real, self.private):
+            return False
+        return is_inside(real, self.workspace)
+
     # -- writing --------------------------------------------------------------------
     def write(self, rel: str, data: bytes) -> Path:
         """Stages `data` as the new content of `rel`.
 
         Raises:
-            PolicyRefused: `rel` lies in a linked directory (it would write the workspace).
+            PolicyRefused: `rel` lies in a linked directory (it would write the workspace)
+                or under a name never applied (`.git`, caches).
             InvalidInput: `rel` is the workspace itself or a directory.
         """
         if rel == ".":
             raise InvalidInput("write_file needs a file path, not the workspace root")
+        if _never_applied(rel):
+            never = ", ".join(sorted(NEVER_APPLIED))
+            raise PolicyRefused(
+                f"{rel} is under a directory the agent may not write ({never}); "
+                "write the project's own files instead"
+            )
         target = self.root / rel
         parent = target.parent
         existing = next(p for p in (target, *target.parents) if os.path.lexists(p))
@@ -248,9 +275,16 @@ class Staging:
         if rel not in self.seen:
             real = self.workspace / rel
             self.seen[rel] = sha256_of(real) if real.is_file() else None
-        tmp = parent / f".{target.name}.offload-tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+        # mkstemp opens with O_EXCL: a link planted at a predictable name is never followed
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".offload-tmp", dir=parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         self.written.add(rel)
         return target
 
@@ -283,7 +317,7 @@ class Staging:
         elif os.path.lexists(target):
             return  # staged by the agent: its version wins
         elif stat.S_ISLNK(mode):
-            target.symlink_to(os.readlink(source))
+            self._copy_link(source, target)
         elif stat.S_ISREG(mode):
             shutil.copy2(source, target)
             rel = target.relative_to(self.root).as_posix()
@@ -292,6 +326,23 @@ class Staging:
                 self._copied[rel] = (digest, _signature(target))
                 self.seen.setdefault(rel, digest)
 
+    def _copy_link(self, source: Path, target: Path) -> None:
+        """Copies a link so that it leads to the same place inside the staging copy.
+
+        A link that leads out of the workspace (or into offload's data) is left out: a
+        command writing through it would change files outside the staging copy.
+        """
+        try:
+            real = source.resolve()
+        except (OSError, RuntimeError):
+            return
+        if not is_inside(real, self.workspace) or not self._contained(source):
+            return
+        if is_inside(real, self.root):
+            return
+        mirrored = self.root / real.relative_to(self.workspace)
+        target.symlink_to(os.path.relpath(mirrored, target.parent))
+
     # -- what to apply --------------------------------------------------------------
     def changes(self) -> tuple[list[Change], list[str]]:
         """The staged files to apply, and files commands created that will not be.
@@ -299,10 +350,10 @@ class Staging:
         Written files always count; in a full copy, so do the copied files a command
         changed. Files a command created are reported but not applied.
         """
-        names = set(self.written)
+        names = {rel for rel in self.written if not _never_applied(rel)}
         for rel, (digest, signature) in self._copied.items():
             path = self.root / rel
-            if not path.is_file() or path.is_symlink():
+            if _never_applied(rel) or not path.is_file() or path.is_symlink():
                 continue
             if _signature(path) != signature and sha256_of(path) != digest:
                 names.add(rel)

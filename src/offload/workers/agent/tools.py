@@ -8,6 +8,7 @@ go on and the model can correct itself.
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -68,8 +69,10 @@ def _number_arg(arguments: Mapping[str, Any], name: str, default: float) -> floa
     value = arguments.get(name, default)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise ToolError(f"argument '{name}' must be a positive number")
+    if not math.isfinite(value) or value <= 0:
+        raise ToolError(f"argument '{name}' must be a finite positive number, not {value}")
     return float(value)
 
 
@@ -96,7 +99,7 @@ class ToolBox:
             return ToolResult(call.id, f"unknown tool {call.name!r}; use one of {known}", True)
         try:
             return ToolResult(call.id, handler(call.arguments))
-        except (OffloadError, OSError, ValueError) as exc:
+        except (OffloadError, OSError, ValueError, ArithmeticError) as exc:
             reason = f"{exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
             kind = "refused" if isinstance(exc, PolicyRefused) else "failed"
             return ToolResult(call.id, f"{call.name} {kind}: {reason}", is_error=True)
