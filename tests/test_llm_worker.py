@@ -92,10 +92,11 @@ def test_review_keeps_its_text_as_the_result(
 ) -> None:
     llm_env.without_aws()
     (workspace / "app.py").write_text("def f():\n    return 1\n")
-    llm_env.openai.reply_text("Looks fine.\n\n- app.py:1 nit")
+    llm_env.openai.reply_text("Looks fine.\n\n- app.py:1 nit", cached_tokens=4)
     task = _submit(store, workspace, type="review", spec="review", context_files=["app.py"])
     outcome = Run(store)(task)
     assert outcome == Outcome("Looks fine.\n\n- app.py:1 nit", [])
+    assert store.get(task.id).tokens_cached == 4  # billed like an agent turn
     assert '<context path="app.py">\ndef f():' in _user(llm_env.openai)
 
 

@@ -24,7 +24,14 @@ from offload.workers.budget import check_budget
 from offload.workers.context import ContextFile, display_path, read_context, read_one
 from offload.workers.files import FileWrite, write_files
 from offload.workers.prompts import build_prompt
-from offload.workers.providers import Completion, Prompt, Provider, ProviderError, make_provider
+from offload.workers.providers import (
+    Completion,
+    Prompt,
+    Provider,
+    ProviderError,
+    Usage,
+    make_provider,
+)
 from offload.workers.providers.pricing import PriceTable, load_prices
 from offload.workers.providers.retry import RetryPolicy, call_with_retries
 from offload.workers.providers.routing import Plan, Route, plan_route, should_fall_back
@@ -32,7 +39,7 @@ from offload.workers.redact import scrub
 from offload.workers.steering import Rules, load_rules
 from offload.workers.tasktypes import Contract, TaskType, task_type
 
-__all__ = ["Outcome", "WorkerContext", "run_llm_task", "task_roots"]
+__all__ = ["Outcome", "WorkerContext", "bill_call", "run_llm_task", "task_roots"]
 
 STEPS = 3
 ANSWER_LOG_CHARS = 4000
@@ -225,29 +232,52 @@ class _Caller:
             on_retry=on_retry,
             sleep=self.ctx.sleep,
         )
-        self._bill(route, completion)
+        bill_call(
+            self.ctx,
+            self.task.id,
+            self.prices,
+            route.provider,
+            route.model,
+            completion.usage,
+            completion.response_model,
+        )
         return completion
 
-    def _bill(self, route: Route, completion: Completion) -> None:
-        usage = completion.usage
-        cost = self.prices.cost(route.provider, route.model, usage, completion.response_model)
-        self.ctx.store.record_usage(
-            self.task.id,
-            tokens_in=usage.tokens_in,
-            tokens_out=usage.tokens_out,
-            cost_usd=cost,
-            model_used=route.model,
-        )
-        if usage.reported_cost_usd is not None:
-            shown = f"${cost:.6f} (reported by the provider)"
-        elif cost is None:
-            shown = "unknown (no price for this model; add one under [prices])"
-        else:
-            shown = f"${cost:.6f} (prices as of {self.prices.as_of})"
-        self.ctx.say(
-            f"usage: {usage.tokens_in} tokens in ({usage.cached_in} cached), "
-            f"{usage.tokens_out} out; cost {shown}"
-        )
+
+def bill_call(
+    ctx: WorkerContext,
+    task_id: str,
+    prices: PriceTable,
+    provider: str,
+    model: str,
+    usage: Usage,
+    response_model: str | None,
+) -> float | None:
+    """Records one provider call's tokens and cost on the task and says so in its log.
+
+    Every LLM and agent call is billed here, once, so cached tokens and the price source
+    are recorded the same way for both. Returns the cost (None: no known price).
+    """
+    cost = prices.cost(provider, model, usage, response_model)
+    ctx.store.record_usage(
+        task_id,
+        tokens_in=usage.tokens_in,
+        tokens_out=usage.tokens_out,
+        cost_usd=cost,
+        model_used=model,
+        tokens_cached=usage.cached_in,
+    )
+    if usage.reported_cost_usd is not None:
+        shown = f"${cost:.6f} (reported by the provider)"
+    elif cost is None:
+        shown = "unknown (no price for this model; add one under [prices])"
+    else:
+        shown = f"${cost:.6f} (prices as of {prices.as_of})"
+    ctx.say(
+        f"usage: {usage.tokens_in} tokens in ({usage.cached_in} cached), "
+        f"{usage.tokens_out} out; cost {shown}"
+    )
+    return cost
 
 
 def _check_answer(completion: Completion, settings: Settings) -> str:

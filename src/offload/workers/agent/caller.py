@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from offload.queue.models import Task
-from offload.workers.llm import WorkerContext
+from offload.workers.llm import WorkerContext, bill_call
 from offload.workers.providers import Message, ProviderError, Reply, Tool
 from offload.workers.providers.pricing import PriceTable, load_prices
 from offload.workers.providers.retry import RetryPolicy, call_with_retries
@@ -96,19 +96,12 @@ class Caller:
 
     def bill(self, reply: Reply) -> float | None:
         """Records the turn's tokens and cost on the task; returns the cost (None: unknown)."""
-        usage = reply.usage
-        cost = self.prices.cost(reply.provider, reply.model, usage, reply.response_model)
-        self.ctx.store.record_usage(
+        return bill_call(
+            self.ctx,
             self.task.id,
-            tokens_in=usage.tokens_in,
-            tokens_out=usage.tokens_out,
-            cost_usd=cost,
-            model_used=reply.model,
-            tokens_cached=usage.cached_in,
+            self.prices,
+            reply.provider,
+            reply.model,
+            reply.usage,
+            reply.response_model,
         )
-        shown = "unknown" if cost is None else f"${cost:.6f}"
-        self.ctx.say(
-            f"usage: {usage.tokens_in} tokens in ({usage.cached_in} cached), "
-            f"{usage.tokens_out} out; cost {shown}"
-        )
-        return cost
