@@ -326,3 +326,21 @@ def test_an_answer_cannot_write_into_the_data_dir(tmp_path: Path) -> None:
             forbidden=[home],
         )
     assert not config.exists() and not (tmp_path / "ok.txt").exists()  # all or nothing
+
+
+def test_a_refusal_just_before_the_renames_leaves_nothing(tmp_path: Path) -> None:
+    from offload.workers.files import replace_all
+
+    tmp_path = tmp_path / "target"
+    tmp_path.mkdir()
+    existing = tmp_path / "kept.txt"
+    existing.write_text("old\n")
+    fresh = tmp_path / "new" / "dir" / "file.txt"
+
+    def someone_changed_a_target() -> None:
+        raise RuntimeError("a target changed since it was checked")
+
+    with pytest.raises(RuntimeError, match="changed since"):
+        replace_all([(existing, b"new\n"), (fresh, b"x\n")], someone_changed_a_target)
+    assert existing.read_text() == "old\n" and not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.txt"]  # no temporaries left

@@ -13,14 +13,14 @@ import contextlib
 import os
 import stat
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import InvalidInput, OffloadError
 from offload.policies.paths import resolve_inside
 
-__all__ = ["FileWrite", "WriteFailed", "plan_writes", "write_files"]
+__all__ = ["FileWrite", "WriteFailed", "plan_writes", "replace_all", "write_files"]
 
 _TEMP_PREFIX = ".offload-tmp-"
 
@@ -79,16 +79,16 @@ def plan_writes(
     return resolved
 
 
-def _prepare(writes: Sequence[FileWrite], paths: Sequence[Path]) -> list[_Target]:
+def _prepare(items: Sequence[tuple[Path, bytes]]) -> list[_Target]:
     default_mode = 0o666 & ~_umask()
     targets = []
-    for item, path in zip(writes, paths, strict=True):
+    for path, data in items:
         old = None
         mode = default_mode
         if path.exists():
             mode = stat.S_IMODE(path.stat().st_mode)
             old = path.read_bytes()
-        targets.append(_Target(path, item.content.encode("utf-8"), mode, old))
+        targets.append(_Target(path, data, mode, old))
     return targets
 
 
@@ -128,6 +128,38 @@ def _make_parents(paths: Sequence[Path]) -> list[Path]:
     return made
 
 
+def replace_all(
+    items: Sequence[tuple[Path, bytes]], before_rename: Callable[[], None] | None = None
+) -> None:
+    """Writes each (path, bytes) pair, all or nothing; the paths are already confined.
+
+    Every file goes to a flushed temporary beside its target first; `before_rename` (a
+    last check, e.g. that nobody changed a target meanwhile) runs then, and only if it
+    returns are the temporaries renamed over their targets. Any failure, or an exception
+    from `before_rename`, undoes everything (old contents back, new directories removed)
+    and is re-raised. Existing files keep their permission bits.
+
+    Raises:
+        OSError: the disk refused (nothing changed).
+    """
+    targets: list[_Target] = []
+    made_dirs: list[Path] = []
+    try:
+        targets = _prepare(items)
+        made_dirs = _make_parents([path for path, _ in items])
+        for target in targets:
+            _write_temp(target)
+        if before_rename is not None:
+            before_rename()
+        for target in targets:
+            assert target.temp is not None
+            os.replace(target.temp, target.path)
+            target.temp, target.replaced = None, True
+    except BaseException:
+        _undo(targets, made_dirs)
+        raise
+
+
 def write_files(
     writes: Sequence[FileWrite],
     roots: Sequence[Path],
@@ -151,19 +183,9 @@ def write_files(
         WriteFailed: the disk refused (nothing changed).
     """
     paths = plan_writes(writes, roots, base, forbidden=forbidden)
-    targets: list[_Target] = []
-    made_dirs: list[Path] = []
     try:
-        targets = _prepare(writes, paths)
-        made_dirs = _make_parents(paths)
-        for target in targets:
-            _write_temp(target)
-        for target in targets:
-            assert target.temp is not None
-            os.replace(target.temp, target.path)
-            target.temp, target.replaced = None, True
+        replace_all([(p, w.content.encode("utf-8")) for p, w in zip(paths, writes, strict=True)])
     except OSError as exc:
-        _undo(targets, made_dirs)
         where = f" ({exc.filename})" if exc.filename else ""
         raise WriteFailed(
             f"cannot write the files: {exc.strerror or exc}{where}; nothing was written"

@@ -11,10 +11,6 @@ contents back.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import stat
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +18,9 @@ from pathlib import Path
 from offload.errors import OffloadError, PolicyRefused
 from offload.policies.paths import resolve_inside
 from offload.workers.agent.staging import NEVER_APPLIED, Change, sha256_of
+from offload.workers.files import replace_all
 
 __all__ = ["ApplyConflict", "ApplyFailed", "apply_changes"]
-
-_TEMP_PREFIX = ".offload-tmp-"
 
 
 class ApplyConflict(OffloadError):
@@ -44,15 +39,10 @@ class ApplyFailed(OffloadError):
     """The disk refused a write; nothing was changed."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Target:
     change: Change
     path: Path
-    old: bytes | None
-    mode: int
-    temp: Path | None = None
-    replaced: bool = False
-    made_dirs: tuple[Path, ...] = ()
 
 
 def _current_hash(path: Path) -> str | None:
@@ -63,56 +53,16 @@ def _conflicts(targets: Sequence[_Target]) -> list[str]:
     return [t.change.rel for t in targets if _current_hash(t.path) != t.change.base]
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _plan(changes: Sequence[Change], workspace: Path) -> list[_Target]:
-    default_mode = 0o666 & ~_umask()
     targets = []
     for change in changes:
         if NEVER_APPLIED.intersection(change.rel.split("/")):
             raise PolicyRefused(f"{change.rel} is under a directory never applied (.git, caches)")
         path = resolve_inside(change.rel, [workspace], base=workspace)
-        old = path.read_bytes() if path.is_file() else None
-        mode = stat.S_IMODE(path.stat().st_mode) if old is not None else default_mode
-        if old == change.data:
+        if path.is_file() and path.read_bytes() == change.data:
             continue  # already what the agent wants (the same edit made twice)
-        targets.append(_Target(change, path, old, mode))
+        targets.append(_Target(change, path))
     return targets
-
-
-def _write_temp(target: _Target) -> None:
-    missing = [p for p in reversed(target.path.parents) if not p.exists()]
-    for directory in missing:
-        directory.mkdir()
-        target.made_dirs += (directory,)
-    fd, name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=target.path.parent)
-    target.temp = Path(name)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(target.change.data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.chmod(name, target.mode)
-
-
-def _undo(targets: Sequence[_Target]) -> None:
-    for target in targets:
-        if target.temp is not None:
-            with contextlib.suppress(OSError):
-                target.temp.unlink()
-        if target.replaced:
-            with contextlib.suppress(OSError):
-                if target.old is None:
-                    target.path.unlink()
-                else:
-                    target.path.write_bytes(target.old)
-    for target in reversed(targets):
-        for directory in reversed(target.made_dirs):
-            with contextlib.suppress(OSError):
-                directory.rmdir()
 
 
 def apply_changes(changes: Sequence[Change], workspace: Path) -> list[Path]:
@@ -131,23 +81,17 @@ def apply_changes(changes: Sequence[Change], workspace: Path) -> list[Path]:
     conflicts = _conflicts(targets)
     if conflicts:
         raise ApplyConflict(conflicts)
-    try:
-        for target in targets:
-            _write_temp(target)
+
+    def unchanged_since_checked() -> None:
         late = _conflicts(targets)
         if late:
             raise ApplyConflict(late)
-        for target in targets:
-            assert target.temp is not None
-            os.replace(target.temp, target.path)
-            target.temp, target.replaced = None, True
+
+    try:
+        replace_all([(t.path, t.change.data) for t in targets], unchanged_since_checked)
     except OSError as exc:
-        _undo(targets)
         where = f" ({exc.filename})" if exc.filename else ""
         raise ApplyFailed(
             f"cannot apply the staged files: {exc.strerror or exc}{where}; nothing was written"
         ) from None
-    except ApplyConflict:
-        _undo(targets)
-        raise
     return [t.path for t in targets]
