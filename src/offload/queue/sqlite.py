@@ -55,8 +55,10 @@ class SqliteStore(SqliteSupervisorSide, Store):
         row = db.execute(
             """INSERT INTO tasks (id, type, state, command, spec, cwd, workspace, timeout_seconds,
                    priority, grp, env, name, labels, output_path, context_files, model,
-                   large_context, max_turns, parent_id, created_at, updated_at)
-               VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   large_context, max_turns, parent_id, created_at, updated_at, policy,
+                   environ, run_on)
+               VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                       ?, ?, ?)
                RETURNING *""",
             (
                 task_id,
@@ -79,6 +81,9 @@ class SqliteStore(SqliteSupervisorSide, Store):
                 spec.parent_id,
                 now,
                 now,
+                _dump(dict(spec.policy) if spec.policy is not None else None),
+                _dump(dict(spec.environ)) if spec.environ else None,
+                _dump(list(spec.run_on)) if spec.run_on else None,
             ),
         ).fetchone()
         db.executemany(
