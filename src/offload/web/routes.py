@@ -23,19 +23,6 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from offload.api.auth import COOKIE_NAME, AccessPolicy, token_matches
-from offload.api.events import EventHub, change_stream, output_stream
-from offload.api.models import (
-    ErrorOut,
-    OutputOut,
-    PurgeIn,
-    PurgeOut,
-    StatsOut,
-    TaskOut,
-    TaskPage,
-    TurnOut,
-)
-from offload.api.security import SecurityMiddleware
 from offload.config import Settings
 from offload.errors import (
     AmbiguousId,
@@ -45,10 +32,23 @@ from offload.errors import (
     OffloadError,
     StoreError,
 )
-from offload.output import MAX_TAIL_LINES, read_tail
+from offload.logs import MAX_TAIL_LINES, read_tail
 from offload.queue.models import PURGEABLE_STATES, State, Task
 from offload.queue.sqlite import SqliteStore, now_ms
 from offload.queue.store import Store
+from offload.web.auth import COOKIE_NAME, AccessPolicy, token_matches
+from offload.web.events import EventHub, change_stream, output_stream
+from offload.web.middleware import SecurityMiddleware
+from offload.web.models import (
+    ErrorOut,
+    OutputOut,
+    PurgeIn,
+    PurgeOut,
+    StatsOut,
+    TaskOut,
+    TaskPage,
+    TurnOut,
+)
 
 __all__ = ["create_app"]
 
@@ -117,7 +117,7 @@ def create_app(settings: Settings, policy: AccessPolicy, store: Store | None = N
 
     Args:
         settings: offload's settings (the data dir and the log directory come from here).
-        policy: Who may call the server (see ``offload.api.auth``).
+        policy: Who may call the server (see ``offload.web.auth``).
         store: The Store to use; by default a SQLite store on ``settings.db_path``,
             closed when the app shuts down.
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat
 
-from offload.output import Tail
+from offload.logs import Tail
 from offload.queue.models import Event, State, Task
 from offload.queue.store import Stats
 

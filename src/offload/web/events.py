@@ -22,11 +22,11 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from offload.api.models import EventOut
 from offload.errors import NotFound, OffloadError
-from offload.output import read_from
+from offload.logs import read_from
 from offload.queue.models import Task
 from offload.queue.store import Store
+from offload.web.models import EventOut
 
 __all__ = ["EventHub", "change_stream", "frame", "output_stream"]
 

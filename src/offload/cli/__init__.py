@@ -164,7 +164,7 @@ def cmd_submit(app: _App, args: argparse.Namespace) -> int:
     tasks = app.store.submit(specs)
     app.wake()
     if args.json:
-        from offload.render import print_json
+        from offload.cli.render import print_json
 
         print_json([{"id": t.id, "state": t.state.value} for t in tasks])
     else:
@@ -177,7 +177,7 @@ def cmd_submit(app: _App, args: argparse.Namespace) -> int:
 
 # -- following ------------------------------------------------------------------------------
 def _follow(app: _App, task_id: str, *, exit_with_task: bool = False, offset: int = 0) -> int:
-    from offload.output import read_from
+    from offload.logs import read_from
 
     log = app.settings.logs_dir / f"{task_id}.log"
     out = sys.stdout.buffer
@@ -201,7 +201,7 @@ def _follow(app: _App, task_id: str, *, exit_with_task: bool = False, offset: in
 
 
 def cmd_logs(app: _App, args: argparse.Namespace) -> int:
-    from offload.output import check_tail_args, read_tail
+    from offload.logs import check_tail_args, read_tail
 
     task = app.store.get(args.id)
     log = app.settings.logs_dir / f"{task.id}.log"
@@ -230,7 +230,7 @@ def _copy_file(path: Path) -> None:
 
 
 def cmd_wait(app: _App, args: argparse.Namespace) -> int:
-    from offload.waiting import wait_for
+    from offload.desk.waits import wait_for
 
     ids = [app.store.get(i).id for i in args.ids]
     timeout = parse_duration(args.timeout) if args.timeout else None
@@ -246,7 +246,7 @@ def cmd_wait(app: _App, args: argparse.Namespace) -> int:
 
 # -- reading --------------------------------------------------------------------------------
 def _print_tasks(tasks: Sequence[Task], as_json: bool) -> None:
-    from offload import render
+    from offload.cli import render
 
     if as_json:
         render.print_json([t.to_dict() for t in tasks])
@@ -263,7 +263,7 @@ def cmd_list(app: _App, args: argparse.Namespace) -> int:
 
 
 def cmd_show(app: _App, args: argparse.Namespace) -> int:
-    from offload import render
+    from offload.cli import render
 
     task = app.store.get(args.id)
     if args.turns:
@@ -285,7 +285,7 @@ def cmd_show(app: _App, args: argparse.Namespace) -> int:
 def cmd_stats(app: _App, args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from offload import render
+    from offload.cli import render
 
     stats = app.store.stats(now_ms())
     if args.json:
@@ -297,7 +297,7 @@ def cmd_stats(app: _App, args: argparse.Namespace) -> int:
 
 # -- acting ---------------------------------------------------------------------------------
 def cmd_cancel(app: _App, args: argparse.Namespace) -> int:
-    from offload.waiting import wait_for
+    from offload.desk.waits import wait_for
 
     task = app.store.request_cancel(args.id)
     if task.state is State.RUNNING:
@@ -339,7 +339,7 @@ def cmd_supervisor(app: _App, args: argparse.Namespace) -> int:
 
 
 def cmd_mcp(app: _App, args: argparse.Namespace) -> int:
-    from offload.server import main as serve_mcp
+    from offload.mcp_server import main as serve_mcp
 
     workspace = Path(args.workspace).expanduser() if args.workspace else _cwd()
     if not workspace.is_dir():
@@ -348,21 +348,21 @@ def cmd_mcp(app: _App, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(app: _App, args: argparse.Namespace) -> int:
-    from offload.api import serve
+    from offload.web import serve
 
     return serve(app.settings, args.host, args.port, args.allow_remote)
 
 
 def cmd_service(app: _App, args: argparse.Namespace) -> int:
-    from offload import service
+    from offload import units
 
-    return service.main(args.action, args.print_only, app.settings)
+    return units.main(args.action, args.print_only, app.settings)
 
 
 # -- parser ---------------------------------------------------------------------------------
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the `offload` command; returns its exit code."""
-    from offload.cli_parser import build_parser
+    from offload.cli.parser import build_parser
 
     parser = build_parser()
     args = parser.parse_args(argv)

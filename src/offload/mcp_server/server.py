@@ -19,11 +19,11 @@ from pydantic import ValidationError
 
 from offload import __version__
 from offload.config import Settings
+from offload.desk import Desk
 from offload.errors import OffloadError
+from offload.mcp_server.tasks_ext import TasksExtension
+from offload.mcp_server.tools import OUTPUT_MAX_BYTES, OUTPUT_MAX_LINES, ToolSet
 from offload.queue.sqlite import SqliteStore, now_ms
-from offload.server.service import Desk
-from offload.server.tasks_ext import TasksExtension
-from offload.server.tools import OUTPUT_MAX_BYTES, OUTPUT_MAX_LINES, ToolSet
 from offload.submission import Submitter
 from offload.supervisor.launch import ensure_supervisor
 

@@ -21,6 +21,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
+from offload.desk import Desk
 from offload.errors import (
     AmbiguousId,
     ConfigError,
@@ -31,13 +32,12 @@ from offload.errors import (
     PolicyRefused,
     StoreError,
 )
-from offload.output import MAX_TAIL_BYTES
+from offload.logs import MAX_TAIL_BYTES
+from offload.mcp_server import views
+from offload.mcp_server.compact_schema import compact
+from offload.mcp_server.turns import read_turns
+from offload.mcp_server.waits_async import MAX_WAIT_SECONDS, wait_tasks
 from offload.queue.models import TASK_TYPES, State, Task
-from offload.server import views
-from offload.server.schema import compact
-from offload.server.service import Desk
-from offload.server.turns import read_turns
-from offload.server.waits import MAX_WAIT_SECONDS, wait_tasks
 
 __all__ = [
     "DECLARED_OUTPUTS",

@@ -16,7 +16,7 @@ from typing import Any
 
 from offload.config import Settings
 from offload.errors import InvalidInput, NotFound, OffloadError
-from offload.output import Tail, read_tail
+from offload.logs import Tail, read_tail
 from offload.queue.models import ACTIVE_STATES, FINAL_STATES, PURGEABLE_STATES, State, Task
 from offload.queue.store import Stats, Store
 from offload.submission import MAX_BATCH, Submitter

@@ -1,6 +1,6 @@
 """Bounded waits for the MCP server: block a tool call until tasks finish, with progress.
 
-The same event-feed following as `offload.waiting.wait_for`, written for the event loop:
+The same event-feed following as `offload.desk.waits.wait_for`, written for the event loop:
 Store calls go to a worker thread, the pause between polls is an `anyio.sleep` that a
 client's cancellation interrupts at once, and a progress callback reports how many tasks
 are done whenever that changes (and every few seconds, so a client that resets its
@@ -14,9 +14,9 @@ from collections.abc import Awaitable, Callable, Sequence
 import anyio
 import anyio.to_thread
 
+from offload.desk.waits import POLL_SECONDS
 from offload.queue.models import Event, Task
 from offload.queue.store import Store
-from offload.waiting import POLL_SECONDS
 
 __all__ = [
     "MAX_WAIT_SECONDS",
