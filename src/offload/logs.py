@@ -25,6 +25,7 @@ __all__ = [
     "Progress",
     "Tail",
     "check_tail_args",
+    "final_progress",
     "parse_progress",
     "progress_of",
     "read_from",
@@ -37,6 +38,9 @@ MAX_TAIL_BYTES = 1_048_576
 _BLOCK_BYTES = 8192
 _MESSAGE_MAX_CHARS = 200
 _PROGRESS_WINDOW_LINES = 20
+FINAL_SCAN_BYTES = 64 << 20
+_SCAN_BLOCK_BYTES = 1 << 20
+_MAX_CARRY_BYTES = 1 << 16
 _NEWLINE = 0x0A
 
 # A percentage ("42%", "42.5 %"), a step ratio ("[3/10]", "3/10", "(3 / 10)") or a count
@@ -219,6 +223,40 @@ def progress_of(path: Path, window_bytes: int = 4096) -> Progress | None:
     """
     tail = read_tail(path, lines=_PROGRESS_WINDOW_LINES, max_bytes=window_bytes)
     return parse_progress(tail.text)
+
+
+def final_progress(path: Path, max_scan_bytes: int = FINAL_SCAN_BYTES) -> Progress | None:
+    """Returns the last progress marker of a whole log, for a task that has just ended.
+
+    Reads backwards from the end in blocks, a line at a time, until a line holds a marker,
+    so a summary printed after the last ``[10/10]`` does not hide it. At most
+    ``max_scan_bytes`` are read (64 MiB by default), so a giant log without markers costs
+    a bounded scan.
+
+    Raises:
+        OSError: The file exists but cannot be read.
+    """
+    fd = _open_or_none(path)
+    if fd is None:
+        return None
+    try:
+        pos = os.fstat(fd).st_size
+        stop = max(0, pos - max_scan_bytes)
+        carry = b""  # the start of a line whose beginning is in an earlier block
+        while pos > stop:
+            step = min(_SCAN_BLOCK_BYTES, pos - stop)
+            pos -= step
+            block = os.pread(fd, step, pos) + carry
+            cut = block.find(b"\n") if pos > stop else -1
+            found = parse_progress(block[cut + 1 :].decode("utf-8", errors="replace"))
+            if found is not None:
+                return found
+            carry = block[: cut + 1] if cut >= 0 else block
+            if len(carry) > _MAX_CARRY_BYTES:  # one endless line: judge only its end
+                carry = carry[-_MAX_CARRY_BYTES:]
+        return None
+    finally:
+        os.close(fd)
 
 
 def _check_range(what: str, value: int, low: int, high: int | None, unit: str) -> None:

@@ -8,6 +8,7 @@ running under the supervisor.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,9 @@ def build_server(
         ConfigError: An allow/deny pattern is not a valid regex.
         StoreError: The queue database cannot be opened.
     """
-    desk = open_desk(settings, workspace=workspace, confined=True, store=store, wake=wake)
+    desk = open_desk(
+        settings, workspace=workspace, confined=True, store=store, wake=wake, environ=os.environ
+    )
     server = OffloadServer(
         "offload",
         version=__version__,

@@ -240,6 +240,7 @@ class ToolSet:
                 mode=mode,
                 timeout_seconds=timeout,
                 report=lambda done, total, message: ctx.report_progress(done, total, message),
+                liveness=lambda: self.desk.live(thorough=True),
             )
             result = await anyio.to_thread.run_sync(self._waited, met, tasks)
         return views.answer(result)

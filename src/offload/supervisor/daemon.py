@@ -211,9 +211,9 @@ class Supervisor:
         # waits for our lock). Only then look for work, so no submission falls between.
         self._close_fifo()
         try:
-            pending = self.store.list([State.PENDING], limit=1)
+            pending = bool(self.store.list([State.PENDING], limit=1))
         except OffloadError:
-            pending = [None]  # cannot tell: stay, and look again later
+            pending = True  # cannot tell: stay, and look again later
         if pending:
             self._open_fifo()
             self._last_busy = time.monotonic()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,7 +207,13 @@ def _has_active(store: Store) -> bool:
     return bool(store.list([State.RUNNING], limit=1) or store.list([State.PENDING], limit=1))
 
 
-def ensure_live(settings: Settings, store: Store, *, thorough: bool = False) -> str | None:
+def ensure_live(
+    settings: Settings,
+    store: Store,
+    *,
+    start: Callable[[], object] | None = None,
+    thorough: bool = False,
+) -> str | None:
     """Makes sure someone runs the queue's active tasks; returns a note when nobody will.
 
     Does nothing when no task is `running` or `pending`. Otherwise, when no live
@@ -217,6 +224,7 @@ def ensure_live(settings: Settings, store: Store, *, thorough: bool = False) -> 
     Args:
         settings: Where the data dir is.
         store: Its queue.
+        start: Starts a supervisor (the desk's `wake`); by default `ensure_supervisor`.
         thorough: Also look behind a FIFO that has a reader (a stopped supervisor keeps
             it open); waits use this every few seconds, plain reads do not.
 
@@ -236,10 +244,12 @@ def ensure_live(settings: Settings, store: Store, *, thorough: bool = False) -> 
         )
     if found.state == "running":
         return None
-    from offload.supervisor.launch import ensure_supervisor
+    if start is None:
+        from offload.supervisor.launch import ensure_supervisor
 
+        start = lambda: ensure_supervisor(home)  # noqa: E731
     try:
-        ensure_supervisor(home)
+        start()
     except OSError as exc:
         return f"no supervisor runs for {home} and none could be started: {exc}"
     return None
