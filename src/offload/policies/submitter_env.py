@@ -88,10 +88,14 @@ _LOADER = re.compile(r"LD_.*|DYLD_.*|BASH_ENV|ENV|SHELLOPTS|BASHOPTS|IFS|OFFLOAD
 _SENSITIVE = re.compile(r".*(KEY|TOKEN|SECRET|PASS|AUTH|CRED|COOKIE|SESSION|PRIVATE).*")
 
 
+def _safe(name: str) -> bool:
+    return not (is_secret_name(name) or _LOADER.fullmatch(name.upper()))
+
+
 def _wanted(name: str, extra: frozenset[str]) -> bool:
     if not (name in CAPTURED_NAMES or name in extra or name.startswith("LC_")):
         return False
-    return not (is_secret_name(name) or _LOADER.fullmatch(name.upper()))
+    return _safe(name)
 
 
 def _usable(value: object) -> bool:
@@ -133,18 +137,20 @@ def capture_environ(environ: Mapping[str, str], extra: Iterable[str] = ()) -> di
 def task_base_env(
     environ: Mapping[str, str],
     fallback: Mapping[str, str],
-    extra: Iterable[str] = (),
     *,
     unbuffered: bool = True,
 ) -> dict[str, str]:
     """What a shell task starts from before its own ``env`` and the marker go on top.
 
-    The task's stored submitter environment is filtered again (a row written by another
-    program is not trusted); a task stored without one (an older offload) starts from
+    The task's stored submitter environment was captured under the submitter's settings
+    (its ``env_allow``); it is scrubbed again of secrets and loader names, so a row written
+    by hand never smuggles one in. A task stored without one (an older offload) starts from
     `fallback`, the supervisor's allow-listed environment. With `unbuffered`,
     ``PYTHONUNBUFFERED=1`` makes Python output reach the log (and progress) as it is written.
     """
-    base = capture_environ(environ, extra) if environ else dict(fallback)
+    base = (
+        {k: v for k, v in environ.items() if _safe(k) and _usable(v)} if environ else dict(fallback)
+    )
     if unbuffered:
         base.setdefault(UNBUFFERED_VAR, "1")
     return base

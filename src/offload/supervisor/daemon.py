@@ -22,7 +22,7 @@ from offload.errors import OffloadError, SupervisorRunning
 from offload.logging import get_logger
 from offload.logs import final_progress, progress_of
 from offload.policies.limits import Limits, inheritable_soft_limits
-from offload.policies.submitter_env import CAPTURED_NAMES, UNBUFFERED_VAR, task_base_env
+from offload.policies.submitter_env import task_base_env
 from offload.queue.models import State, Task, new_task_id
 from offload.queue.store import Store
 from offload.supervisor.cgroups import CgroupRoot, find_cgroup_root
@@ -73,8 +73,6 @@ class Supervisor:
         # The allow-listed part of our own environment, filtered once: every shell task
         # starts from it (then its own env and the marker go on top).
         self._shell_env = shell_base_env(os.environ, settings.env_allow)
-        # A task's stored submitter environment passes the same scrubbing at spawn.
-        self._env_allow = (*settings.env_allow, *sorted(CAPTURED_NAMES), UNBUFFERED_VAR)
         self.tracker.on_finish = self._final_progress
         self._store_down = ""  # the last database error, logged once until it clears
         self._store_retry_at = 0.0
@@ -395,18 +393,16 @@ class Supervisor:
                 self.tracker.record(task.id, State.FAILED, error=f"could not start: {exc}")
 
     def _spawn(self, task: Task, now: float) -> None:
+        base_env = task_base_env(
+            task.environ, self._shell_env, unbuffered=self.settings.python_unbuffered
+        )
         try:
             spawned = spawn_task(
                 task,
                 logs_dir=self.settings.logs_dir,
                 parent_env=os.environ,
-                shell_env=task_base_env(
-                    task.environ,
-                    self._shell_env,
-                    self.settings.env_allow,
-                    unbuffered=self.settings.python_unbuffered,
-                ),
-                env_allow=self._env_allow,
+                shell_env=base_env,
+                env_allow=(*self.settings.env_allow, *base_env),
                 limits=self.limits,
                 cgroups=self._cgroups,
             )
