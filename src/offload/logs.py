@@ -38,8 +38,8 @@ MAX_TAIL_BYTES = 1_048_576
 _BLOCK_BYTES = 8192
 _MESSAGE_MAX_CHARS = 200
 _PROGRESS_WINDOW_LINES = 20
-FINAL_SCAN_BYTES = 64 << 20
-_SCAN_BLOCK_BYTES = 1 << 20
+FINAL_SCAN_BYTES = 4 << 20
+_SCAN_BLOCK_BYTES = 256 << 10
 _MAX_CARRY_BYTES = 1 << 16
 _NEWLINE = 0x0A
 
@@ -55,6 +55,9 @@ _MARKER_RE = re.compile(
     """,
     re.VERBOSE | re.IGNORECASE,
 )
+# Where a marker may be, found at C speed (a leading digit lets the engine skip ahead);
+# only the lines it hits are parsed with the full pattern.
+_CANDIDATE_RE = re.compile(rb"[0-9](?:[ \t]?%|[ \t]*/[ \t]*[0-9]|[ \t]+of[ \t]+[0-9])", re.I)
 # Colour and cursor escapes (CSI sequences) that progress bars wrap around their text.
 _ANSI_CSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 
@@ -226,12 +229,12 @@ def progress_of(path: Path, window_bytes: int = 4096) -> Progress | None:
 
 
 def final_progress(path: Path, max_scan_bytes: int = FINAL_SCAN_BYTES) -> Progress | None:
-    """Returns the last progress marker of a whole log, for a task that has just ended.
+    """Returns the last progress marker of a log, for a task that has just ended.
 
-    Reads backwards from the end in blocks, a line at a time, until a line holds a marker,
-    so a summary printed after the last ``[10/10]`` does not hide it. At most
-    ``max_scan_bytes`` are read (64 MiB by default), so a giant log without markers costs
-    a bounded scan.
+    Reads backwards from the end in blocks until a line holds a marker, so a summary
+    printed after the last ``[10/10]`` does not hide it. Each block is searched at C speed
+    for what may be a marker; only lines with a hit are parsed. At most ``max_scan_bytes``
+    (4 MiB, ~0.1 s) are read.
 
     Raises:
         OSError: The file exists but cannot be read.
@@ -247,16 +250,33 @@ def final_progress(path: Path, max_scan_bytes: int = FINAL_SCAN_BYTES) -> Progre
             step = min(_SCAN_BLOCK_BYTES, pos - stop)
             pos -= step
             block = os.pread(fd, step, pos) + carry
-            cut = block.find(b"\n") if pos > stop else -1
-            found = parse_progress(block[cut + 1 :].decode("utf-8", errors="replace"))
+            cut = block.find(b"\n") + 1 if pos > stop else 0
+            if cut == 0 and pos > stop:  # no newline at all: one endless line
+                cut = max(0, len(block) - _MAX_CARRY_BYTES)
+            found = _last_marker(block, cut)
             if found is not None:
                 return found
-            carry = block[: cut + 1] if cut >= 0 else block
-            if len(carry) > _MAX_CARRY_BYTES:  # one endless line: judge only its end
-                carry = carry[-_MAX_CARRY_BYTES:]
+            carry = block[:cut]
         return None
     finally:
         os.close(fd)
+
+
+def _last_marker(block: bytes, start: int) -> Progress | None:
+    """The marker of the last line of `block[start:]` that holds a valid one."""
+    hits = [m.start() for m in _CANDIDATE_RE.finditer(block, start)]
+    checked_from = len(block) + 1
+    for hit in reversed(hits):
+        if hit >= checked_from:
+            continue  # a line already judged
+        line_start = block.rfind(b"\n", start, hit) + 1 or start
+        line_end = block.find(b"\n", hit)
+        line = block[line_start : len(block) if line_end < 0 else line_end]
+        found = parse_progress(line.decode("utf-8", errors="replace"))
+        if found is not None:
+            return found
+        checked_from = line_start
+    return None
 
 
 def _check_range(what: str, value: int, low: int, high: int | None, unit: str) -> None:

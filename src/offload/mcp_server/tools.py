@@ -32,6 +32,7 @@ from offload.errors import (
     OffloadError,
     PolicyRefused,
     StoreError,
+    io_error_text,
 )
 from offload.logs import MAX_TAIL_BYTES
 from offload.mcp_server import views
@@ -110,6 +111,8 @@ def _refusals() -> Iterator[None]:
         yield
     except OffloadError as exc:
         raise refusal(exc) from exc
+    except OSError as exc:  # a full disk: the cause and the fix, not "Error executing tool"
+        raise ToolError(f"{io_error_text(exc)}. Fix: tell the user; retry later") from exc
 
 
 def _clamp(value: int, low: int, high: int) -> int:

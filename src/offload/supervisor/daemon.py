@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import selectors
 import time
+from pathlib import Path
 
 from offload.config import Settings
 from offload.errors import OffloadError, SupervisorRunning
@@ -73,7 +74,8 @@ class Supervisor:
         # The allow-listed part of our own environment, filtered once: every shell task
         # starts from it (then its own env and the marker go on top).
         self._shell_env = shell_base_env(os.environ, settings.env_allow)
-        self.tracker.on_finish = self._final_progress
+        self.tracker.on_finish = self._on_finish
+        self._cut: set[str] = set()  # tasks stopped for passing max_output_bytes
         self._store_down = ""  # the last database error, logged once until it clears
         self._store_retry_at = 0.0
         self._next_progress = 0.0
@@ -305,14 +307,10 @@ class Supervisor:
             try:
                 if os.stat(run.log_path).st_size <= cap:
                     continue
-                os.truncate(run.log_path, cap)  # the task appends (O_APPEND) after the cut
-                with open(run.log_path, "ab") as log:
-                    log.write(
-                        f"\n[offload: output cut at {cap} bytes (max_output_bytes); "
-                        "the task was stopped]\n".encode()
-                    )
+                os.truncate(run.log_path, cap)  # frees the disk now; cut again at the end
             except OSError as exc:  # a full disk must not keep the task alive
                 self.log.error("output_cap_error", task_id=run.task.id, error=str(exc))
+            self._cut.add(run.task.id)
             error = f"its output passed max_output_bytes ({cap} bytes); the log was cut there"
             self.tracker.start_kill(run, State.FAILED, error, now)
 
@@ -340,6 +338,24 @@ class Supervisor:
             self._open_fifo()
         if not self._lock.restore():
             self.log.error("lock_lost", path=str(self._lock.path))
+
+    def _on_finish(self, run: Running, state: State) -> None:
+        """Just before a task's end is written: cut an over-long log, record final progress."""
+        if run.task.id in self._cut:
+            self._cut.discard(run.task.id)
+            self._cut_log(run.log_path)
+        self._final_progress(run, state)
+
+    def _cut_log(self, path: Path) -> None:
+        """Cuts a stopped task's log at the cap and says so at the cut (the tree is dead)."""
+        cap = self.settings.max_output_bytes or 0
+        note = f"\n[offload: output cut at {cap} bytes (max_output_bytes); the task was stopped]\n"
+        try:
+            os.truncate(path, cap)
+            with open(path, "ab") as log:
+                log.write(note.encode())
+        except OSError as exc:
+            self.log.error("output_cap_error", path=str(path), error=str(exc))
 
     def _final_progress(self, run: Running, state: State) -> None:
         """Writes a finishing task's last progress marker (of its whole log) before its end.
