@@ -159,7 +159,7 @@ def _read_batch(source: str) -> str:
 def cmd_submit(app: App, args: argparse.Namespace) -> int:
     _cwd()  # a deleted current directory is refused before anything is stored
     raws = _batch_entries(args.batch) if args.batch else [_submit_fields(args)]
-    tasks = app.desk.submit(raws, entry_word="batch entry {n}")
+    tasks = app.desk.submit(raws, entry_word="batch entry {n}", batch=bool(args.batch))
     if args.json:
         from offload.cli.render import print_json
 
