@@ -10,7 +10,7 @@ from pathlib import Path
 
 FIXTURE = "calls the suite's own fixture {} (offload serves its 11 task tools, not the fixture)"
 NOT_APPLICABLE = {
-    "logging-set-level": "offload does not declare the logging capability (deprecated in 2026-07-28)",
+    "logging-set-level": "offload does not declare logging (deprecated in 2026-07-28)",
     "completion-complete": "offload does not declare the completions capability",
     "tools-call-image": FIXTURE.format("tool test_image_content"),
     "tools-call-audio": FIXTURE.format("tool test_audio_content"),
