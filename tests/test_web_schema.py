@@ -1,7 +1,7 @@
 """Schemathesis against the real server's /openapi.json: no 5xx, answers match the schema.
 
 A bounded number of generated cases per operation keeps this to a few seconds. The event
-stream (`/api/events`) never ends by design, so it is covered in test_api.py instead.
+stream (`/api/events`) never ends by design, so it is covered in test_web.py instead.
 """
 
 from __future__ import annotations

@@ -1,23 +1,49 @@
-"""Waiting on tasks by following the Store's event feed, shared by every front end."""
+"""Waiting on tasks by following the Store's event feed: one rule, a blocking and an async loop.
+
+A waiter reads the tasks again only when the event feed shows a change to one of them, so a
+long wait costs one indexed query per poll. The CLI blocks in `wait_for`; the MCP server
+awaits `wait_tasks`, whose Store calls go to a worker thread and whose pause a client's
+cancellation interrupts at once, with progress reported as tasks finish.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
-from offload.queue.models import Task
+from offload.queue.models import Event, State, Task
 from offload.queue.store import Store
 
-__all__ = ["POLL_SECONDS", "wait_for"]
+__all__ = [
+    "MAX_WAIT_SECONDS",
+    "POLL_SECONDS",
+    "PROGRESS_EVERY_SECONDS",
+    "Report",
+    "condition_met",
+    "wait_for",
+    "wait_tasks",
+]
 
 POLL_SECONDS = 0.05
+# Below the 60 s most MCP clients give a tool call, with room for the answer to travel.
+MAX_WAIT_SECONDS = 55.0
+PROGRESS_EVERY_SECONDS = 5.0
+
+Report = Callable[[int, int, str], Awaitable[None]]
 
 
-def _done(tasks: Sequence[Task], mode: str, expected: int) -> bool:
-    finished = [t for t in tasks if t.is_final]
-    if len(tasks) < expected:  # a task was purged while we waited: it is over too
+def condition_met(tasks: Sequence[Task], mode: str, expected: int) -> bool:
+    """True when all (or any) of the tasks are final; a task purged meanwhile counts as over."""
+    if len(tasks) < expected:
         return True
-    return bool(finished) if mode == "any" else len(finished) == len(tasks)
+    finished = sum(1 for t in tasks if t.is_final)
+    return finished > 0 if mode == "any" else finished == len(tasks)
+
+
+def _changed(store: Store, cursor: int, ids: Sequence[str]) -> tuple[int, bool]:
+    """The new cursor, and whether any of `ids` changed since `cursor`."""
+    events: list[Event] = store.events_since(cursor, task_ids=ids)
+    return (events[-1].seq, True) if events else (cursor, False)
 
 
 def wait_for(
@@ -32,21 +58,77 @@ def wait_for(
 ) -> tuple[list[Task], bool]:
     """Blocks until all (or any) of `task_ids` are final, or the timeout passes.
 
-    Reads the tasks again only when the event feed shows a change to one of them, so a
-    long wait costs one indexed query per poll. Returns (tasks, condition_met).
+    Returns:
+        The tasks as last read, and whether the condition held.
     """
+    ids = list(task_ids)
     deadline = None if timeout_seconds is None else clock() + timeout_seconds
     cursor = store.last_event_seq()
-    tasks = store.get_many(task_ids)
+    tasks = store.get_many(ids)
     while True:
-        if _done(tasks, mode, len(task_ids)):
+        if condition_met(tasks, mode, len(ids)):
             return tasks, True
         if on_tick is not None:
             on_tick(tasks)
         if deadline is not None and clock() >= deadline:
             return tasks, False
         sleep(POLL_SECONDS if deadline is None else max(0.0, min(POLL_SECONDS, deadline - clock())))
-        events = store.events_since(cursor, task_ids=task_ids)
-        if events:
-            cursor = events[-1].seq
-            tasks = store.get_many(task_ids)
+        cursor, changed = _changed(store, cursor, ids)
+        if changed:
+            tasks = store.get_many(ids)
+
+
+async def wait_tasks(
+    store: Store,
+    task_ids: Sequence[str],
+    *,
+    mode: str,
+    timeout_seconds: float,
+    report: Report | None = None,
+) -> tuple[list[Task], bool]:
+    """Waits in an event loop until all (or any) of `task_ids` are final, or the timeout.
+
+    Args:
+        store: The queue.
+        task_ids: Full task ids (already resolved and confined by the caller).
+        mode: "all" or "any".
+        timeout_seconds: How long to wait at most; 0 looks once and returns.
+        report: Called with (finished, total, message) when the count of finished tasks
+            changes, and every PROGRESS_EVERY_SECONDS while nothing changes.
+
+    Returns:
+        The tasks as last read, and whether the condition held.
+    """
+    import anyio
+    import anyio.to_thread
+
+    ids = list(task_ids)
+    deadline = anyio.current_time() + timeout_seconds
+    cursor = await anyio.to_thread.run_sync(store.last_event_seq)
+    tasks = await anyio.to_thread.run_sync(store.get_many, ids)
+    reported: tuple[int, float] = (-1, anyio.current_time())
+    while True:
+        if condition_met(tasks, mode, len(ids)):
+            return tasks, True
+        if report is not None:
+            reported = await _report(report, tasks, len(ids), reported, anyio.current_time())
+        remaining = deadline - anyio.current_time()
+        if remaining <= 0:
+            return tasks, False
+        await anyio.sleep(min(POLL_SECONDS, remaining))
+        cursor, changed = await anyio.to_thread.run_sync(_changed, store, cursor, ids)
+        if changed:
+            tasks = await anyio.to_thread.run_sync(store.get_many, ids)
+
+
+async def _report(
+    report: Report, tasks: Sequence[Task], total: int, last: tuple[int, float], now: float
+) -> tuple[int, float]:
+    """Sends progress when the finished count moved or a heartbeat is due; returns the new mark."""
+    finished = sum(1 for t in tasks if t.is_final)
+    last_count, last_at = last
+    if finished == last_count and now - last_at < PROGRESS_EVERY_SECONDS:
+        return last
+    running = sum(1 for t in tasks if t.state is State.RUNNING)
+    await report(finished, total, f"{finished}/{total} finished, {running} running")
+    return finished, now

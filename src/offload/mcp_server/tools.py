@@ -23,6 +23,7 @@ from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import ConfigDict, Field
 
 from offload.desk import Desk
+from offload.desk.waits import MAX_WAIT_SECONDS, wait_tasks
 from offload.errors import (
     AmbiguousId,
     ConfigError,
@@ -37,7 +38,6 @@ from offload.logs import MAX_TAIL_BYTES
 from offload.mcp_server import views
 from offload.mcp_server.compact_schema import compact
 from offload.mcp_server.turns import read_turns
-from offload.mcp_server.waits_async import MAX_WAIT_SECONDS, wait_tasks
 from offload.queue.models import TASK_TYPES, State, Task
 
 __all__ = [
@@ -59,6 +59,7 @@ WAIT_LISTS_UP_TO = 20
 OUTPUT_MAX_LINES = 2000
 OUTPUT_MAX_BYTES = 65_536
 CANCEL_WAIT_MAX_SECONDS = 15.0
+MAX_LISTED = 200  # one list_tasks answer; more would flood the agent's context
 # Every tool answers structured content; these also declare its schema. The read tools'
 # answers are self-describing and their schemas would push tools/list past 4.5 KB.
 DECLARED_OUTPUTS = frozenset({"submit_task", "submit_batch", "cancel_task", "retry_task"})
@@ -225,7 +226,7 @@ class ToolSet:
     ) -> Annotated[CallToolResult, views.TaskList]:
         """Tasks newest first; this workspace's unless all_workspaces."""
         with _refusals():
-            tasks = self.desk.listing(state, limit, all_workspaces)
+            tasks = self.desk.listing(state, min(limit, MAX_LISTED), all_workspaces=all_workspaces)
         return views.answer(views.TaskList(tasks=[views.brief(t, title=True) for t in tasks]))
 
     async def wait_for_tasks(

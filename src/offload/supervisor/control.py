@@ -8,10 +8,10 @@ import signal
 import sys
 import time
 
+from offload.clock import now_ms
 from offload.config import Settings
 from offload.errors import OffloadError, SupervisorRunning
 from offload.queue.models import State
-from offload.queue.sqlite import now_ms
 from offload.queue.store import Store
 from offload.supervisor.wake import poke, supervisor_pid
 
