@@ -53,7 +53,7 @@ def check_task_id(task_id: object) -> str:
     if not MIN_PREFIX <= len(key) <= 32 or key.strip(_HEX):
         raise NotFound(
             f"{task_id[:40]!r} is not a task id: give the id submit returned, or a "
-            f"unique prefix of {MIN_PREFIX} or more of its hex characters"
+            f"unique prefix of at least {MIN_PREFIX} of its hex characters"
         )
     return key
 
@@ -121,19 +121,22 @@ class Desk:
         """
         key = check_task_id(task_id)
         self.live()
+        if self.scope is None:
+            return self.store.get(key)
         try:
             task = self.store.get(key)
         except NotFound:
             task = None
-        if task is None or (self.scope is not None and task.workspace != self.scope):
-            where = "in this workspace" if self.scope is not None else "in the queue"
-            raise NotFound(f"no task {task_id[:40]!r} {where}; list the tasks to find its id")
+        if task is None or task.workspace != self.scope:
+            raise NotFound(
+                f"no task {task_id[:40]!r} in this workspace; list the tasks to find its id"
+            )
         return task
 
     def tasks(self, task_ids: Sequence[str]) -> list[Task]:
         """The tasks with these ids (each checked as `task`), duplicates dropped, in order."""
         if not task_ids:
-            raise InvalidInput("no task ids given; give the ids to wait for")
+            raise InvalidInput("task_ids is empty; give the ids to wait for")
         if len(task_ids) > MAX_BATCH:
             raise InvalidInput(f"{len(task_ids)} task ids; the limit is {MAX_BATCH} per call")
         found: dict[str, Task] = {}
@@ -246,13 +249,18 @@ class Desk:
 
     # -- changing ----------------------------------------------------------------------
     def submit(
-        self, raws: Sequence[Mapping[str, Any]], *, entry_word: str = "task {n} of the batch"
+        self,
+        raws: Sequence[Mapping[str, Any]],
+        *,
+        entry_word: str = "task {n} of the batch",
+        batch: bool = False,
     ) -> list[Task]:
         """Validates and stores submissions all or nothing, then wakes the supervisor.
 
         Args:
             raws: The fields of each task, as the front end received them.
             entry_word: How a refusal names a batch entry (`{n}` is its number).
+            batch: Name the entry in a refusal even when the batch holds one task.
 
         Raises:
             InvalidInput: A field is wrong; for a batch the message names the entry.
@@ -269,7 +277,7 @@ class Desk:
             try:
                 specs.append(self.submitter.build(raw, self._resolve_dependency, self.environ))
             except OffloadError as exc:
-                if len(raws) > 1:
+                if batch or len(raws) > 1:
                     raise type(exc)(f"{entry_word.format(n=number)}: {exc}") from None
                 raise
         tasks = self.store.submit(specs)
