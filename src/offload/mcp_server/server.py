@@ -1,7 +1,8 @@
 """Building the offload MCP server and running it over stdio.
 
 `build_server` wires one workspace's `Desk` into an `MCPServer`: the eleven tools, the
-Tasks extension, and each task's output as the resource `offload://tasks/{id}/output`.
+Tasks extension with its pushed status (`subscriptions/listen` with `taskIds`), and each
+task's output as the resource `offload://tasks/{id}/output`.
 `run` serves it on stdin/stdout until the client disconnects; the tasks it submitted keep
 running under the supervisor.
 """
@@ -16,7 +17,7 @@ from typing import Any
 import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
-from mcp_types import CallToolResult, InputRequiredResult
+from mcp_types import CallToolResult, InputRequiredResult, SubscriptionsListenRequestParams
 from pydantic import ValidationError
 
 from offload import __version__
@@ -24,6 +25,7 @@ from offload.config import Settings
 from offload.desk import Desk, open_desk, wake_supervisor
 from offload.errors import OffloadError
 from offload.mcp_server.stdio import serve_stdio
+from offload.mcp_server.task_push import TaskListen
 from offload.mcp_server.tasks_ext import TasksExtension
 from offload.mcp_server.tools import OUTPUT_MAX_BYTES, OUTPUT_MAX_LINES, ToolSet
 from offload.queue import Store, open_store
@@ -104,16 +106,26 @@ def build_server(
     desk = open_desk(
         settings, workspace=workspace, confined=True, store=store, wake=wake, environ=os.environ
     )
+    tasks = TasksExtension(desk)
     server = OffloadServer(
         "offload",
         version=__version__,
         instructions=INSTRUCTIONS,
         tools=ToolSet(desk).tools(),
-        extensions=[TasksExtension(desk)],
+        extensions=[tasks],
         log_level="WARNING",
     )
     _add_output_resource(server, desk)
+    _add_task_push(server, tasks)
     return server
+
+
+def _add_task_push(server: MCPServer[Any], tasks: TasksExtension) -> None:
+    """`subscriptions/listen` with `taskIds` streams task status; other listens as before."""
+    lowlevel = server._lowlevel_server
+    sdk = lowlevel.get_request_handler("subscriptions/listen")
+    listen = TaskListen(tasks, sdk.handler if sdk is not None else None)
+    lowlevel.add_request_handler("subscriptions/listen", SubscriptionsListenRequestParams, listen)
 
 
 def _add_output_resource(server: MCPServer[Any], desk: Desk) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "TaskIdParams",
     "TaskUpdateParams",
     "TasksExtension",
+    "task_status",
 ]
 
 TASKS_EXTENSION = "io.modelcontextprotocol/tasks"
@@ -59,7 +60,8 @@ class TaskUpdateParams(TaskIdParams):
     input_responses: dict[str, Any] | None = None
 
 
-def _status(task: Task) -> str:
+def task_status(task: Task) -> str:
+    """The Tasks extension's status for an offload task (see the module docstring)."""
     if task.state in (State.PENDING, State.RUNNING):
         return "working"
     if task.state is State.CANCELLED:
@@ -133,7 +135,7 @@ class TasksExtension(Extension):
     ) -> dict[str, Any]:
         require_client_extension(ctx, TASKS_EXTENSION)
         task = await self._find(params.task_id)
-        return await anyio.to_thread.run_sync(self._detailed, task)
+        return await anyio.to_thread.run_sync(self.detailed, task)
 
     async def _update(
         self, ctx: ServerRequestContext[Any, Any], params: TaskUpdateParams
@@ -166,7 +168,7 @@ class TasksExtension(Extension):
         now = self.desk.clock_ms()
         return {
             "taskId": task.id,
-            "status": _status(task),
+            "status": task_status(task),
             "statusMessage": _status_message(task, now),
             "createdAt": views.iso(task.created_at),
             "lastUpdatedAt": views.iso(task.updated_at),
@@ -183,8 +185,9 @@ class TasksExtension(Extension):
         done = views.Finished(task_id=view.pop("id"), **view)
         return views.answer(done, "tail", is_error=task.state is not State.COMPLETED)
 
-    def _detailed(self, task: Task) -> dict[str, Any]:
-        """The task as tasks/get answers it: result inlined when done, error when failed."""
+    def detailed(self, task: Task) -> dict[str, Any]:
+        """The task as tasks/get answers it (and notifications/tasks pushes it): result
+        inlined when done, error when failed."""
         out = self._task(task)
         if out["status"] == "completed":
             out["result"] = self._result(task).model_dump(
