@@ -270,3 +270,31 @@ def test_listen_ignores_foreign_ids_and_refuses_a_flood(workspace: Path, tmp_pat
         assert pushes.tasks == []
 
     anyio.run(scenario)
+
+
+def test_task_streams_are_capped_and_end_with_the_client(
+    workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("offload.mcp_server.task_push.MAX_TASK_STREAMS", 1)
+    pushes = Pushes()
+    server = make_server(workspace, wake=lambda: None)  # no supervisor: the task stays pending
+    entry = server._lowlevel_server.get_request_handler("subscriptions/listen")
+    assert entry is not None and isinstance(entry.handler, TaskListen)
+    handler = entry.handler
+
+    async def scenario() -> None:
+        async with Client(
+            server, extensions=[PushClient(pushes)], message_handler=pushes.on_message
+        ) as client:
+            handle = await handle_for(client, "true")
+            async with anyio.create_task_group() as group:
+                group.start_soon(listen, client, [handle.task_id])
+                await until(lambda: _true(handler.open_streams == 1), what="the watcher")
+                with pytest.raises(MCPError) as full, anyio.fail_after(10):
+                    await listen(client, [handle.task_id])
+                assert "task subscriptions are open" in full.value.error.message
+                group.cancel_scope.cancel()
+            await until(lambda: _true(handler.open_streams == 0), what="the watcher to stop")
+        assert [t.status for t in pushes.tasks] == ["working"]
+
+    anyio.run(scenario)
