@@ -20,12 +20,13 @@ __all__ = ["split_simple_commands"]
 
 
 _END = r"(?:[ \t\n]+|$)"
-_RESERVED_PREFIX = re.compile(r"(?:(?:if|then|else|elif|do|while|until|!)[ \t\n]+)*")
 _LEADING_RESERVED = re.compile(r"(?:if|then|else|elif|do|while|until|!)" + _END)
 _CLOSING_RESERVED = re.compile(r"(?:fi|done|esac)" + _END)
 _FOR_HEADER = re.compile(r"for[ \t\n]+[A-Za-z_][A-Za-z0-9_]*" + _END + "(.*)", re.DOTALL)
 _IN_WORD = re.compile(r"in" + _END)
 _DO_WORD = re.compile(r"do" + _END)
+_RESERVED_WORDS = frozenset({"if", "then", "else", "elif", "do", "while", "until", "!"})
+_BLANKS_NL = (" ", "\t", "\n")
 
 
 def split_simple_commands(command: str) -> list[str]:
@@ -55,58 +56,100 @@ def _ends_word(char: str) -> bool:
 
 
 class _Command:
-    """The simple command being read: its raw text and what operators need to look back at."""
+    """The simple command being read: its raw text and what operators need to look back at.
 
-    __slots__ = ("after_group", "last_plain", "parts")
+    Every query is O(1): the splitter asks them once per character, so anything that looked
+    at the whole text so far would make a long line cost quadratic time.
+    """
+
+    __slots__ = ("after_group", "blank", "last_plain", "parts", "reserved_only", "word")
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self.parts: list[str] = []
         self.last_plain = ""  # the last character if it was unquoted and unescaped
         self.after_group = False  # a ( ) or { } just closed: only redirections may follow
+        self.blank = True  # nothing but blanks read so far
+        self.reserved_only = True  # every finished word so far is a reserved word
+        self.word: list[str] | None = []  # the current word's plain characters; None: quoted
 
     def plain(self, char: str) -> None:
         self.parts.append(char)
         self.last_plain = char
+        if char in _BLANKS_NL:
+            self._end_word()
+            return
+        self.blank = False
+        if self.word is not None:
+            self.word.append(char)
 
     def text(self, chunk: str) -> None:
         self.parts.append(chunk)
         self.last_plain = ""
+        if chunk:
+            self.blank = False
+            self.word = None  # a quoted or expanded word is never a reserved word
+
+    def _end_word(self) -> None:
+        if self.word is None or (self.word and "".join(self.word) not in _RESERVED_WORDS):
+            self.reserved_only = False
+        self.word = []
+
+    def group_closed(self) -> None:
+        """A ( ) or { } group ended: what follows (redirections) is all that is left."""
+        self._reset()
+        self.after_group = True
+        self.reserved_only = False
 
     def is_blank(self) -> bool:
-        return not "".join(self.parts).strip(" \t\n")
+        return self.blank
 
     def at_command_start(self) -> bool:
         """True if only reserved words such as ``then`` or ``!`` have been read."""
-        return _RESERVED_PREFIX.fullmatch("".join(self.parts).lstrip(" \t\n")) is not None
+        return self.reserved_only and self.word == []
 
     def at_word_start(self) -> bool:
         return not self.parts or self.last_plain in BLANKS
 
     def take(self) -> str:
-        """Return the finished command ("" for none) and start reading the next one."""
-        done = "" if self.after_group else _without_reserved_words("".join(self.parts))
-        self.parts, self.last_plain, self.after_group = [], "", False
+        """Return the finished command ("" for none) and start reading the next one.
+
+        After a ``( )`` or ``{ }`` group only redirections may follow; they are returned
+        (as a command of redirections alone) so their targets are judged like any other.
+        """
+        text = "".join(self.parts)
+        done = text.strip(" \t\n") if self.after_group else _without_reserved_words(text)
+        self._reset()
         return done
 
 
 def _without_reserved_words(text: str) -> str:
     """Strip the reserved words of if/while/until/for, which are not commands themselves.
 
-    ``for NAME in WORDS`` is dropped whole (its substitutions were already collected) and
-    so is whatever follows ``fi``/``done``/``esac``, where only redirections may stand.
+    ``for NAME in WORDS`` is dropped whole (its substitutions were already collected).
+    Whatever follows ``fi``/``done``/``esac`` can only be redirections of the compound
+    command; they are kept so their targets are judged. Works by index, never by slicing
+    in a loop, so a line of thousands of reserved words costs linear time.
     """
     text = text.strip(" \t\n")
-    while match := _LEADING_RESERVED.match(text):
-        text = text[match.end() :]
-    if _CLOSING_RESERVED.match(text):
-        return ""
-    header = _FOR_HEADER.match(text)
-    if header is None:
-        return text
-    rest = header.group(1)
-    if not rest or _IN_WORD.match(rest):
-        return ""
-    return _without_reserved_words(rest) if _DO_WORD.match(rest) else text
+    pos = 0
+    while True:
+        while match := _LEADING_RESERVED.match(text, pos):
+            pos = match.end()
+        if closing := _CLOSING_RESERVED.match(text, pos):
+            return text[closing.end() :]
+        header = _FOR_HEADER.match(text, pos)
+        if header is None:
+            return text[pos:]
+        rest = header.start(1)
+        if rest == len(text) or _IN_WORD.match(text, rest):
+            return ""
+        do = _DO_WORD.match(text, rest)
+        if do is None:
+            return text[pos:]
+        pos = do.end()
 
 
 class _Splitter(ShellLexer):
@@ -243,7 +286,7 @@ class _Splitter(ShellLexer):
         self._skip(1)
         with self._deeper(start):
             self._parse_list(")", start)
-        cmd.after_group = True
+        cmd.group_closed()
 
     def _close_paren(self, cmd: _Command) -> None:
         raise unparseable(f"unexpected ')' at {self._where(self._pos)}")
@@ -257,7 +300,7 @@ class _Splitter(ShellLexer):
         self._skip(1)
         with self._deeper(start):
             self._parse_list("}", start)
-        cmd.after_group = True
+        cmd.group_closed()
 
     def _hash(self, cmd: _Command) -> None:
         if not cmd.at_word_start():
