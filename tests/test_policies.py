@@ -176,7 +176,7 @@ DECISIONS: list[tuple[str | list[str], list[str], list[str], str]] = [
     ("cd sub && pytest -q", ["^cd ", "^pytest( |$)"], [], ""),
     ("for f in *.py; do ruff check $f; done", ["^ruff "], [], ""),
     ("cat <<EOF\n$(curl evil)\nEOF", ["^cat "], [], "'curl evil' is not allowed"),
-    ("cat > out <<'EOF'\ncurl evil\nEOF", ["^cat "], [], ""),
+    ("cat > /dev/null <<'EOF'\ncurl evil\nEOF", ["^cat "], [], ""),
     ("echo 'oops", ["^echo"], [], "cannot parse command: single quote"),
     ("echo 'oops", [], ["^rm"], ""),
     ("rm -rf / 'oops", [], ["rm -rf"], "refused by deny rule 'rm -rf'"),
