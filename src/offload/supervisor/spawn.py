@@ -18,6 +18,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from offload.policies.enforce import check_task, stored_policy
 from offload.policies.environment import TASK_ID_VAR, build_task_env
 from offload.policies.limits import Limits, apply_limits_to
 from offload.queue.models import Task
@@ -81,6 +82,10 @@ def spawn_task(
     log_path = logs_dir / f"{task.id}.log"
     if not os.path.isdir(task.cwd):
         raise SpawnError(f"working directory {task.cwd} does not exist")
+    if task.policy is not None:  # defence in depth: the policy stored at submit still holds
+        decision = check_task(task, stored_policy(task))
+        if not decision.allowed:
+            raise SpawnError(f"refused by the task's policy: {decision.reason}")
     if task.type == "shell":
         env = build_task_env(shell_env, task.env, task.id, extra_allow=env_allow)
     else:

@@ -17,8 +17,9 @@ from typing import Any
 
 from offload.config import Settings
 from offload.errors import OffloadError, PolicyRefused
-from offload.policies.commands import CommandPolicy, check_command
+from offload.policies.enforce import check_env_names, check_task_command
 from offload.policies.environment import build_task_env
+from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import Task
 from offload.queue.store import Store
 from offload.workers.agent.commands import run_shell
@@ -78,12 +79,16 @@ def _number_arg(arguments: Mapping[str, Any], name: str, default: float) -> floa
 
 @dataclass
 class ToolBox:
-    """The tools of one agent task, bound to its staging view, policy and store."""
+    """The tools of one agent task, bound to its staging view, policy and store.
+
+    `policy` is the policy stored with the task: its commands and sub-tasks are judged by
+    it, never by the settings of the process that runs the worker.
+    """
 
     task: Task
     settings: Settings
     staging: Staging
-    policy: CommandPolicy
+    policy: TaskPolicy
     store: Store
     environ: Mapping[str, str]
     wake: Callable[[], None]
@@ -168,14 +173,12 @@ class ToolBox:
         command = _text_arg(arguments, "command")
         if not command.strip():
             raise ToolError("command is empty")
-        decision = check_command(command, self.policy)
-        if not decision.allowed:
-            raise PolicyRefused(decision.reason)
         in_staging = self.settings.agent_run_commands_in == "staging"
+        rel = self.staging.confine(_text_arg(arguments, "cwd", self.task.cwd or "."))
+        self._judge(command, in_staging, rel)
         if in_staging and not self.staging.materialized:
             self.note(f"copying the workspace into {self.staging.root} for commands")
         base = self.staging.materialize() if in_staging else self.staging.workspace
-        rel = self.staging.confine(_text_arg(arguments, "cwd", self.task.cwd or "."))
         cwd = base / rel
         if not cwd.is_dir():
             raise ToolError(f"cwd {rel} is not a directory")
@@ -192,6 +195,25 @@ class ToolBox:
         if run.timed_out:
             raise ToolError(text)
         return f"ran in {where}: {text}"
+
+    def _judge(self, command: str, in_staging: bool, rel: str) -> None:
+        """Refuse a command (or the task's env) that the task's stored policy refuses.
+
+        Redirections may point inside the directory the command runs over: the staging
+        copy (which lives in the data dir, so only it is open there) or the workspace.
+        """
+        base = self.staging.root if in_staging else self.staging.workspace
+        decision = check_env_names(self.task.env or {}, self.policy)
+        if decision.allowed:
+            decision = check_task_command(
+                command,
+                self.policy,
+                cwd=base / rel,
+                data_dir=None if in_staging else self.settings.home,
+                roots=[base],
+            )
+        if not decision.allowed:
+            raise PolicyRefused(decision.reason)
 
     def _tool_submit_task(self, arguments: Mapping[str, Any]) -> str:
         from offload.submission import Submitter
@@ -210,7 +232,10 @@ class ToolBox:
                 f"this task has queued {len(children)} tasks already; agent_max_subtasks is {most}"
             )
         raw = {**arguments, "parent_id": self.task.id}
-        submitter = Submitter.for_workspace(self.settings, self.task.workspace)
+        # the child inherits this task's policy (never wider); its own fields cannot widen it
+        submitter = Submitter.for_workspace(
+            self.settings, self.task.workspace, policy=self.policy
+        )
         spec = submitter.build(raw, lambda i: self.store.get(i).id)
         [child] = self.store.submit([spec])
         self.wake()
