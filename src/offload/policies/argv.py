@@ -13,6 +13,7 @@ an expansion cannot be judged: :class:`Unjudgeable` says why. Pure; linear in th
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -112,12 +113,13 @@ class View:
     assignments: tuple[str, ...] = field(default=())
     open_ended: bool = False
 
-    @property
+    @functools.cached_property
     def program(self) -> str:
         """The program's basename ("" when the program word is an expansion)."""
         first = self.argv[0] if self.argv else None
         return "" if first is None else first.rstrip("/").rsplit("/", 1)[-1]
 
+    @functools.cached_property
     def spellings(self) -> tuple[str, ...]:
         """The command written several equivalent ways, for deny regexes.
 
@@ -178,23 +180,19 @@ def deny_matches(pattern: re.Pattern[str], view: View) -> str | None:
     A pattern that reads as a plain command (``rm -rf``, ``git push --force``) matches a
     command with the same program basename, at least its flags (in any order or spelling)
     and its other words in order (each a prefix of a command word). Any pattern also
-    matches as a regex searched in the command's :meth:`View.spellings`.
+    matches as a regex searched in the command's :attr:`View.spellings`.
     """
-    spellings = view.spellings()
+    spellings = view.spellings
     for text in spellings:
         if pattern.search(text):
             return text
-    shape = _COMMAND_SHAPED.fullmatch(pattern.pattern.strip())
-    if shape is None or not view.program:
-        return None
-    words = pattern.pattern.strip().strip("^$").split()
-    want_prog = words[0].rsplit("/", 1)[-1]
-    if want_prog != view.program:
+    shape = _command_shape(pattern.pattern)
+    if shape is None or shape[0] != view.program:
         return None
     if view.open_ended:
         return spellings[-1]
+    want_prog, want_flags, want_rest = shape
     aliases = _ALIASES.get(want_prog, {})
-    want_flags, want_rest = _flag_set(words[1:], aliases)
     values = [v for v in view.argv[1:] if v is not None]
     have_flags, have_rest = _flag_set(values, aliases)
     if want_flags <= have_flags and _in_order(want_rest, have_rest):
@@ -203,6 +201,17 @@ def deny_matches(pattern: re.Pattern[str], view: View) -> str | None:
 
 
 # --- helpers ------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=256)
+def _command_shape(pattern: str) -> tuple[str, frozenset[str], tuple[str, ...]] | None:
+    """A deny pattern read as a command (program, flags, other words), or None."""
+    if _COMMAND_SHAPED.fullmatch(pattern.strip()) is None:
+        return None
+    words = pattern.strip().strip("^$").split()
+    program = words[0].rsplit("/", 1)[-1]
+    flags, rest = _flag_set(words[1:], _ALIASES.get(program, {}))
+    return program, frozenset(flags), tuple(rest)
 
 
 def _split_flags(words: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -25,6 +25,7 @@ from offload.policies.shell import split_simple_commands
 from offload.policies.shell_words import SimpleCommand, Word, parse_simple
 
 __all__ = [
+    "MAX_SIMPLE_COMMANDS",
     "CommandPolicy",
     "Decision",
     "check_command",
@@ -35,6 +36,7 @@ __all__ = [
 ]
 
 _MAX_SHOWN_CHARS = 120
+MAX_SIMPLE_COMMANDS = 1000
 
 
 @dataclass(frozen=True)
@@ -219,7 +221,14 @@ def _parse_line(line: str) -> _Parsed | Decision:
     if "\0" in line:
         return Decision(allowed=False, reason="command contains a NUL byte")
     try:
-        commands = parse_commands(line)
+        texts = split_simple_commands(line)
+        if len(texts) > MAX_SIMPLE_COMMANDS:
+            return Decision(
+                allowed=False,
+                reason=f"command line has {len(texts)} simple commands; at most "
+                f"{MAX_SIMPLE_COMMANDS} are judged: put them in a script and run that",
+            )
+        commands = [parse_simple(text) for text in texts]
     except PolicyRefused as exc:
         return _Parsed(commands=(), deny_forms=(line,), error=str(exc))
     if not commands:

@@ -27,6 +27,11 @@ _IN_WORD = re.compile(r"in" + _END)
 _DO_WORD = re.compile(r"do" + _END)
 _RESERVED_WORDS = frozenset({"if", "then", "else", "elif", "do", "while", "until", "!"})
 _BLANKS_NL = (" ", "\t", "\n")
+# Characters no handler cares about, read as one run: blanks end words, "{" and "#" matter
+# only at a word's start, and "}" only where it may close a group.
+_PLAIN_RUN = re.compile(r"[^ \t\n;&|'\"\\$`<>(){#][^ \t\n;&|'\"\\$`<>()]*")
+_PLAIN_RUN_IN_BRACES = re.compile(r"[^ \t\n;&|'\"\\$`<>(){}#][^ \t\n;&|'\"\\$`<>()}]*")
+_BRACE_RUN = re.compile(r"\{[^ \t\n;&|'\"\\$`<>()}]*")
 
 
 def split_simple_commands(command: str) -> list[str]:
@@ -84,6 +89,14 @@ class _Command:
         self.blank = False
         if self.word is not None:
             self.word.append(char)
+
+    def plain_run(self, run: str) -> None:
+        """Several plain characters at once, none a blank (see `_PLAIN_RUN`)."""
+        self.parts.append(run)
+        self.last_plain = run[-1]
+        self.blank = False
+        if self.word is not None:
+            self.word.append(run)
 
     def text(self, chunk: str) -> None:
         self.parts.append(chunk)
@@ -157,23 +170,12 @@ class _Splitter(ShellLexer):
 
     def __init__(self, text: str, depth: int = 0, offset: int = 0) -> None:
         super().__init__(text, depth, offset)
-        self._handlers: dict[str, Callable[[_Command], None]] = {
-            "\n": self._newline,
-            ";": self._separator,
-            "&": self._ampersand,
-            "|": self._bar,
-            "'": self._quote,
-            '"': self._quote,
-            "\\": self._backslash,
-            "$": lambda cmd: cmd.text(self._expansion(in_dquote=False)),
-            "`": lambda cmd: cmd.text(self._backquote(in_dquote=False)),
-            "<": self._angle,
-            ">": self._angle,
-            "(": self._open_paren,
-            ")": self._close_paren,
-            "{": self._open_brace,
-            "#": self._hash,
-        }
+
+    def _dollar(self, cmd: _Command) -> None:
+        cmd.text(self._expansion(in_dquote=False))
+
+    def _backquoted(self, cmd: _Command) -> None:
+        cmd.text(self._backquote(in_dquote=False))
 
     def split(self) -> list[str]:
         self._parse_list("", 0)
@@ -183,6 +185,7 @@ class _Splitter(ShellLexer):
 
     def _parse_list(self, closer: str, opened_at: int) -> None:
         cmd = _Command()
+        plain_run = _PLAIN_RUN_IN_BRACES if closer == "}" else _PLAIN_RUN
         while self._pos < len(self._text):
             if self._closes(closer, cmd):
                 self._check_no_heredoc_inside(closer)
@@ -190,12 +193,17 @@ class _Splitter(ShellLexer):
                 self._finish(cmd)
                 return
             char = self._text[self._pos]
-            handler = self._handlers.get(char)
+            handler = _HANDLERS.get(char)
             if handler is None:
-                cmd.plain(char)
-                self._pos += 1
+                run = plain_run.match(self._text, self._pos)
+                if run is None:
+                    cmd.plain(char)  # a blank or a closing brace: one at a time
+                    self._pos += 1
+                else:
+                    cmd.plain_run(run.group())
+                    self._pos = run.end()
             else:
-                handler(cmd)
+                handler(self, cmd)
         if closer:
             raise unparseable(f"{closer!r} missing for the one opened at {self._where(opened_at)}")
         if self._heredocs:
@@ -294,8 +302,11 @@ class _Splitter(ShellLexer):
     def _open_brace(self, cmd: _Command) -> None:
         start = self._pos
         if not (cmd.at_command_start() and self._peek(1) in (" ", "\t", "\n")):
-            cmd.plain("{")  # not the reserved word: brace expansion or a plain argument
-            self._pos += 1
+            # not the reserved word: brace expansion or a plain argument, read as one run
+            run = _BRACE_RUN.match(self._text, self._pos)
+            assert run is not None
+            cmd.plain_run(run.group())
+            self._pos = run.end()
             return
         self._skip(1)
         with self._deeper(start):
@@ -309,3 +320,23 @@ class _Splitter(ShellLexer):
             return
         end = self._text.find("\n", self._pos)
         self._pos = len(self._text) if end < 0 else end
+
+
+# One table for every instance: building it per instance made each backquote cost more.
+_HANDLERS: dict[str, Callable[[_Splitter, _Command], None]] = {
+    "\n": _Splitter._newline,
+    ";": _Splitter._separator,
+    "&": _Splitter._ampersand,
+    "|": _Splitter._bar,
+    "'": _Splitter._quote,
+    '"': _Splitter._quote,
+    "\\": _Splitter._backslash,
+    "$": _Splitter._dollar,
+    "`": _Splitter._backquoted,
+    "<": _Splitter._angle,
+    ">": _Splitter._angle,
+    "(": _Splitter._open_paren,
+    ")": _Splitter._close_paren,
+    "{": _Splitter._open_brace,
+    "#": _Splitter._hash,
+}

@@ -25,6 +25,7 @@ _DUP_OPERATORS = frozenset({"<&", ">&"})
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\[[^\]]*\])?\+?=")
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 _SPECIAL_PARAMS = frozenset("@*#?-$!")
+_LITERAL_RUN = re.compile(r"[^ \t\n'\"\\$`<>*?~\[\]{}]+")  # characters that stand for themselves
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,9 @@ class _Reader:
                 self._pos += 2
             elif char in "$`<>":  # < and > here start a <( ) or >( ) substitution
                 dynamic = self._dollar(value) or dynamic
+            elif (run := _LITERAL_RUN.match(text, self._pos)) is not None:
+                value.append(run.group())
+                self._pos = run.end()
             else:
                 dynamic = dynamic or char in "*?" or (char == "~" and self._pos == start)
                 dynamic = dynamic or (char == "]" and bracket) or (char == "}" and brace)
