@@ -6,7 +6,6 @@ staged files, and the transcript's masking."""
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import os
 from pathlib import Path
@@ -15,9 +14,9 @@ import pytest
 
 from fakes.agent import AgentRun, openai_results, submit_agent
 from fakes.environment import LlmEnv
+from offload.config import load_settings
 from offload.queue.models import State
 from offload.queue.sqlite import SqliteStore
-from offload.config import load_settings
 from offload.submission import Submitter
 from offload.workers.agent import format_turns, load_turns
 from offload.workers.budget import BudgetExceeded

@@ -218,9 +218,7 @@ class Submitter:
             raise InvalidInput(f"cwd '{value}' is not an existing directory")
         return path
 
-    def _work(
-        self, task_type: str, fields: Mapping[str, Any], cwd: Path
-    ) -> tuple[Any, str | None]:
+    def _work(self, task_type: str, fields: Mapping[str, Any], cwd: Path) -> tuple[Any, str | None]:
         if task_type == "shell":
             command = fields.get("command")
             if isinstance(command, list):

@@ -254,9 +254,7 @@ def _parse_argv(argv: object) -> _Parsed | Decision:
 
 
 def _views(cmd: SimpleCommand) -> list[View]:
-    return views(
-        [w.value for w in cmd.words], [w.raw for w in cmd.words], _line_argvs
-    )
+    return views([w.value for w in cmd.words], [w.raw for w in cmd.words], _line_argvs)
 
 
 def _deny_reason(deny: Sequence[re.Pattern[str]], parsed: _Parsed) -> str | None:
@@ -281,9 +279,7 @@ def _deny_reason(deny: Sequence[re.Pattern[str]], parsed: _Parsed) -> str | None
     return None
 
 
-def _allow_reason(
-    layers: Sequence[Sequence[re.Pattern[str]]], parsed: _Parsed
-) -> str | None:
+def _allow_reason(layers: Sequence[Sequence[re.Pattern[str]]], parsed: _Parsed) -> str | None:
     if parsed.error:
         return parsed.error
     for cmd in parsed.commands:

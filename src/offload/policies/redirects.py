@@ -88,8 +88,17 @@ def _target_reason(
                 "use an absolute path inside the workspace"
             )
         if base is None:
-            return f"redirection {written!r} is relative to an unknown directory" if strict else None
+            return (
+                f"redirection {written!r} is relative to an unknown directory" if strict else None
+            )
         path = base / path
+    return _path_reason(path, written, strict, roots, forbidden)
+
+
+def _path_reason(
+    path: Path, written: str, strict: bool, roots: Sequence[Path], forbidden: Sequence[Path]
+) -> str | None:
+    """Judge an absolute target: never the data dir; under an allow list, inside a root."""
     try:
         resolved = path.resolve(strict=False)
     except (OSError, RuntimeError):

@@ -233,9 +233,7 @@ class ToolBox:
             )
         raw = {**arguments, "parent_id": self.task.id}
         # the child inherits this task's policy (never wider); its own fields cannot widen it
-        submitter = Submitter.for_workspace(
-            self.settings, self.task.workspace, policy=self.policy
-        )
+        submitter = Submitter.for_workspace(self.settings, self.task.workspace, policy=self.policy)
         spec = submitter.build(raw, lambda i: self.store.get(i).id)
         [child] = self.store.submit([spec])
         self.wake()
