@@ -216,7 +216,7 @@ class ToolBox:
             raise PolicyRefused(decision.reason)
 
     def _tool_submit_task(self, arguments: Mapping[str, Any]) -> str:
-        from offload.submission import Submitter
+        from offload.desk import open_desk
 
         unknown = sorted(set(arguments) - SUBTASK_FIELDS)
         if unknown:
@@ -231,12 +231,16 @@ class ToolBox:
             raise ToolError(
                 f"this task has queued {len(children)} tasks already; agent_max_subtasks is {most}"
             )
-        raw = {**arguments, "parent_id": self.task.id}
-        # the child inherits this task's policy (never wider); its own fields cannot widen it
-        submitter = Submitter.for_workspace(self.settings, self.task.workspace, policy=self.policy)
-        spec = submitter.build(raw, lambda i: self.store.get(i).id)
-        [child] = self.store.submit([spec])
-        self.wake()
+        desk = open_desk(
+            self.settings,
+            workspace=self.task.workspace,
+            confined=True,
+            store=self.store,
+            wake=self.wake,
+            environ=self.task.environ,  # a sub-task runs with its parent's environment
+            policy=self.policy,  # ... and its parent's policy, which its fields cannot widen
+        )
+        [child] = desk.submit([{**arguments, "parent_id": self.task.id}])
         return f"queued {child.type} task {child.id} (a child of this task); it runs on its own"
 
 
