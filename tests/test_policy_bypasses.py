@@ -270,6 +270,7 @@ PATHOLOGICAL = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("line", PATHOLOGICAL, ids=[repr(p[:24]) for p in PATHOLOGICAL])
 def test_a_64_kb_command_is_judged_in_well_under_half_a_second(line: str) -> None:
     policy = compile_policy([r"^echo\b", r"^cat\b"], ["rm -rf", r"curl .*\|\s*sh"])
@@ -280,6 +281,12 @@ def test_a_64_kb_command_is_judged_in_well_under_half_a_second(line: str) -> Non
         spent = min(spent, time.process_time() - started)
     assert isinstance(decision.allowed, bool)
     assert spent < 0.5, f"{spent:.3f} s of CPU for {line[:24]!r}"
+
+
+def test_the_issues_64_kb_of_braces_is_judged_fast() -> None:
+    started = time.process_time()
+    check_command("echo " + "{" * SIZE, compile_policy([r"^echo\b"], ["rm -rf"]))
+    assert time.process_time() - started < 0.5  # 9 s before the splitter was linear
 
 
 def test_a_line_of_too_many_commands_is_refused_with_the_fix() -> None:

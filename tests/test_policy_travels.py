@@ -58,6 +58,7 @@ def test_an_allowed_echo_cannot_rewrite_the_config(workspace: Path) -> None:
     assert submitter.build({"command": "echo ok > out.txt"}, str).command == "echo ok > out.txt"
 
 
+@pytest.mark.slow
 def test_an_agent_obeys_its_stored_policy_not_the_workers_settings(
     llm_env: LlmEnv, store: SqliteStore, workspace: Path
 ) -> None:
@@ -86,6 +87,7 @@ def test_an_agent_obeys_its_stored_policy_not_the_workers_settings(
     assert stored_policy(child) == stored_policy(task)  # inherited, not the worker's
 
 
+@pytest.mark.slow
 def test_a_sub_task_cannot_widen_its_parents_policy(
     llm_env: LlmEnv, store: SqliteStore, workspace: Path
 ) -> None:
