@@ -23,10 +23,15 @@ _POLL_SECONDS = 0.05
 def _run(settings: Settings, store: Store, detached: bool) -> int:
     from offload.logging import configure_logging
     from offload.supervisor.daemon import Supervisor
+    from offload.supervisor.keys import make_undumpable, take_keys
 
+    # Before anything else: the keys leave our environment (and the block /proc shows),
+    # and no peer process may read our memory.
+    keys = take_keys()
+    make_undumpable()
     settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     configure_logging(settings.home / "supervisor.log" if detached else None, json=detached)
-    supervisor = Supervisor(settings, store, detached=detached)
+    supervisor = Supervisor(settings, store, detached=detached, keys=keys)
     try:
         return supervisor.run()
     except SupervisorRunning:
@@ -41,18 +46,36 @@ def _status(settings: Settings, store: Store, as_json: bool) -> int:
     info = store.supervisor_info() or {}
     by_state = store.stats(now_ms(), days=1).counts  # one GROUP BY, however many tasks
     counts = {s.value: by_state.get(s.value, 0) for s in (State.PENDING, State.RUNNING)}
+    layers = _containment(settings) if alive else None
     if as_json:
         from offload.render import print_json
 
-        print_json({"running": alive, "pid": pid, "heartbeat_ms": info.get("at"), **counts})
+        print_json(
+            {
+                "running": alive,
+                "pid": pid,
+                "heartbeat_ms": info.get("at"),
+                **counts,
+                "containment": layers,
+            }
+        )
     elif alive:
         sys.stdout.write(
             f"supervisor running (pid {pid}); {counts['running']} running, "
             f"{counts['pending']} pending\n"
         )
+        for name, state in (layers or {}).items():
+            shown = "yes" if state is True else f"no ({state})"
+            sys.stdout.write(f"  {name.replace('_', ' ')}: {shown}\n")
     else:
         sys.stdout.write(f"no supervisor running for {settings.home}\n")
     return 0 if alive else 3
+
+
+def _containment(settings: Settings) -> dict[str, object] | None:
+    from offload.supervisor.containment import read_status
+
+    return read_status(settings.home)
 
 
 def _stop(settings: Settings, drain: bool, timeout: float) -> int:
