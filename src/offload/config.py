@@ -56,6 +56,7 @@ class Settings:
     max_open_files: int | None = 4096
     nice: int = 5
     cgroups: bool = True
+    pid_namespaces: bool = True
     # The per-task sandbox (docs/security.md): `auto` sandboxes what an agent starts and
     # leaves a person's own CLI tasks alone unless asked; `on` refuses to run a task that
     # should be sandboxed where bubblewrap is missing instead of falling back.

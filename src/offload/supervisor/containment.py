@@ -61,7 +61,10 @@ class Containment:
 def find_containment(settings: Settings, log: Any) -> Containment:
     """Probes every layer; logs (once) each that is missing, and writes the status file."""
     cgroups = find_cgroup_root(settings.home) if settings.cgroups else None
-    pidns = probe_pid_namespaces()
+    if settings.pid_namespaces:
+        pidns = probe_pid_namespaces()
+    else:
+        pidns = PidNamespaces(False, "turned off (pid_namespaces = false)")
     sandbox = probe_sandbox()  # whether a task is sandboxed is its policy's call, not ours
     box = Containment(
         cgroups=cgroups,

@@ -26,7 +26,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-__all__ = ["INIT_ARGV", "PidNamespaces", "probe_pid_namespaces", "wrapped_status"]
+__all__ = [
+    "INIT_ARGV",
+    "PidNamespaces",
+    "namespace_of",
+    "probe_pid_namespaces",
+    "wrapped_status",
+]
 
 CLONE_NEWPID = 0x20000000
 # "$@" must not be the last word: a shell execs its last command, which would make the

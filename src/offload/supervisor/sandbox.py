@@ -79,7 +79,6 @@ class Sandbox:
         writable: Iterable[str] = (),
         hide: Iterable[str] = (),
         network: bool = True,
-        new_pid_namespace: bool = True,
     ) -> list[str]:
         """The bwrap words to put before a command so it runs sandboxed.
 
@@ -91,15 +90,14 @@ class Sandbox:
             hide: Paths it must not see (missing ones are skipped); hidden even inside a
                 writable path or the workspace.
             network: False cuts it off (a private loopback only).
-            new_pid_namespace: False when the caller already made one (the supervisor
-                does): bwrap then only mounts a /proc for it.
+
+        bwrap always makes a PID namespace of its own, nested in the supervisor's one for
+        the task where there is one: without it, bwrap would bind the host's /proc.
         """
         if self.path is None:
             raise RuntimeError(f"no sandbox: {self.reason}")
         argv = [self.path, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
-        argv += ["--tmpfs", "/tmp", "--cap-drop", "ALL", "--die-with-parent"]
-        if new_pid_namespace:
-            argv.append("--unshare-pid")
+        argv += ["--tmpfs", "/tmp", "--cap-drop", "ALL", "--die-with-parent", "--unshare-pid"]
         if not network:
             argv.append("--unshare-net")
         for path in dict.fromkeys(_real(p) for p in (workspace, *writable)):
@@ -130,7 +128,7 @@ def probe_sandbox(bwrap: str | None = None) -> Sandbox:
     path = bwrap or shutil.which("bwrap") or _known_location()
     if path is None:
         return Sandbox(None, "bubblewrap (bwrap) is not installed")
-    probe = Sandbox(path).argv(workspace="/tmp", cwd="/", new_pid_namespace=True)
+    probe = Sandbox(path).argv(workspace="/tmp", cwd="/")
     try:
         done = subprocess.run(
             [*probe, "/bin/true"],

@@ -91,9 +91,7 @@ def _describe(pidns: bool, cgroup: bool, sandbox: str, why_no_pidns: str) -> str
     return text
 
 
-def _sandbox_prefix(
-    task: Task, policy: TaskPolicy, box: Containment, pidns: bool
-) -> tuple[list[str], str]:
+def _sandbox_prefix(task: Task, policy: TaskPolicy, box: Containment) -> tuple[list[str], str]:
     """The bwrap words for a sandboxed shell task and how to describe them.
 
     Raises:
@@ -114,7 +112,6 @@ def _sandbox_prefix(
         writable=policy.writable,
         hide=(*box.hide, *policy.hide),
         network=policy.network,
-        new_pid_namespace=not pidns,
     )
     return argv, f"sandbox(network {'on' if policy.network else 'off'})"
 
@@ -146,8 +143,7 @@ def spawn_task(
     if not os.path.isdir(task.cwd):
         raise SpawnError(f"working directory {task.cwd} does not exist")
     policy = TaskPolicy.from_json(task.policy)
-    pidns = containment.pidns.available
-    prefix, sandboxed = _sandbox_prefix(task, policy, containment, pidns)
+    prefix, sandboxed = _sandbox_prefix(task, policy, containment)
     if task.type == "shell":
         env = build_task_env(shell_env, task.env, task.id, extra_allow=env_allow)
     else:
