@@ -69,9 +69,9 @@ def read_keys_fd(environ: MutableMapping[str, str]) -> dict[str, str]:
     if not value or not value.isdigit():
         return {}
     fd = int(value)
-    chunks = []
+    chunks: list[bytes] = []
     try:
-        while sum(map(len, chunks)) < _MAX_KEYS_BYTES:
+        while sum(len(c) for c in chunks) < _MAX_KEYS_BYTES:
             chunk = os.read(fd, 65_536)
             if not chunk:
                 break

@@ -19,8 +19,27 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["DEFAULT_HIDE", "Sandbox", "default_writable", "probe_sandbox"]
+from offload.errors import OffloadError
+
+if TYPE_CHECKING:
+    from offload.config import Settings
+    from offload.policies.task_policy import TaskPolicy
+
+__all__ = [
+    "DEFAULT_HIDE",
+    "Sandbox",
+    "SandboxUnavailable",
+    "command_sandbox",
+    "default_writable",
+    "probe_sandbox",
+]
+
+
+class SandboxUnavailable(OffloadError):
+    """A command must run sandboxed (setting `sandbox = on`) and bwrap cannot do it."""
+
 
 DEFAULT_HIDE: tuple[str, ...] = (
     "~/.ssh",
@@ -100,24 +119,37 @@ class Sandbox:
         argv += ["--tmpfs", "/tmp", "--cap-drop", "ALL", "--die-with-parent", "--unshare-pid"]
         if not network:
             argv.append("--unshare-net")
-        for path in dict.fromkeys(_real(p) for p in (workspace, *writable)):
+        space = _real(workspace)
+        for path in dict.fromkeys((space, *(_real(p) for p in writable))):
             if path != "/tmp" and os.path.exists(path):
                 argv += ["--bind", path, path]
-        argv += self._hidden(hide)
+        dirs, files = _hidden(hide)
+        for path in dirs:
+            argv += ["--tmpfs", path]
+        for path in files:
+            argv += ["--ro-bind", "/dev/null", path]
+        if any(_inside(space, d) for d in dirs):
+            # an agent's staging copy lives in the data dir: it alone comes back
+            argv += ["--bind", space, space]
+        for path in dirs:
+            argv += ["--remount-ro", path]
         argv += ["--chdir", _real(cwd), "--"]
         return argv
 
-    @staticmethod
-    def _hidden(hide: Iterable[str]) -> list[str]:
-        words: list[str] = []
-        for path in dict.fromkeys(_real(p) for p in hide):
-            if path in ("/", "/tmp") or not os.path.lexists(path):
-                continue
-            if os.path.isdir(path):
-                words += ["--tmpfs", path, "--remount-ro", path]
-            else:
-                words += ["--ro-bind", "/dev/null", path]
-        return words
+
+def _inside(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _hidden(hide: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The existing hidden paths: directories, then files (and sockets)."""
+    dirs: list[str] = []
+    files: list[str] = []
+    for path in dict.fromkeys(_real(p) for p in hide):
+        if path in ("/", "/tmp") or not os.path.lexists(path):
+            continue
+        (dirs if os.path.isdir(path) else files).append(path)
+    return dirs, files
 
 
 def probe_sandbox(bwrap: str | None = None) -> Sandbox:
@@ -149,3 +181,44 @@ def _known_location() -> str | None:
         if Path(candidate).is_file() and os.access(candidate, os.X_OK):
             return candidate
     return None
+
+
+def command_sandbox(
+    policy: TaskPolicy, settings: Settings, workspace: Path, cwd: Path
+) -> list[str]:
+    """The bwrap words for one command an agent runs (empty when its policy says none).
+
+    `workspace` is what the command may write: the agent's staging copy. The data dir and
+    every hidden path are hidden, as for a sandboxed shell task.
+
+    Raises:
+        SandboxUnavailable: the policy asks for the sandbox, bwrap cannot provide it and
+            the setting `sandbox` is `on`.
+    """
+    if not policy.sandbox:
+        return []
+    box = _command_box()
+    if not box.available:
+        if settings.sandbox == "on":
+            raise SandboxUnavailable(
+                f"commands must run sandboxed but {box.reason}; install bubblewrap "
+                "(apt-get install bubblewrap) or set sandbox = auto"
+            )
+        return []
+    return box.argv(
+        workspace=str(workspace),
+        cwd=str(cwd),
+        writable=policy.writable,
+        hide=(str(settings.home), *settings.sandbox_hide, *policy.hide),
+        network=policy.network,
+    )
+
+
+_BOX: Sandbox | None = None
+
+
+def _command_box() -> Sandbox:
+    global _BOX
+    if _BOX is None:
+        _BOX = probe_sandbox()
+    return _BOX

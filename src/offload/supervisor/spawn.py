@@ -26,8 +26,8 @@ from offload.policies.limits import Limits, apply_limits_to
 from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import Task
 from offload.supervisor.cgroups import CgroupRoot
-from offload.supervisor.keys import KEYS_FD_VAR, is_key_name, keys_pipe
 from offload.supervisor.containment import Containment
+from offload.supervisor.keys import KEYS_FD_VAR, is_key_name, keys_pipe
 from offload.supervisor.pidns import INIT_ARGV
 
 __all__ = [
