@@ -21,16 +21,17 @@ _POLL_SECONDS = 0.05
 
 
 def _run(settings: Settings, store: Store, detached: bool) -> int:
-    from offload.logging import configure_logging
+    from offload.logging import configure_logging, get_logger
     from offload.supervisor.daemon import Supervisor
     from offload.supervisor.keys import make_undumpable, take_keys
 
     # Before anything else: the keys leave our environment (and the block /proc shows),
     # and no peer process may read our memory.
     keys = take_keys()
-    make_undumpable()
+    undumpable = make_undumpable()
     settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     configure_logging(settings.home / "supervisor.log" if detached else None, json=detached)
+    get_logger("supervisor").info("keys_held", keys=len(keys), undumpable=undumpable)
     supervisor = Supervisor(settings, store, detached=detached, keys=keys)
     try:
         return supervisor.run()
