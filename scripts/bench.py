@@ -283,7 +283,7 @@ def bench_300_sleepers() -> tuple[int, float, int]:
 # -- containment (issue 10) ---------------------------------------------------------------
 def bench_containment() -> None:
     """Per-spawn cost of each containment level, and 200 x `true` with the sandbox on/off."""
-    from offload.supervisor.pidns import INIT_ARGV, probe_pid_namespaces
+    from offload.supervisor.pidns import init_argv, probe_pid_namespaces
     from offload.supervisor.sandbox import probe_sandbox
 
     pidns, box = probe_pid_namespaces(), probe_sandbox()
@@ -307,7 +307,7 @@ def bench_containment() -> None:
     floor = spawn_cost([], False)
     report("no containment (Popen, the floor)", f"{floor:.2f} ms")
     if pidns.available:
-        cost = spawn_cost(list(INIT_ARGV), True)
+        cost = spawn_cost(init_argv(), True)
         report("PID namespace (+ shell init)", f"{cost:.2f} ms", f"{cost / floor:.2f}x floor")
     else:
         report("PID namespace", "unavailable", pidns.reason)

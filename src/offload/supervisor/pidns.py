@@ -26,9 +26,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from offload.policies.limits import Limits
+
 __all__ = [
     "INIT_ARGV",
     "PidNamespaces",
+    "init_argv",
+    "init_needed_for",
     "namespace_of",
     "probe_pid_namespaces",
     "wrapped_status",
@@ -38,6 +42,25 @@ CLONE_NEWPID = 0x20000000
 # "$@" must not be the last word: a shell execs its last command, which would make the
 # task's command pid 1 again.
 INIT_ARGV = ("/bin/sh", "-c", '"$@"; exit $?', "offload-init")
+
+
+def init_argv(limits: Limits | None = None) -> list[str]:
+    """The init's words; with CPU or memory limits, the init sets them on itself first.
+
+    The supervisor also puts them on the init from outside (`prlimit`), but the init may
+    fork the command before that lands; limits set by the init are inherited for sure.
+    """
+    ulimits = ""
+    if limits is not None and limits.address_space_bytes:
+        ulimits += f"ulimit -v {limits.address_space_bytes // 1024} 2>/dev/null; "
+    if limits is not None and limits.cpu_seconds:
+        ulimits += f"ulimit -t {limits.cpu_seconds} 2>/dev/null; "
+    return [INIT_ARGV[0], INIT_ARGV[1], ulimits + INIT_ARGV[2], INIT_ARGV[3]]
+
+
+def init_needed_for(limits: Limits) -> bool:
+    """True when limits must be set from inside (see `init_argv`)."""
+    return bool(limits.address_space_bytes or limits.cpu_seconds)
 _MAX_SIGNAL = 64
 
 

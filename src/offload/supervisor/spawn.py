@@ -28,7 +28,7 @@ from offload.queue.models import Task
 from offload.supervisor.cgroups import CgroupRoot
 from offload.supervisor.containment import Containment
 from offload.supervisor.keys import KEYS_FD_VAR, is_key_name, keys_pipe
-from offload.supervisor.pidns import INIT_ARGV
+from offload.supervisor.pidns import init_argv, init_needed_for
 
 __all__ = [
     "SpawnError",
@@ -164,8 +164,8 @@ def spawn_task(
             cgroups.entered(cgroup) if cgroups else nullcontext(False) as joined,
             containment.pidns.entered() as in_pidns,
         ):
-            if in_pidns and not prefix:
-                argv = [*INIT_ARGV, *argv]  # bwrap, when there, is the init itself
+            if in_pidns and (not prefix or init_needed_for(limits)):
+                argv = [*init_argv(limits), *argv]  # else bwrap is the init itself
             popen = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
