@@ -76,9 +76,8 @@ def test_a_task_finds_no_key_in_the_supervisor_or_a_worker_environment(
         wait_until(lambda: seen, timeout=30, what="the worker's request")
         init = store.get(llm.id).pid
         assert init
-        worker = next(
-            p for p in psutil.Process(init).children(recursive=True) if "offload.workers" in p.cmdline()
-        )
+        tree = psutil.Process(init).children(recursive=True)
+        worker = next(p for p in tree if "offload.workers" in p.cmdline())
         out = _shell(
             store,
             offload_home,
