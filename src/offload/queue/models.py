@@ -30,7 +30,7 @@ __all__ = [
 
 
 class State(StrEnum):
-    """Where a task is in its life; ARCHITECTURE §3 lists the legal moves."""
+    """Where a task is in its life; docs/architecture.md draws the legal moves."""
 
     PENDING = "pending"  # queued, waiting for a slot, its group or its dependencies
     RUNNING = "running"  # claimed by the supervisor; its process tree exists
@@ -59,7 +59,7 @@ def new_task_id() -> str:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What a submitter asks for; validated by `offload.queue.submission` before it is stored."""
+    """What a submitter asks for; validated by `offload.submission` before it is stored."""
 
     type: str = "shell"
     command: str | list[str] | None = None
