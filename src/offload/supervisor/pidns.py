@@ -61,6 +61,8 @@ def init_argv(limits: Limits | None = None) -> list[str]:
 def init_needed_for(limits: Limits) -> bool:
     """True when limits must be set from inside (see `init_argv`)."""
     return bool(limits.address_space_bytes or limits.cpu_seconds)
+
+
 _MAX_SIGNAL = 64
 
 
