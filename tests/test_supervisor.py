@@ -409,6 +409,7 @@ def test_recovery_kills_group_members_that_dropped_the_marker(
     wait_until(lambda: group() == [], what="the whole group to be gone")
 
 
+@pytest.mark.slow
 def test_limits_reach_the_command_under_its_namespace_init(
     store: SqliteStore, offload_home: Path, start_supervisor: Start
 ) -> None:

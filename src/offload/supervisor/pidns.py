@@ -85,6 +85,7 @@ class PidNamespaces:
             yield False
             return
         if _libc().unshare(CLONE_NEWPID) != 0:
+            self.reason = _why(ctypes.get_errno())  # shown for this task; the next one retries
             yield False
             return
         try:

@@ -188,7 +188,8 @@ class ToolBox:
         )
         env["PWD"] = str(cwd)
         cap = self.settings.agent_command_output_bytes
-        box = command_sandbox(TaskPolicy.from_json(self.task.policy), self.settings, base, cwd)
+        policy = TaskPolicy.from_json(getattr(self.task, "policy", None))
+        box = command_sandbox(policy, self.settings, base, cwd)
         run = run_shell(
             command, cwd=cwd, env=env, timeout_seconds=timeout, cap_bytes=cap, sandbox=box
         )
