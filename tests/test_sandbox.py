@@ -235,3 +235,46 @@ def test_sandbox_setting_is_read_from_the_environment(offload_home: Path) -> Non
 def test_probe_names_a_missing_bwrap(tmp_path: Path) -> None:
     missing = probe_sandbox(str(tmp_path / "no-bwrap"))
     assert not missing.available and "bwrap" in missing.reason
+
+
+@pytest.mark.slow
+def test_cancel_of_a_sandboxed_tree_leaves_no_survivor(
+    store: SqliteStore, offload_home: Path, workspace: Path, start_supervisor: Callable[..., Any]
+) -> None:
+    import psutil
+
+    token = f"{4000 + os.getpid() % 997}.5"
+
+    def sleepers() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            try:
+                if proc.info["cmdline"] == ["sleep", token] and proc.status() != "zombie":
+                    found.append(proc)
+            except psutil.Error:
+                continue
+        return found
+
+    start_supervisor(grace_seconds="0.5")
+    command = (
+        f"setsid env -u OFFLOAD_TASK_ID sleep {token} & "
+        f"(trap '' TERM; exec sleep {token}) & sleep 300"
+    )
+    spec = TaskSpec(
+        command=command,
+        cwd=str(workspace),
+        workspace=str(workspace),
+        policy=TaskPolicy(sandbox=True).to_json(),
+    )
+    task = store.submit([spec])[0]
+    poke(offload_home)
+    try:
+        wait_until(lambda: len(sleepers()) == 2, timeout=20, what="two sleepers")
+        store.request_cancel(task.id)
+        poke(offload_home)
+        done = wait_until(lambda: (t := store.get(task.id)).is_final and t, timeout=20)
+        assert done.state is State.CANCELLED
+        assert sleepers() == []
+    finally:
+        for proc in sleepers():
+            proc.kill()
