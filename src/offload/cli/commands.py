@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -77,8 +78,15 @@ class App:
                 here: Path = Path.cwd()
             except FileNotFoundError:
                 here = self.settings.home  # reads still work; submit refuses (see _cwd)
-            self._desk = open_desk(self.settings, workspace=here, confined=False)
+            self._desk = open_desk(
+                self.settings, workspace=here, confined=False, environ=os.environ
+            )
+            self._desk.note = _note
         return self._desk
+
+
+def _note(text: str) -> None:
+    sys.stderr.write(f"offload: {text}\n")
 
 
 # -- submit ---------------------------------------------------------------------------------
@@ -225,7 +233,9 @@ def cmd_wait(app: App, args: argparse.Namespace) -> int:
     tasks, met = app.desk.wait(args.ids, mode=mode, timeout_seconds=timeout)
     _print_tasks(tasks, args.json)
     if not met:
-        sys.stderr.write("offload: timed out waiting; the tasks are still running\n")
+        from offload.desk.waits import unmet_message
+
+        sys.stderr.write(f"offload: {unmet_message(tasks, timeout)}\n")
         return EXIT_TIMEOUT
     return 0 if all(t.state is State.COMPLETED for t in tasks if t.is_final) else EXIT_ERROR
 
@@ -322,16 +332,40 @@ def cmd_supervisor(app: App, args: argparse.Namespace) -> int:
 def cmd_mcp(app: App, args: argparse.Namespace) -> int:
     from offload.mcp_server import main as serve_mcp
 
+    workspace = _workspace(args)
+    if args.http:
+        from offload.web.serve import run
+
+        return run(
+            app.settings,
+            args.host,
+            args.port,
+            args.allow_remote,
+            workspace=workspace,
+            allowed_hosts=tuple(args.allowed_host),
+            mcp_only=True,
+        )
+    return serve_mcp(app.settings, workspace)
+
+
+def _workspace(args: argparse.Namespace) -> Path:
     workspace = Path(args.workspace).expanduser() if args.workspace else _cwd()
     if not workspace.is_dir():
         raise InvalidInput(f"--workspace {args.workspace} is not a directory")
-    return serve_mcp(app.settings, workspace.resolve())
+    return workspace.resolve()
 
 
 def cmd_serve(app: App, args: argparse.Namespace) -> int:
-    from offload.web import serve
+    from offload.web.serve import run
 
-    return serve(app.settings, args.host, args.port, args.allow_remote)
+    return run(
+        app.settings,
+        args.host,
+        args.port,
+        args.allow_remote,
+        workspace=_workspace(args),
+        allowed_hosts=tuple(args.allowed_host),
+    )
 
 
 def cmd_service(app: App, args: argparse.Namespace) -> int:

@@ -142,6 +142,21 @@ def show_task(task: Task) -> None:
         if value is not None and value != "":
             table.add_row(key, value if isinstance(value, Text) else Text(str(value)))
     _console().print(table)
+    _show_environ(task)
+
+
+def _show_environ(task: Task) -> None:
+    """The variables the task was given: the submitter's environment, then its own `env`.
+
+    Values of names that look sensitive are masked (secrets were never stored).
+    """
+    from offload.policies.submitter_env import masked
+
+    blocks = [("environment (the submitter's)", task.environ), ("env (its own)", task.env)]
+    for title, variables in blocks:
+        if variables:
+            lines = "".join(f"  {k}={v}\n" for k, v in sorted(masked(variables).items()))
+            sys.stdout.write(f"{title}:\n{lines}")
 
 
 def show_stats(stats: Stats) -> None:

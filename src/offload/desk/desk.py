@@ -10,6 +10,7 @@ every change; it never runs or kills a process. Errors are offload's own (`Offlo
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import shutil
@@ -70,6 +71,10 @@ class Desk:
         wake: Wakes the supervisor, starting one when none runs.
         clock_ms: The current time in milliseconds (an input, so tests can pin it).
         sleep: Pauses a blocking wait or follow (an input, so tests need not sleep).
+        environ: The front end's environment; tasks submitted here run with its captured
+            part (`offload.policies.submitter_env`). None: with the supervisor's.
+        note: Told, in one line, when active tasks have nobody to run them and none can
+            be started (see `live`).
     """
 
     settings: Settings
@@ -80,6 +85,8 @@ class Desk:
     wake: Callable[[], object]
     clock_ms: Callable[[], int]
     sleep: Callable[[float], None] = lambda seconds: None
+    environ: Mapping[str, str] | None = None
+    note: Callable[[str], None] = lambda text: None
 
     @property
     def workspace(self) -> str:
@@ -91,6 +98,19 @@ class Desk:
         return replace(self, scope=workspace)
 
     # -- reading -----------------------------------------------------------------------
+    def live(self, *, thorough: bool = False) -> str | None:
+        """Makes sure a live supervisor runs the active tasks, starting one if none does.
+
+        Returns None when they are in hand, else one line saying why they will not move
+        (also given to `note`). See `offload.supervisor.liveness.ensure_live`.
+        """
+        from offload.supervisor.liveness import ensure_live
+
+        text = ensure_live(self.settings, self.store, start=self.wake, thorough=thorough)
+        if text:
+            self.note(text)
+        return text
+
     def task(self, task_id: str) -> Task:
         """The task with this id or unique prefix, if it is in this desk's scope.
 
@@ -100,6 +120,7 @@ class Desk:
             InvalidInput: `task_id` is not a string.
         """
         key = check_task_id(task_id)
+        self.live()
         if self.scope is None:
             return self.store.get(key)
         try:
@@ -137,6 +158,7 @@ class Desk:
         Raises:
             InvalidInput: Unknown state filter.
         """
+        self.live()
         return self.store.list(
             self._states(states),
             limit=max(1, min(limit, MAX_LIST)),
@@ -164,6 +186,7 @@ class Desk:
 
     def stats(self) -> Stats:
         """Counts and spending of the whole queue."""
+        self.live()
         return self.store.stats(self.clock_ms())
 
     def tail(self, task: Task, lines: int, max_bytes: int) -> Tail:
@@ -175,8 +198,17 @@ class Desk:
         return self.output.read(task, offset, max_bytes)
 
     def follow(self, task: Task, offset: int = 0) -> Iterator[bytes]:
-        """Yields the task's output from `offset` on as it is written, until it is final."""
-        while True:
+        """Yields the task's output from `offset` on as it is written, until it is final.
+
+        Raises:
+            Stalled: The task cannot move (its supervisor is stopped, none can start).
+        """
+        from offload.desk.waits import LIVENESS_EVERY_SECONDS, Stalled
+
+        polls = max(1, int(LIVENESS_EVERY_SECONDS / FOLLOW_POLL_SECONDS))
+        for poll in itertools.count():
+            if poll % polls == 0 and (text := self.live(thorough=True)):
+                raise Stalled(text)
             current = self.store.get(task.id)
             data, offset = self.output.read(current, offset)
             while data:
@@ -207,7 +239,13 @@ class Desk:
         from offload.desk.waits import wait_for
 
         ids = [t.id for t in self.tasks(task_ids)]
-        return wait_for(self.store, ids, mode=mode, timeout_seconds=timeout_seconds)
+        return wait_for(
+            self.store,
+            ids,
+            mode=mode,
+            timeout_seconds=timeout_seconds,
+            liveness=lambda: self.live(thorough=True),
+        )
 
     # -- changing ----------------------------------------------------------------------
     def submit(
@@ -237,7 +275,7 @@ class Desk:
         specs = []
         for number, raw in enumerate(raws, 1):
             try:
-                specs.append(self.submitter.build(raw, self._resolve_dependency))
+                specs.append(self.submitter.build(raw, self._resolve_dependency, self.environ))
             except OffloadError as exc:
                 if batch or len(raws) > 1:
                     raise type(exc)(f"{entry_word.format(n=number)}: {exc}") from None
