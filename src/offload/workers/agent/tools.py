@@ -22,6 +22,7 @@ from offload.policies.environment import build_task_env
 from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import Task
 from offload.queue.store import Store
+from offload.supervisor.sandbox import command_sandbox
 from offload.workers.agent.commands import run_shell
 from offload.workers.agent.schemas import TOOL_NAMES
 from offload.workers.agent.staging import Staging
@@ -189,7 +190,11 @@ class ToolBox:
         )
         env["PWD"] = str(cwd)
         cap = self.settings.agent_command_output_bytes
-        run = run_shell(command, cwd=cwd, env=env, timeout_seconds=timeout, cap_bytes=cap)
+        policy = TaskPolicy.from_json(getattr(self.task, "policy", None))
+        box = command_sandbox(policy, self.settings, base, cwd)
+        run = run_shell(
+            command, cwd=cwd, env=env, timeout_seconds=timeout, cap_bytes=cap, sandbox=box
+        )
         where = "the staging copy" if in_staging else "the workspace"
         text = run.render(timeout, cap)
         if run.timed_out:
