@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "IllegalTransition",
     "InvalidInput",
+    "LeaseLost",
     "NotFound",
     "OffloadError",
     "PolicyRefused",
@@ -54,3 +55,7 @@ class SupervisorRunning(OffloadError):
 
 class StoreError(OffloadError):
     """The queue database failed (disk full, unreadable file, ...)."""
+
+
+class LeaseLost(IllegalTransition):
+    """A supervisor's write about a task was refused: it no longer owns the task (fencing)."""
