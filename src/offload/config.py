@@ -46,6 +46,8 @@ class Settings:
     cgroups: bool = True
     idle_exit_seconds: float = 900.0
     poll_seconds: float = 1.0
+    # Several hosts: `postgresql://user@host/db` selects the PostgreSQL queue (else SQLite).
+    database_url: str | None = None
     # LLM tasks (see README "LLM tasks"); routing tables are plain data, not code.
     default_model: str = "auto"
     large_context_model: str = "gpt-4.1"

@@ -71,14 +71,15 @@ class Tx:
         """
         if not self._events:
             return
-        self.cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, EVENTS_LOCK))
         ids, ats, kinds, details = zip(*self._events, strict=True)
-        self.cur.execute(
-            "INSERT INTO events (task_id, at, kind, detail) "
-            "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[])",
-            (list(ids), list(ats), list(kinds), list(details)),
-        )
-        self.cur.execute("SELECT pg_notify(%s, %s)", (channel, ",".join(sorted(set(kinds)))))
+        with self.cur.connection.pipeline():  # three statements, one round trip
+            self.cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, EVENTS_LOCK))
+            self.cur.execute(
+                "INSERT INTO events (task_id, at, kind, detail) "
+                "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::text[], %s::text[])",
+                (list(ids), list(ats), list(kinds), list(details)),
+            )
+            self.cur.execute("SELECT pg_notify(%s, %s)", (channel, ",".join(sorted(set(kinds)))))
         self._events.clear()
 
 

@@ -30,8 +30,8 @@ SELECT g.grp FROM groups g
 _READY = """NOT EXISTS (SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
                         WHERE d.task_id = t.id AND p.state <> 'completed')"""
 
-# `held` are the groups whose row locks this transaction holds; within each, the ready
-# tasks are ranked and only as many as the group has free slots may be taken.
+# `held` are the groups whose row locks this transaction holds; from each, only its first
+# ready tasks, as many as it has free slots, may be taken (an index walk of `free` rows).
 _CLAIM = f"""
 WITH slots AS (
     SELECT h.grp,
@@ -40,11 +40,12 @@ WITH slots AS (
              AS free
       FROM unnest(%(held)s::text[]) AS h (grp)
       LEFT JOIN unnest(%(names)s::text[], %(limits)s::int[]) AS l (grp, lim) ON l.grp = h.grp
-), ranked AS (
-    SELECT t.id, s.free,
-           row_number() OVER (PARTITION BY t.grp ORDER BY t.priority, t.seq) AS rank
-      FROM tasks t JOIN slots s ON s.grp = t.grp
-     WHERE t.state = 'pending' AND s.free > 0 AND {_READY}
+), eligible AS (
+    SELECT e.id FROM slots s CROSS JOIN LATERAL (
+        SELECT t.id FROM tasks t
+         WHERE t.grp = s.grp AND t.state = 'pending' AND {_READY}
+         ORDER BY t.priority, t.seq
+         LIMIT greatest(s.free, 0)) AS e
 )
 UPDATE tasks
    SET state = 'running', started_at = %(now)s, updated_at = %(now)s,
@@ -53,7 +54,7 @@ UPDATE tasks
  WHERE id IN (
     SELECT t.id FROM tasks t
      WHERE t.state = 'pending'
-       AND (t.grp IS NULL OR t.id IN (SELECT id FROM ranked WHERE rank <= free))
+       AND (t.grp IS NULL OR t.id IN (SELECT id FROM eligible))
        AND {_READY}
      ORDER BY t.priority, t.seq
      LIMIT %(n)s

@@ -53,6 +53,7 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_claim ON tasks (priority, seq) WHERE state = 'pending';
 CREATE INDEX tasks_state_seq ON tasks (state, seq);
 CREATE INDEX tasks_group ON tasks (grp, state) WHERE grp IS NOT NULL;
+CREATE INDEX tasks_group_pending ON tasks (grp, priority, seq) WHERE state = 'pending';
 CREATE INDEX tasks_supervisor ON tasks (supervisor_id) WHERE state = 'running';
 CREATE INDEX tasks_workspace ON tasks (workspace, seq);
 CREATE INDEX tasks_finished ON tasks (finished_at);
