@@ -21,10 +21,10 @@ from pg_server import fresh_schema
 LIMITS = {"a": 1, "b": 2, "c": 3}
 
 _CLAIMER = r"""
-import sys
+import os, sys
 from offload.queue.models import State
 from offload.queue.postgres import PostgresStore
-url, out_path, sup = sys.argv[1:4]
+url, out_path, sup, done_flag = sys.argv[1:5]
 s = PostgresStore(url, pool_size=1)
 limits = {"a": 1, "b": 2, "c": 3}
 with open(out_path, "w") as out:
@@ -36,7 +36,7 @@ with open(out_path, "w") as out:
         if got:
             continue
         cursor = s.last_event_seq()
-        if not s.list([State.PENDING], limit=1):
+        if os.path.exists(done_flag) and not s.list([State.PENDING], limit=1):
             break
         s.wait_for_event(cursor, 1.0)  # woken by the next finish, not by polling
 s.close()
@@ -62,14 +62,26 @@ def _specs() -> list[TaskSpec]:
 def test_concurrent_claimers_take_each_task_once_within_group_limits(tmp_path: Path) -> None:
     with fresh_schema() as url:
         store = PostgresStore(url)
-        ids = {t.id for t in store.submit(_specs())}
+        specs = _specs()
+        ids = {t.id for t in store.submit(specs[:4000])}
+        done_flag = tmp_path / "all-submitted"
         procs = [
             subprocess.Popen(
                 [sys.executable, "-c", _CLAIMER, url, str(tmp_path / f"{i}.out"), f"w{i}"]
+                + [str(done_flag)]
             )
             for i in range(4)
         ]
         try:
+            # The rest arrive while claimers run, urgent and grouped: claimers whose
+            # snapshots differ then disagree about which task heads a group.
+            for start in range(4000, 5000, 10):
+                batch = [
+                    TaskSpec(command="true", cwd="/", workspace="/", group="abc"[i % 3], priority=1)
+                    for i in range(start, start + 10)
+                ]
+                ids |= {t.id for t in store.submit(batch)}
+            done_flag.touch()
             for p in procs:
                 assert p.wait(540) == 0
         finally:
