@@ -15,26 +15,21 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from offload.clock import now_ms
 from offload.errors import AmbiguousId, IllegalTransition, NotFound, StoreError
 from offload.queue.models import State, Task
 from offload.queue.schema import MIGRATIONS, SCHEMA_VERSION
 
-__all__ = ["BUSY_TIMEOUT_MS", "MIN_PREFIX", "SqliteDb", "now_ms"]
+__all__ = ["BUSY_TIMEOUT_MS", "MIN_PREFIX", "SqliteDb"]
 
 BUSY_TIMEOUT_MS = 15_000
 MIN_PREFIX = 6
 _T = TypeVar("_T")
-
-
-def now_ms() -> int:
-    """Current UTC time in milliseconds, written by the app (SQLite 3.40 lacks `subsec`)."""
-    return time.time_ns() // 1_000_000
 
 
 class SqliteDb:

@@ -111,9 +111,10 @@ class Store(ABC):
         proc_start: float | None,
         cgroup: str | None,
         log_path: str,
+        containment: str | None = None,
         supervisor_id: str | None = None,
     ) -> None:
-        """Records the process a running task was spawned as.
+        """Records the process a running task was spawned as, and what contains it.
 
         With `supervisor_id` the write is fenced: refused with LeaseLost unless the task is
         still running under that supervisor and its lease holds. So are the other writes

@@ -8,10 +8,10 @@ import signal
 import sys
 import time
 
+from offload.clock import now_ms
 from offload.config import Settings
 from offload.errors import OffloadError, SupervisorRunning
 from offload.queue.models import State
-from offload.queue.sqlite import now_ms
 from offload.queue.store import Store
 from offload.supervisor.wake import poke, supervisor_pid
 
@@ -42,7 +42,7 @@ def _status(settings: Settings, store: Store, as_json: bool) -> int:
     by_state = store.stats(now_ms(), days=1).counts  # one GROUP BY, however many tasks
     counts = {s.value: by_state.get(s.value, 0) for s in (State.PENDING, State.RUNNING)}
     if as_json:
-        from offload.render import print_json
+        from offload.cli.render import print_json
 
         print_json({"running": alive, "pid": pid, "heartbeat_ms": info.get("at"), **counts})
     elif alive:

@@ -15,7 +15,7 @@ import time
 from offload.config import Settings
 from offload.errors import OffloadError
 from offload.logging import get_logger
-from offload.output import progress_of
+from offload.logs import progress_of
 from offload.policies.limits import Limits, inheritable_soft_limits
 from offload.queue.models import State, Task, new_task_id
 from offload.queue.store import Store

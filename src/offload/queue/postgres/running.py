@@ -132,6 +132,7 @@ class PgRunning(PgDb):
         proc_start: float | None,
         cgroup: str | None,
         log_path: str,
+        containment: str | None = None,
         supervisor_id: str | None = None,
     ) -> None:
         now = self._clock()
@@ -139,8 +140,8 @@ class PgRunning(PgDb):
             self._fence(tx, task_id, supervisor_id, now)
             tx.execute(
                 "UPDATE tasks SET pid = %s, pgid = %s, proc_start = %s, cgroup = %s, "
-                "log_path = %s, updated_at = %s WHERE id = %s",
-                (pid, pgid, proc_start, cgroup, log_path, now, task_id),
+                "log_path = %s, containment = %s, updated_at = %s WHERE id = %s",
+                (pid, pgid, proc_start, cgroup, log_path, containment, now, task_id),
             )
 
     def finish(

@@ -24,7 +24,6 @@ from offload.queue.models import (
 from offload.queue.postgres.db import Tx
 from offload.queue.postgres.running import PgRunning
 from offload.queue.postgres.stats import read_stats
-from offload.queue.sqlite import _unlink_quietly
 from offload.queue.store import Stats
 
 __all__ = ["PgTasks"]
@@ -55,9 +54,9 @@ class PgTasks(PgRunning):
             """INSERT INTO tasks (id, type, state, command, spec, cwd, workspace,
                    timeout_seconds, priority, grp, env, name, labels, output_path,
                    context_files, model, large_context, max_turns, parent_id, created_at,
-                   updated_at)
+                   updated_at, policy, environ, run_on)
                VALUES (%s, %s, 'pending', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                   %s, %s, %s, %s, %s)
+                   %s, %s, %s, %s, %s, %s, %s, %s)
                RETURNING *""",
             (
                 task_id,
@@ -80,6 +79,9 @@ class PgTasks(PgRunning):
                 spec.parent_id,
                 now,
                 now,
+                _dump(dict(spec.policy) if spec.policy is not None else None),
+                _dump(dict(spec.environ)) if spec.environ else None,
+                _dump(list(spec.run_on)) if spec.run_on else None,
             ),
         )
         assert row is not None
@@ -254,8 +256,6 @@ class PgTasks(PgRunning):
             tx.execute("DELETE FROM deps WHERE task_id = ANY(%s)", (ids,))
             for task in purged:
                 tx.event(task.id, "purged", now, state=task.state.value)
-        for task in purged:
-            _unlink_quietly(task.log_path)
         return purged
 
     # -- the change feed ---------------------------------------------------------------

@@ -46,7 +46,11 @@ CREATE TABLE tasks (
     cost_usd          DOUBLE PRECISION,
     model_used        TEXT,
     files_written     TEXT,
-    result            TEXT
+    result            TEXT,
+    policy            TEXT,  -- the submitter's TaskPolicy (JSON)
+    environ           TEXT,  -- the submitter's scrubbed environment (JSON)
+    containment       TEXT,  -- what the supervisor ran it under
+    run_on            TEXT   -- host labels the executing member must have (JSON list)
 );
 -- The claim walks pending tasks in (priority, seq) order: a partial index keeps that walk
 -- as cheap with 100,000 finished rows as with none.

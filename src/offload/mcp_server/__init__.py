@@ -29,6 +29,6 @@ def main(settings: Settings, workspace: Path) -> int:
         ConfigError: An allow/deny pattern is not a valid regex.
         StoreError: The queue database cannot be opened.
     """
-    from offload.server.app import run
+    from offload.mcp_server.server import run
 
     return run(settings, workspace)

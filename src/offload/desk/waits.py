@@ -1,31 +1,30 @@
-"""Bounded waits for the MCP server: block a tool call until tasks finish, with progress.
+"""Waiting on tasks by following the Store's event feed: one rule, a blocking and an async loop.
 
-The same event-feed following as `offload.waiting.wait_for`, written for the event loop:
-Store calls go to a worker thread, the pause between polls is an `anyio.sleep` that a
-client's cancellation interrupts at once, and a progress callback reports how many tasks
-are done whenever that changes (and every few seconds, so a client that resets its
-timeout on progress keeps waiting).
+A waiter reads the tasks again only when the event feed shows a change to one of them, so a
+long wait costs one indexed query per poll. The CLI blocks in `wait_for`; the MCP server
+awaits `wait_tasks`, whose Store calls go to a worker thread and whose pause a client's
+cancellation interrupts at once, with progress reported as tasks finish.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
-import anyio
-import anyio.to_thread
-
-from offload.queue.models import Event, Task
+from offload.queue.models import Event, State, Task
 from offload.queue.store import Store
-from offload.waiting import POLL_SECONDS
 
 __all__ = [
     "MAX_WAIT_SECONDS",
+    "POLL_SECONDS",
     "PROGRESS_EVERY_SECONDS",
     "Report",
     "condition_met",
+    "wait_for",
     "wait_tasks",
 ]
 
+POLL_SECONDS = 0.05
 # Below the 60 s most MCP clients give a tool call, with room for the answer to travel.
 MAX_WAIT_SECONDS = 55.0
 PROGRESS_EVERY_SECONDS = 5.0
@@ -41,6 +40,44 @@ def condition_met(tasks: Sequence[Task], mode: str, expected: int) -> bool:
     return finished > 0 if mode == "any" else finished == len(tasks)
 
 
+def _changed(store: Store, cursor: int, ids: Sequence[str]) -> tuple[int, bool]:
+    """The new cursor, and whether any of `ids` changed since `cursor`."""
+    events: list[Event] = store.events_since(cursor, task_ids=ids)
+    return (events[-1].seq, True) if events else (cursor, False)
+
+
+def wait_for(
+    store: Store,
+    task_ids: Sequence[str],
+    *,
+    mode: str = "all",
+    timeout_seconds: float | None = None,
+    on_tick: Callable[[list[Task]], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> tuple[list[Task], bool]:
+    """Blocks until all (or any) of `task_ids` are final, or the timeout passes.
+
+    Returns:
+        The tasks as last read, and whether the condition held.
+    """
+    ids = list(task_ids)
+    deadline = None if timeout_seconds is None else clock() + timeout_seconds
+    cursor = store.last_event_seq()
+    tasks = store.get_many(ids)
+    while True:
+        if condition_met(tasks, mode, len(ids)):
+            return tasks, True
+        if on_tick is not None:
+            on_tick(tasks)
+        if deadline is not None and clock() >= deadline:
+            return tasks, False
+        sleep(POLL_SECONDS if deadline is None else max(0.0, min(POLL_SECONDS, deadline - clock())))
+        cursor, changed = _changed(store, cursor, ids)
+        if changed:
+            tasks = store.get_many(ids)
+
+
 async def wait_tasks(
     store: Store,
     task_ids: Sequence[str],
@@ -49,7 +86,7 @@ async def wait_tasks(
     timeout_seconds: float,
     report: Report | None = None,
 ) -> tuple[list[Task], bool]:
-    """Waits until all (or any) of `task_ids` are final, or `timeout_seconds` pass.
+    """Waits in an event loop until all (or any) of `task_ids` are final, or the timeout.
 
     Args:
         store: The queue.
@@ -62,6 +99,9 @@ async def wait_tasks(
     Returns:
         The tasks as last read, and whether the condition held.
     """
+    import anyio
+    import anyio.to_thread
+
     ids = list(task_ids)
     deadline = anyio.current_time() + timeout_seconds
     cursor = await anyio.to_thread.run_sync(store.last_event_seq)
@@ -71,30 +111,24 @@ async def wait_tasks(
         if condition_met(tasks, mode, len(ids)):
             return tasks, True
         if report is not None:
-            reported = await _report(report, tasks, len(ids), reported)
+            reported = await _report(report, tasks, len(ids), reported, anyio.current_time())
         remaining = deadline - anyio.current_time()
         if remaining <= 0:
             return tasks, False
         await anyio.sleep(min(POLL_SECONDS, remaining))
-        events = await anyio.to_thread.run_sync(_events_since, store, cursor, ids)
-        if events:
-            cursor = events[-1].seq
+        cursor, changed = await anyio.to_thread.run_sync(_changed, store, cursor, ids)
+        if changed:
             tasks = await anyio.to_thread.run_sync(store.get_many, ids)
 
 
-def _events_since(store: Store, cursor: int, ids: list[str]) -> list[Event]:
-    return store.events_since(cursor, task_ids=ids)
-
-
 async def _report(
-    report: Report, tasks: Sequence[Task], total: int, last: tuple[int, float]
+    report: Report, tasks: Sequence[Task], total: int, last: tuple[int, float], now: float
 ) -> tuple[int, float]:
     """Sends progress when the finished count moved or a heartbeat is due; returns the new mark."""
     finished = sum(1 for t in tasks if t.is_final)
-    now = anyio.current_time()
     last_count, last_at = last
     if finished == last_count and now - last_at < PROGRESS_EVERY_SECONDS:
         return last
-    running = sum(1 for t in tasks if t.state.value == "running")
+    running = sum(1 for t in tasks if t.state is State.RUNNING)
     await report(finished, total, f"{finished}/{total} finished, {running} running")
     return finished, now

@@ -32,6 +32,6 @@ def serve(settings: Settings, host: str, port: int, allow_remote: bool) -> int:
         0 after a clean stop (Ctrl-C), 1 when the server cannot start, 2 for an address
         refused without ``allow_remote``.
     """
-    from offload.api.server import run
+    from offload.web.serve import run
 
     return run(settings, host, port, allow_remote)

@@ -1,4 +1,4 @@
-"""Tests of offload.output against real files in tmp_path.
+"""Tests of offload.logs against real files in tmp_path.
 
 Bounded reading is checked by counting the bytes that ``os.pread`` hands back, not by
 timing, so the tests stay deterministic on a slow machine.
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offload.errors import InvalidInput
-from offload.output import (
+from offload.logs import (
     MAX_TAIL_BYTES,
     MAX_TAIL_LINES,
     Progress,

@@ -17,16 +17,15 @@ import codecs
 import json
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from offload.api.models import EventOut
+from offload.desk.output import TaskOutput
 from offload.errors import NotFound, OffloadError
-from offload.output import read_from
 from offload.queue.models import Task
 from offload.queue.store import Store
+from offload.web.models import EventOut
 
 __all__ = ["EventHub", "change_stream", "frame", "output_stream"]
 
@@ -115,7 +114,7 @@ async def change_stream(store: Store, hub: EventHub, cursor: int) -> AsyncIterat
 
 
 async def output_stream(
-    store: Store, hub: EventHub, task: Task, log: Path, offset: int
+    store: Store, hub: EventHub, output: TaskOutput, task: Task, offset: int
 ) -> AsyncIterator[str]:
     """A task's output from byte ``offset`` on, as ``output`` events, then one ``end`` event.
 
@@ -129,7 +128,7 @@ async def output_stream(
     state, final = task.state.value, task.is_final
     seen_seq, idle, quiet = hub.seq, 0.0, 0.0
     while True:
-        data, offset = await run_in_threadpool(read_from, log, offset, OUTPUT_CHUNK_BYTES)
+        data, offset = await run_in_threadpool(output.read, task, offset, OUTPUT_CHUNK_BYTES)
         if data:
             text = decoder.decode(data)
             held = len(decoder.getstate()[0])

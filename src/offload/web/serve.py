@@ -93,8 +93,8 @@ def prepare(settings: Settings, host: str, port: int, allow_remote: bool) -> Pre
         StoreError: The queue database cannot be opened.
         OSError: The socket cannot be bound.
     """
-    from offload.api.app import create_app
-    from offload.api.auth import AccessPolicy, is_loopback, load_token
+    from offload.web.auth import AccessPolicy, is_loopback, load_token
+    from offload.web.routes import create_app
 
     if not is_loopback(host) and not allow_remote:
         raise ConfigError(
@@ -132,8 +132,8 @@ def make_server(prepared: Prepared) -> uvicorn.Server:
 
 
 def run(settings: Settings, host: str, port: int, allow_remote: bool) -> int:
-    """Serves until Ctrl-C or SIGTERM; see ``offload.api.serve``."""
-    from offload.api.auth import is_loopback
+    """Serves until Ctrl-C or SIGTERM; see ``offload.web.serve``."""
+    from offload.web.auth import is_loopback
 
     try:
         prepared = prepare(settings, host, port, allow_remote)

@@ -21,6 +21,8 @@ from mcp.server.mcpserver.tools import Tool
 from mcp_types import CallToolResult, ToolAnnotations
 from pydantic import Field
 
+from offload.desk import Desk
+from offload.desk.waits import MAX_WAIT_SECONDS, wait_tasks
 from offload.errors import (
     AmbiguousId,
     ConfigError,
@@ -31,13 +33,11 @@ from offload.errors import (
     PolicyRefused,
     StoreError,
 )
-from offload.output import MAX_TAIL_BYTES
+from offload.logs import MAX_TAIL_BYTES
+from offload.mcp_server import views
+from offload.mcp_server.compact_schema import compact
+from offload.mcp_server.turns import read_turns
 from offload.queue.models import TASK_TYPES, State, Task
-from offload.server import views
-from offload.server.schema import compact
-from offload.server.service import Desk
-from offload.server.turns import read_turns
-from offload.server.waits import MAX_WAIT_SECONDS, wait_tasks
 
 __all__ = [
     "DECLARED_OUTPUTS",
@@ -58,6 +58,7 @@ WAIT_LISTS_UP_TO = 20
 OUTPUT_MAX_LINES = 2000
 OUTPUT_MAX_BYTES = 65_536
 CANCEL_WAIT_MAX_SECONDS = 15.0
+MAX_LISTED = 200  # one list_tasks answer; more would flood the agent's context
 # Every tool answers structured content; these also declare its schema. The read tools'
 # answers are self-describing and their schemas would push tools/list past 4.5 KB.
 DECLARED_OUTPUTS = frozenset({"submit_task", "submit_batch", "cancel_task", "retry_task"})
@@ -216,7 +217,7 @@ class ToolSet:
     ) -> Annotated[CallToolResult, views.TaskList]:
         """Tasks newest first; this workspace's unless all_workspaces."""
         with _refusals():
-            tasks = self.desk.listing(state, limit, all_workspaces)
+            tasks = self.desk.listing(state, min(limit, MAX_LISTED), all_workspaces=all_workspaces)
         return views.answer(views.TaskList(tasks=[views.brief(t, title=True) for t in tasks]))
 
     async def wait_for_tasks(

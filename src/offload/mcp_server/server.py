@@ -19,13 +19,11 @@ from pydantic import ValidationError
 
 from offload import __version__
 from offload.config import Settings
+from offload.desk import Desk, open_desk, wake_supervisor
 from offload.errors import OffloadError
-from offload.queue.sqlite import SqliteStore, now_ms
-from offload.server.service import Desk
-from offload.server.tasks_ext import TasksExtension
-from offload.server.tools import OUTPUT_MAX_BYTES, OUTPUT_MAX_LINES, ToolSet
-from offload.submission import Submitter
-from offload.supervisor.launch import ensure_supervisor
+from offload.mcp_server.tasks_ext import TasksExtension
+from offload.mcp_server.tools import OUTPUT_MAX_BYTES, OUTPUT_MAX_LINES, ToolSet
+from offload.queue import Store, open_store
 
 __all__ = ["INSTRUCTIONS", "OUTPUT_URI", "OffloadServer", "build_server", "run"]
 
@@ -73,7 +71,7 @@ def build_server(
     settings: Settings,
     workspace: Path,
     *,
-    store: SqliteStore | None = None,
+    store: Store | None = None,
     wake: Callable[[], object] | None = None,
 ) -> OffloadServer:
     """An MCP server for `workspace` on the queue of `settings.home`.
@@ -81,21 +79,14 @@ def build_server(
     Args:
         settings: The loaded settings (data dir, policy).
         workspace: The directory tasks run in and are confined to.
-        store: The queue to use; by default the SQLite file of `settings`.
-        wake: Wakes (or starts) the supervisor; by default `ensure_supervisor`.
+        store: The queue to use; by default the one the settings name.
+        wake: Wakes (or starts) the supervisor; by default `wake_supervisor`.
 
     Raises:
         ConfigError: An allow/deny pattern is not a valid regex.
         StoreError: The queue database cannot be opened.
     """
-    submitter = Submitter.for_workspace(settings, workspace)
-    desk = Desk(
-        settings=settings,
-        store=store if store is not None else SqliteStore(settings.db_path),
-        submitter=submitter,
-        wake=wake if wake is not None else (lambda: ensure_supervisor(settings.home)),
-        clock_ms=now_ms,
-    )
+    desk = open_desk(settings, workspace=workspace, confined=True, store=store, wake=wake)
     server = OffloadServer(
         "offload",
         version=__version__,
@@ -125,10 +116,10 @@ def _add_output_resource(server: MCPServer[Any], desk: Desk) -> None:
 
 def run(settings: Settings, workspace: Path) -> int:
     """Serves the MCP server on stdio until the client disconnects; returns the exit code."""
-    store = SqliteStore(settings.db_path)
+    store = open_store(settings)
     try:
         server = build_server(settings, workspace, store=store)
-        ensure_supervisor(settings.home)
+        wake_supervisor(settings)
         server.run("stdio")
     except KeyboardInterrupt:
         return 130

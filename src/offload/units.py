@@ -150,7 +150,7 @@ def _enable_hint(files: list[ServiceFile], platform: str) -> str:
 
 
 def _install(files: list[ServiceFile], platform: str, settings: Settings) -> int:
-    from offload.api.auth import load_token
+    from offload.web.auth import load_token
 
     for f in files:
         f.path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from offload.config import load_settings
-from offload.service import main
+from offload.units import main
 
 UNITS = ("offload-supervisor.service", "offload-http.service")
 

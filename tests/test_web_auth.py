@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.api.auth import (
+from offload.web.auth import (
     TOKEN_FILE,
     AccessPolicy,
     check_request,

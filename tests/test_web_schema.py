@@ -1,7 +1,7 @@
 """Schemathesis against the real server's /openapi.json: no 5xx, answers match the schema.
 
 A bounded number of generated cases per operation keeps this to a few seconds. The event
-stream (`/api/events`) never ends by design, so it is covered in test_api.py instead.
+stream (`/api/events`) never ends by design, so it is covered in test_web.py instead.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 
-from offload.api.app import create_app
-from offload.api.auth import AccessPolicy
-from offload.api.server import ServerThread, prepare
 from offload.config import Settings, load_settings
 from offload.queue.models import State, TaskSpec
 from offload.queue.sqlite import SqliteStore
+from offload.web.auth import AccessPolicy
+from offload.web.routes import create_app
+from offload.web.serve import ServerThread, prepare
 
 MAX_EXAMPLES = 25
 

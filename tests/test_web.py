@@ -20,12 +20,12 @@ import httpx
 import pytest
 
 from conftest import marked_processes, wait_until
-from offload.api.app import create_app
-from offload.api.auth import COOKIE_NAME, AccessPolicy
-from offload.api.server import Prepared, ServerThread, _bind, prepare, run
 from offload.config import load_settings
 from offload.queue.models import Task, TaskSpec
 from offload.queue.sqlite import SqliteStore
+from offload.web.auth import COOKIE_NAME, AccessPolicy
+from offload.web.routes import create_app
+from offload.web.serve import Prepared, ServerThread, _bind, prepare, run
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
 FINAL = {"completed", "failed", "timed_out", "cancelled", "interrupted"}

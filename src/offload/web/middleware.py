@@ -11,7 +11,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
 
-from offload.api.auth import COOKIE_NAME, AccessPolicy, check_request
+from offload.web.auth import COOKIE_NAME, AccessPolicy, check_request
 
 __all__ = ["CSP", "SecurityMiddleware"]
 

@@ -6,12 +6,14 @@ are never sent (they may hold secrets a submitter passed with ``--env``): only t
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, create_model
 
-from offload.output import Tail
+from offload.logs import Tail
 from offload.queue.models import Event, State, Task
 from offload.queue.store import Stats
 
@@ -43,62 +45,60 @@ class ErrorOut(_Out):
     detail: str
 
 
-class TaskOut(_Out):
-    """A task as the API shows it: every stored field, environment values left out."""
+# Fields whose values may hold secrets a submitter passed: only their names are sent.
+_NAMES_ONLY = {"env": "env_names", "environ": "environ_names"}
+_DESCRIPTIONS = {
+    "id": "32 hex characters; any unique prefix of 6+ also works",
+    "created_at": "UTC milliseconds since the epoch, like every *_at",
+    "progress": "fraction done, 0 to 1, when known",
+    "env_names": "names of the task's own variables (no values)",
+    "environ_names": "names of the submitter's environment variables it ran with (no values)",
+    "title": "the name, else the command, else the spec",
+    "containment": "what contained the task's processes (namespaces, cgroup, sandbox)",
+    "policy": "the command policy the task was submitted under, as it enforces it",
+}
 
-    id: str = Field(description="32 hex characters; any unique prefix of 6+ also works")
-    seq: int
-    type: str
-    state: State
-    title: str = Field(description="the name, else the command, else the spec")
-    command: str | list[str] | None
-    spec: str | None
-    cwd: str
-    workspace: str
-    timeout_seconds: float | None
-    priority: int
-    group: str | None
-    depends_on: list[str]
-    env_names: list[str] = Field(description="names of the task's own variables (no values)")
-    name: str | None
-    labels: list[str]
-    output_path: str | None
-    context_files: list[str]
-    model: str | None
-    large_context: bool
-    max_turns: int | None
-    parent_id: str | None
-    created_at: int = Field(description="UTC milliseconds since the epoch, like every *_at")
-    updated_at: int
-    started_at: int | None
-    finished_at: int | None
-    attempt: int
-    exit_code: int | None
-    signal: int | None
-    error: str | None
-    pid: int | None
-    pgid: int | None
-    cgroup: str | None
-    log_path: str | None
-    cancel_requested: bool
-    progress: float | None = Field(description="fraction done, 0 to 1, when known")
-    progress_message: str | None
-    tokens_in: int | None
-    tokens_out: int | None
-    cost_usd: float | None
-    model_used: str | None
-    files_written: list[str]
-    result: str | None
 
+class _TaskOutBase(_Out):
     @classmethod
-    def of(cls, task: Task) -> TaskOut:
+    def of(cls, task: Task) -> Any:
         """Wraps a Store task."""
         data: dict[str, Any] = task.to_dict()
-        data["env_names"] = sorted(data.pop("env"))
+        for name, shown in _NAMES_ONLY.items():
+            data[shown] = sorted(data.pop(name) or ())
         data["title"] = task.title
-        for internal in ("proc_start", "supervisor_id"):
-            data.pop(internal, None)
         return cls(**data)
+
+
+def _json_type(hint: Any) -> Any:
+    """The type a dataclass field has in JSON: tuples are arrays."""
+    if typing.get_origin(hint) is tuple:
+        (item, _ellipsis) = typing.get_args(hint)
+        return list.__class_getitem__(item)
+    return hint
+
+
+def _task_out_fields() -> dict[str, Any]:
+    """Every field of `Task`, so a field added to the domain reaches the API by itself."""
+    hints = typing.get_type_hints(Task)
+    fields: dict[str, Any] = {}
+    for f in dataclasses.fields(Task):
+        name = _NAMES_ONLY.get(f.name, f.name)
+        kind = list[str] if f.name in _NAMES_ONLY else _json_type(hints[f.name])
+        fields[name] = (kind, Field(description=_DESCRIPTIONS.get(name)))
+    fields["title"] = (str, Field(description=_DESCRIPTIONS["title"]))
+    return fields
+
+
+if typing.TYPE_CHECKING:
+    TaskOut = _TaskOutBase
+else:
+    TaskOut = create_model(
+        "TaskOut",
+        __base__=_TaskOutBase,
+        __doc__="A task as the API shows it: every stored field, environment values left out.",
+        **_task_out_fields(),
+    )
 
 
 class TaskPage(_Out):

@@ -1,4 +1,4 @@
-"""`python -m offload.server [--workspace DIR]`: the MCP server without the CLI in front.
+"""`python -m offload.mcp_server [--workspace DIR]`: the MCP server without the CLI in front.
 
 `offload mcp` is the documented entry point; this one serves tests and debugging.
 """
@@ -11,11 +11,11 @@ from pathlib import Path
 
 from offload.config import load_settings
 from offload.errors import OffloadError
-from offload.server import main
+from offload.mcp_server import main
 
 
 def _cli() -> int:
-    parser = argparse.ArgumentParser(prog="python -m offload.server")
+    parser = argparse.ArgumentParser(prog="python -m offload.mcp_server")
     parser.add_argument("--workspace", default=".", help="workspace directory (default: cwd)")
     args = parser.parse_args()
     try:

@@ -13,13 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
+from test_web import Api
 
-from offload.api.server import ServerThread, prepare
 from offload.config import Settings, load_settings
 from offload.queue.models import State, Task, TaskSpec
 from offload.queue.sqlite import SqliteStore
+from offload.web.serve import ServerThread, prepare
 from offload.workers.agent.transcript import Transcript, transcript_path
-from test_api import Api
 
 SCRIPT = "<script>alert(1)</script>"
 LONG_RESULT = "x" * 5_000
@@ -27,7 +27,7 @@ LONG_RESULT = "x" * 5_000
 
 @pytest.fixture
 def api(offload_home: Path) -> Iterator[Api]:
-    """The real server on 127.0.0.1:<free port>, as test_api.py runs it."""
+    """The real server on 127.0.0.1:<free port>, as test_web.py runs it."""
     prepared = prepare(load_settings(), "127.0.0.1", 0, False)
     with (
         ServerThread(prepared),

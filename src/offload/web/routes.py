@@ -1,12 +1,12 @@
-"""The FastAPI application: the endpoints of ARCHITECTURE §7 and the dashboard page.
+"""The FastAPI application: the endpoints of docs/http-api.md and the dashboard page.
 
-A thin front end. Reads go through the Store; the only writes are cancel, retry and purge,
-through the same Store transitions as the CLI, so an illegal one is refused with the same
-message (as HTTP 409). After a cancel or retry the supervisor is woken (or started), as the
-CLI does; the API itself never touches a process.
+A thin front end over a `Desk` that sees every workspace: it parses and renders, and every
+verb (reads, cancel, retry, purge, waking the supervisor) is the desk's, so an illegal
+change is refused with the same message as in the CLI (as HTTP 409). The API itself never
+touches a process or opens a log file.
 
 Route functions are plain ``def`` so FastAPI runs them in its thread pool: the Store is a
-blocking SQLite connection, shared safely behind its own lock.
+blocking connection, shared safely behind its own lock.
 """
 
 from __future__ import annotations
@@ -23,9 +23,23 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 
-from offload.api.auth import COOKIE_NAME, AccessPolicy, token_matches
-from offload.api.events import EventHub, change_stream, output_stream
-from offload.api.models import (
+from offload.config import Settings
+from offload.desk import Desk, open_desk
+from offload.errors import (
+    AmbiguousId,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+    OffloadError,
+    StoreError,
+)
+from offload.logs import MAX_TAIL_LINES
+from offload.queue.models import PURGEABLE_STATES, State
+from offload.queue.store import Store
+from offload.web.auth import COOKIE_NAME, AccessPolicy, token_matches
+from offload.web.events import EventHub, change_stream, output_stream
+from offload.web.middleware import SecurityMiddleware
+from offload.web.models import (
     ErrorOut,
     OutputOut,
     PurgeIn,
@@ -35,20 +49,6 @@ from offload.api.models import (
     TaskPage,
     TurnOut,
 )
-from offload.api.security import SecurityMiddleware
-from offload.config import Settings
-from offload.errors import (
-    AmbiguousId,
-    IllegalTransition,
-    InvalidInput,
-    NotFound,
-    OffloadError,
-    StoreError,
-)
-from offload.output import MAX_TAIL_LINES, read_tail
-from offload.queue.models import PURGEABLE_STATES, State, Task
-from offload.queue.sqlite import SqliteStore, now_ms
-from offload.queue.store import Store
 
 __all__ = ["create_app"]
 
@@ -95,16 +95,6 @@ final and its log is drained.
 """
 
 
-def _log_path(settings: Settings, task: Task) -> Path:
-    return Path(task.log_path) if task.log_path else settings.logs_dir / f"{task.id}.log"
-
-
-def _wake(settings: Settings) -> None:
-    from offload.supervisor.launch import ensure_supervisor
-
-    ensure_supervisor(settings.home)
-
-
 async def _offload_error(request: Request, exc: Exception) -> Response:
     status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 400)
     if isinstance(exc, StoreError):
@@ -117,15 +107,16 @@ def create_app(settings: Settings, policy: AccessPolicy, store: Store | None = N
 
     Args:
         settings: offload's settings (the data dir and the log directory come from here).
-        policy: Who may call the server (see ``offload.api.auth``).
-        store: The Store to use; by default a SQLite store on ``settings.db_path``,
-            closed when the app shuts down.
+        policy: Who may call the server (see ``offload.web.auth``).
+        store: The Store to use; by default the one the settings name, closed when the
+            app shuts down.
 
     Raises:
         StoreError: The queue database cannot be opened.
     """
     own_store = store is None
-    db: Store = SqliteStore(settings.db_path) if store is None else store
+    desk = open_desk(settings, workspace=settings.home, confined=False, store=store)
+    db = desk.store
     hub = EventHub(db)
 
     @contextlib.asynccontextmanager
@@ -152,19 +143,19 @@ def create_app(settings: Settings, policy: AccessPolicy, store: Store | None = N
     )
     app.add_exception_handler(OffloadError, _offload_error)
     app.add_middleware(SecurityMiddleware, policy=policy)
-    _add_reads(app, db, settings)
-    _add_writes(app, db, settings)
-    _add_events(app, db, hub, settings)
+    _add_reads(app, desk)
+    _add_writes(app, desk)
+    _add_events(app, desk, hub)
     _add_page(app, policy)
     return app
 
 
-def _add_reads(app: FastAPI, db: Store, settings: Settings) -> None:
+def _add_reads(app: FastAPI, desk: Desk) -> None:
     @app.get("/api/stats", tags=["reads"])
     def get_stats() -> StatsOut:
         """Counts by state, cost today and in all, and the last 14 days per day."""
-        now = now_ms()
-        return StatsOut.of(db.stats(now), now)
+        now = desk.clock_ms()
+        return StatsOut.of(desk.store.stats(now), now)
 
     @app.get("/api/tasks", tags=["reads"])
     def list_tasks(
@@ -174,9 +165,8 @@ def _add_reads(app: FastAPI, db: Store, settings: Settings) -> None:
     ) -> TaskPage:
         """Tasks newest first, optionally only those in the given states."""
         states = set(state) if state else None
-        tasks = db.list(states, limit=limit, offset=offset)
-        counts = db.stats(now_ms(), days=1).counts
-        total = sum(n for s, n in counts.items() if states is None or s in states)
+        tasks = desk.listing(states, limit=limit, offset=offset)
+        total = desk.count(states)
         return TaskPage(
             tasks=[TaskOut.of(t) for t in tasks], total=total, limit=limit, offset=offset
         )
@@ -184,7 +174,7 @@ def _add_reads(app: FastAPI, db: Store, settings: Settings) -> None:
     @app.get("/api/tasks/{task_id}", tags=["reads"], responses=_NOT_FOUND)
     def get_task(task_id: _TaskId) -> TaskOut:
         """One task, by id or unique prefix."""
-        return TaskOut.of(db.get(task_id))
+        return TaskOut.of(desk.task(task_id))
 
     @app.get("/api/tasks/{task_id}/output", tags=["reads"], responses=_NOT_FOUND)
     def get_output(
@@ -192,11 +182,8 @@ def _add_reads(app: FastAPI, db: Store, settings: Settings) -> None:
         tail: Annotated[int, Query(ge=0, le=MAX_TAIL_LINES, description="lines wanted")] = 200,
     ) -> OutputOut:
         """The last `tail` lines of the task's output (at most 256 KiB)."""
-        task = db.get(task_id)
-        try:
-            return OutputOut.of(task.id, read_tail(_log_path(settings, task), tail, TAIL_MAX_BYTES))
-        except OSError as exc:
-            raise StoreError(f"cannot read the output of task {task.id[:12]}: {exc}") from exc
+        task = desk.task(task_id)
+        return OutputOut.of(task.id, desk.tail(task, tail, TAIL_MAX_BYTES))
 
     @app.get("/api/tasks/{task_id}/turns", tags=["reads"], responses=_NOT_FOUND)
     def get_turns(
@@ -211,16 +198,11 @@ def _add_reads(app: FastAPI, db: Store, settings: Settings) -> None:
         result (cut to 2,000 characters), tokens, cost and any error. With more turns than
         `limit`, the newest `limit` are sent.
         """
-        task = db.get(task_id)
-        if task.type != "agent":
-            return []
-        from offload.workers.agent.transcript import load_turns
-
-        turns = load_turns(task, settings, result_chars=TURN_RESULT_CHARS)
+        turns = desk.turns(desk.task(task_id), result_chars=TURN_RESULT_CHARS)
         return [TurnOut.of(turn) for turn in turns[-limit:]]
 
 
-def _add_writes(app: FastAPI, db: Store, settings: Settings) -> None:
+def _add_writes(app: FastAPI, desk: Desk) -> None:
     acted = {**_NOT_FOUND, **_CONFLICT}
 
     @app.post("/api/tasks/{task_id}/cancel", tags=["writes"], responses=acted)
@@ -230,29 +212,23 @@ def _add_writes(app: FastAPI, db: Store, settings: Settings) -> None:
         A running task comes back still `running` with `cancel_requested` true; the
         change feed tells when it is `cancelled`.
         """
-        task = db.request_cancel(task_id)
-        if task.state is State.RUNNING:
-            _wake(settings)
-        return TaskOut.of(task)
+        return TaskOut.of(desk.cancel(task_id))
 
     @app.post("/api/tasks/{task_id}/retry", tags=["writes"], responses=acted)
     def retry_task(task_id: _TaskId) -> TaskOut:
         """Queues a failed, timed-out, interrupted or cancelled task again (attempt + 1)."""
-        task = db.retry(task_id)
-        _wake(settings)
-        return TaskOut.of(task)
+        return TaskOut.of(desk.retry(task_id))
 
     @app.post("/api/purge", tags=["writes"], responses=_CONFLICT)
     def purge(body: Annotated[PurgeIn | None, Body()] = None) -> PurgeOut:
         """Removes finished tasks and their logs (by default completed and cancelled ones)."""
         body = body or PurgeIn()
         states = {State(s.value) for s in body.states} if body.states else PURGEABLE_STATES
-        older = body.older_than_seconds
-        purged = db.purge(older_than_ms=None if older is None else int(older * 1000), states=states)
+        purged = desk.purge(body.older_than_seconds, states)
         return PurgeOut(purged=len(purged), ids=[t.id for t in purged])
 
 
-def _add_events(app: FastAPI, db: Store, hub: EventHub, settings: Settings) -> None:
+def _add_events(app: FastAPI, desk: Desk, hub: EventHub) -> None:
     @app.get(
         "/api/events",
         tags=["reads"],
@@ -277,15 +253,15 @@ def _add_events(app: FastAPI, db: Store, hub: EventHub, settings: Settings) -> N
         """The live change feed, or one task's live output (see the description)."""
         headers = {"X-Accel-Buffering": "no"}
         if follow is not None:
-            task = db.get(follow)
-            stream = output_stream(db, hub, task, _log_path(settings, task), offset)
+            task = desk.task(follow)
+            stream = output_stream(desk.store, hub, desk.output, task, offset)
         else:
             cursor = since
             if cursor is None and last_event_id and last_event_id.strip().isdigit():
                 cursor = min(int(last_event_id.strip()), MAX_SEQ)
             if cursor is None:
-                cursor = db.last_event_seq()
-            stream = change_stream(db, hub, cursor)
+                cursor = desk.store.last_event_seq()
+            stream = change_stream(desk.store, hub, cursor)
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 

@@ -1,28 +1,26 @@
-"""The `offload` command: the person's door to the queue.
+"""What each `offload` command does: parse its options, call the desk, render the answer.
 
-Front-end rules hold here too: it reads and writes the Store and wakes the supervisor,
-never runs a task or kills a process itself. Exit codes scripts can rely on:
-0 success, 1 an offload error (message on stderr), 2 bad usage, 124 a wait timed out;
-`submit --wait` exits with the task's own exit code.
+Front-end rules hold here: every verb goes through the service layer (`offload.desk`);
+nothing here runs a task, kills a process or opens a log file by path.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from offload.config import Settings, load_settings
-from offload.errors import InvalidInput, OffloadError
+from offload.config import Settings
+from offload.errors import InvalidInput
 from offload.queue.models import PURGEABLE_STATES, State, Task
-from offload.queue.sqlite import SqliteStore, now_ms
 
-__all__ = ["main", "parse_duration"]
+if TYPE_CHECKING:
+    from offload.desk import Desk
+
+__all__ = ["COMMANDS", "EXIT_ERROR", "EXIT_TIMEOUT", "EXIT_USAGE", "App", "parse_duration"]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -58,17 +56,29 @@ def _cwd() -> Path:
         raise InvalidInput("the current directory no longer exists; cd somewhere else") from None
 
 
-class _App:
-    """What every command needs: settings, the store, and a way to wake the supervisor."""
+class App:
+    """What every command needs: the settings and a desk that sees every workspace.
+
+    The desk (and with it the store) opens on first use, so `--help`-like paths and
+    commands that fail on their arguments never touch the database.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.store = SqliteStore(settings.db_path)
+        self._desk: Desk | None = None
 
-    def wake(self) -> None:
-        from offload.supervisor.launch import ensure_supervisor
+    @property
+    def desk(self) -> Desk:
+        """The service layer, submitting from the current directory."""
+        if self._desk is None:
+            from offload.desk import open_desk
 
-        ensure_supervisor(self.settings.home)
+            try:
+                here: Path = Path.cwd()
+            except FileNotFoundError:
+                here = self.settings.home  # reads still work; submit refuses (see _cwd)
+            self._desk = open_desk(self.settings, workspace=here, confined=False)
+        return self._desk
 
 
 # -- submit ---------------------------------------------------------------------------------
@@ -146,25 +156,12 @@ def _read_batch(source: str) -> str:
         raise InvalidInput(f"cannot read {name}: {exc.strerror or exc}") from None
 
 
-def cmd_submit(app: _App, args: argparse.Namespace) -> int:
-    from offload.submission import Submitter
-
-    submitter = Submitter.for_workspace(app.settings, _cwd())
-    if args.batch:
-        raws = _batch_entries(args.batch)
-    else:
-        raws = [_submit_fields(args)]
-    specs = []
-    for number, raw in enumerate(raws, 1):
-        try:
-            specs.append(submitter.build(raw, lambda i: app.store.get(i).id))
-        except OffloadError as exc:
-            prefix = f"batch entry {number}: " if args.batch else ""
-            raise type(exc)(prefix + str(exc)) from None
-    tasks = app.store.submit(specs)
-    app.wake()
+def cmd_submit(app: App, args: argparse.Namespace) -> int:
+    _cwd()  # a deleted current directory is refused before anything is stored
+    raws = _batch_entries(args.batch) if args.batch else [_submit_fields(args)]
+    tasks = app.desk.submit(raws, entry_word="batch entry {n}", batch=bool(args.batch))
     if args.json:
-        from offload.render import print_json
+        from offload.cli.render import print_json
 
         print_json([{"id": t.id, "state": t.state.value} for t in tasks])
     else:
@@ -176,23 +173,15 @@ def cmd_submit(app: _App, args: argparse.Namespace) -> int:
 
 
 # -- following ------------------------------------------------------------------------------
-def _follow(app: _App, task_id: str, *, exit_with_task: bool = False, offset: int = 0) -> int:
-    from offload.output import read_from
-
-    log = app.settings.logs_dir / f"{task_id}.log"
+def _follow(app: App, task_id: str, *, exit_with_task: bool = False, offset: int = 0) -> int:
+    desk = app.desk
     out = sys.stdout.buffer
-    while True:
-        task = app.store.get(task_id)
-        data, offset = read_from(log, offset)
-        while data:
-            out.write(data)
-            out.flush()
-            data, offset = read_from(log, offset)
-        if task.is_final:
-            break
-        time.sleep(0.05)  # following a live file: the person sees output within 50 ms
+    for data in desk.follow(desk.task(task_id), offset):
+        out.write(data)
+        out.flush()
     if not exit_with_task:
         return 0
+    task = desk.task(task_id)
     if task.state is not State.COMPLETED:
         sys.stderr.write(f"offload: task {task.id[:12]} {task.state.value}: {task.error}\n")
     if task.exit_code is not None:
@@ -200,43 +189,40 @@ def _follow(app: _App, task_id: str, *, exit_with_task: bool = False, offset: in
     return {State.COMPLETED: 0, State.TIMED_OUT: EXIT_TIMEOUT}.get(task.state, EXIT_ERROR)
 
 
-def cmd_logs(app: _App, args: argparse.Namespace) -> int:
-    from offload.output import check_tail_args, read_tail
+def cmd_logs(app: App, args: argparse.Namespace) -> int:
+    from offload.logs import MAX_TAIL_BYTES, check_tail_args
 
-    task = app.store.get(args.id)
-    log = app.settings.logs_dir / f"{task.id}.log"
+    task = app.desk.task(args.id)
     offset = 0
     if args.tail is not None:
-        lines, max_bytes = check_tail_args(args.tail, 1_048_576)
-        tail = read_tail(log, lines=lines, max_bytes=max_bytes)
+        lines, max_bytes = check_tail_args(args.tail, MAX_TAIL_BYTES)
+        tail = app.desk.tail(task, lines, max_bytes)
         sys.stdout.write(tail.text)
         sys.stdout.flush()
         offset = tail.size
     if args.follow:
         return _follow(app, task.id, offset=offset)
     if args.tail is None:
-        _copy_file(log)
+        _copy_output(app, task)
     return 0
 
 
-def _copy_file(path: Path) -> None:
-    try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                sys.stdout.buffer.write(chunk)
-    except FileNotFoundError:
-        pass
+def _copy_output(app: App, task: Task) -> None:
+    from offload.logs import MAX_TAIL_BYTES
+
+    offset = 0
+    while True:
+        data, offset = app.desk.read_output(task, offset, MAX_TAIL_BYTES)
+        if not data:
+            break
+        sys.stdout.buffer.write(data)
     sys.stdout.flush()
 
 
-def cmd_wait(app: _App, args: argparse.Namespace) -> int:
-    from offload.waiting import wait_for
-
-    ids = [app.store.get(i).id for i in args.ids]
+def cmd_wait(app: App, args: argparse.Namespace) -> int:
     timeout = parse_duration(args.timeout) if args.timeout else None
-    tasks, met = wait_for(
-        app.store, ids, mode="any" if args.any else "all", timeout_seconds=timeout
-    )
+    mode = "any" if args.any else "all"
+    tasks, met = app.desk.wait(args.ids, mode=mode, timeout_seconds=timeout)
     _print_tasks(tasks, args.json)
     if not met:
         sys.stderr.write("offload: timed out waiting; the tasks are still running\n")
@@ -246,7 +232,7 @@ def cmd_wait(app: _App, args: argparse.Namespace) -> int:
 
 # -- reading --------------------------------------------------------------------------------
 def _print_tasks(tasks: Sequence[Task], as_json: bool) -> None:
-    from offload import render
+    from offload.cli import render
 
     if as_json:
         render.print_json([t.to_dict() for t in tasks])
@@ -254,22 +240,22 @@ def _print_tasks(tasks: Sequence[Task], as_json: bool) -> None:
         render.show_tasks(tasks)
 
 
-def cmd_list(app: _App, args: argparse.Namespace) -> int:
+def cmd_list(app: App, args: argparse.Namespace) -> int:
     states = [State(s) for s in args.state] if args.state else None
-    workspace = str(_cwd().resolve()) if args.here else None
-    tasks = app.store.list(states, limit=args.limit, offset=args.offset, workspace=workspace)
+    desk = app.desk.confined_to(str(_cwd().resolve())) if args.here else app.desk
+    tasks = desk.listing(states, limit=args.limit, offset=args.offset)
     _print_tasks(tasks, args.json)
     return 0
 
 
-def cmd_show(app: _App, args: argparse.Namespace) -> int:
-    from offload import render
+def cmd_show(app: App, args: argparse.Namespace) -> int:
+    from offload.cli import render
 
-    task = app.store.get(args.id)
+    task = app.desk.task(args.id)
     if args.turns:
-        from offload.workers.agent.transcript import format_turns, load_turns
+        from offload.workers.agent.transcript import format_turns
 
-        turns = load_turns(task, app.settings)
+        turns = app.desk.turns(task)
         if args.json:
             render.print_json(turns)
         else:
@@ -282,12 +268,12 @@ def cmd_show(app: _App, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_stats(app: _App, args: argparse.Namespace) -> int:
+def cmd_stats(app: App, args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from offload import render
+    from offload.cli import render
 
-    stats = app.store.stats(now_ms())
+    stats = app.desk.stats()
     if args.json:
         render.print_json(asdict(stats))
     else:
@@ -296,50 +282,45 @@ def cmd_stats(app: _App, args: argparse.Namespace) -> int:
 
 
 # -- acting ---------------------------------------------------------------------------------
-def cmd_cancel(app: _App, args: argparse.Namespace) -> int:
-    from offload.waiting import wait_for
-
-    task = app.store.request_cancel(args.id)
+def cmd_cancel(app: App, args: argparse.Namespace) -> int:
+    task = app.desk.cancel(args.id)
     if task.state is State.RUNNING:
-        app.wake()
-        tasks, _ = wait_for(app.store, [task.id], timeout_seconds=app.settings.grace_seconds + 5)
+        tasks, _ = app.desk.wait([task.id], timeout_seconds=app.settings.grace_seconds + 5)
         task = tasks[0] if tasks else task
     word = task.state.value if task.is_final else "cancelling (the supervisor is stopping it)"
     sys.stdout.write(f"{task.id[:12]} {word}\n")
     return 0
 
 
-def cmd_retry(app: _App, args: argparse.Namespace) -> int:
+def cmd_retry(app: App, args: argparse.Namespace) -> int:
     if args.failed:
-        tasks = app.store.retry_failed()
+        tasks = app.desk.retry_failed()
     elif args.id:
-        tasks = [app.store.retry(args.id)]
+        tasks = [app.desk.retry(args.id)]
     else:
         raise InvalidInput("give a task id, or --failed to retry every failed task")
-    if tasks:
-        app.wake()
     sys.stdout.write("".join(f"{t.id[:12]} pending (attempt {t.attempt})\n" for t in tasks))
     if not tasks:
         sys.stdout.write("nothing to retry\n")
     return 0
 
 
-def cmd_purge(app: _App, args: argparse.Namespace) -> int:
-    older = parse_duration(args.older_than) * 1000 if args.older_than else None
+def cmd_purge(app: App, args: argparse.Namespace) -> int:
+    older = parse_duration(args.older_than) if args.older_than else None
     states = [State(s) for s in args.state] if args.state else PURGEABLE_STATES
-    purged = app.store.purge(older_than_ms=int(older) if older is not None else None, states=states)
+    purged = app.desk.purge(older, states)
     sys.stdout.write(f"purged {len(purged)} task(s)\n")
     return 0
 
 
-def cmd_supervisor(app: _App, args: argparse.Namespace) -> int:
+def cmd_supervisor(app: App, args: argparse.Namespace) -> int:
     from offload.supervisor import control
 
-    return control.run(app.settings, app.store, args)
+    return control.run(app.settings, app.desk.store, args)
 
 
-def cmd_mcp(app: _App, args: argparse.Namespace) -> int:
-    from offload.server import main as serve_mcp
+def cmd_mcp(app: App, args: argparse.Namespace) -> int:
+    from offload.mcp_server import main as serve_mcp
 
     workspace = Path(args.workspace).expanduser() if args.workspace else _cwd()
     if not workspace.is_dir():
@@ -347,36 +328,30 @@ def cmd_mcp(app: _App, args: argparse.Namespace) -> int:
     return serve_mcp(app.settings, workspace.resolve())
 
 
-def cmd_serve(app: _App, args: argparse.Namespace) -> int:
-    from offload.api import serve
+def cmd_serve(app: App, args: argparse.Namespace) -> int:
+    from offload.web import serve
 
     return serve(app.settings, args.host, args.port, args.allow_remote)
 
 
-def cmd_service(app: _App, args: argparse.Namespace) -> int:
-    from offload import service
+def cmd_service(app: App, args: argparse.Namespace) -> int:
+    from offload import units
 
-    return service.main(args.action, args.print_only, app.settings)
+    return units.main(args.action, args.print_only, app.settings)
 
 
-# -- parser ---------------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the `offload` command; returns its exit code."""
-    from offload.cli_parser import build_parser
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return EXIT_USAGE
-    try:
-        app = _App(load_settings())
-        return int(globals()[args.handler](app, args))
-    except OffloadError as exc:
-        sys.stderr.write(f"offload: {exc}\n")
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_ERROR
+COMMANDS: dict[str, Callable[[App, argparse.Namespace], int]] = {
+    "cmd_submit": cmd_submit,
+    "cmd_list": cmd_list,
+    "cmd_show": cmd_show,
+    "cmd_logs": cmd_logs,
+    "cmd_wait": cmd_wait,
+    "cmd_stats": cmd_stats,
+    "cmd_cancel": cmd_cancel,
+    "cmd_retry": cmd_retry,
+    "cmd_purge": cmd_purge,
+    "cmd_supervisor": cmd_supervisor,
+    "cmd_mcp": cmd_mcp,
+    "cmd_serve": cmd_serve,
+    "cmd_service": cmd_service,
+}

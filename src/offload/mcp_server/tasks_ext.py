@@ -27,11 +27,11 @@ from mcp_types import INTERNAL_ERROR, INVALID_PARAMS, CallToolRequestParams, Cal
 from mcp_types import RequestParams as _RequestParams
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
+from offload.desk import Desk
 from offload.errors import IllegalTransition, OffloadError
+from offload.mcp_server import views
+from offload.mcp_server.tools import FINISHED_TAIL_BYTES, FINISHED_TAIL_LINES
 from offload.queue.models import State, Task
-from offload.server import views
-from offload.server.service import Desk
-from offload.server.tools import FINISHED_TAIL_BYTES, FINISHED_TAIL_LINES
 
 __all__ = [
     "POLL_INTERVAL_MS",

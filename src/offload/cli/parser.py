@@ -1,4 +1,4 @@
-"""The argument parser of the `offload` command (ARCHITECTURE §7 names)."""
+"""The argument parser of the `offload` command: every command, option and its help."""
 
 from __future__ import annotations
 
