@@ -322,16 +322,40 @@ def cmd_supervisor(app: App, args: argparse.Namespace) -> int:
 def cmd_mcp(app: App, args: argparse.Namespace) -> int:
     from offload.mcp_server import main as serve_mcp
 
+    workspace = _workspace(args)
+    if args.http:
+        from offload.web.serve import run
+
+        return run(
+            app.settings,
+            args.host,
+            args.port,
+            args.allow_remote,
+            workspace=workspace,
+            allowed_hosts=tuple(args.allowed_host),
+            mcp_only=True,
+        )
+    return serve_mcp(app.settings, workspace)
+
+
+def _workspace(args: argparse.Namespace) -> Path:
     workspace = Path(args.workspace).expanduser() if args.workspace else _cwd()
     if not workspace.is_dir():
         raise InvalidInput(f"--workspace {args.workspace} is not a directory")
-    return serve_mcp(app.settings, workspace.resolve())
+    return workspace.resolve()
 
 
 def cmd_serve(app: App, args: argparse.Namespace) -> int:
-    from offload.web import serve
+    from offload.web.serve import run
 
-    return serve(app.settings, args.host, args.port, args.allow_remote)
+    return run(
+        app.settings,
+        args.host,
+        args.port,
+        args.allow_remote,
+        workspace=_workspace(args),
+        allowed_hosts=tuple(args.allowed_host),
+    )
 
 
 def cmd_service(app: App, args: argparse.Namespace) -> int:
