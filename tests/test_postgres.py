@@ -285,3 +285,17 @@ def test_database_url_setting_reads_env(monkeypatch: pytest.MonkeyPatch) -> None
     assert load_settings().database_url is None
     monkeypatch.setenv("OFFLOAD_DATABASE_URL", "postgresql://u@h/db")
     assert load_settings().database_url == "postgresql://u@h/db"
+
+
+def test_a_group_another_host_is_claiming_from_is_skipped(pg: PostgresStore, url: str) -> None:
+    """While one claimer holds a group (mid-claim on another host), nobody else counts it.
+
+    Without the group row lock a second claimer would judge the group's free slots from a
+    snapshot that misses the first claimer's commit, and both could take the last slot.
+    """
+    grouped = pg.submit([spec(group="build")])[0]
+    free = pg.submit([spec(priority=9)])[0]
+    with psycopg.connect(url) as other, other.transaction():
+        other.execute("SELECT grp FROM groups WHERE grp = 'build' FOR UPDATE")
+        assert [t.id for t in pg.claim(5, "B", {"build": 5})] == [free.id]
+    assert [t.id for t in pg.claim(5, "B", {"build": 5})] == [grouped.id]
