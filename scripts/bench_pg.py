@@ -103,7 +103,7 @@ async def _pgqueuer(url: str, tasks: int) -> float:
     await queries.install()
     began = time.perf_counter()
     await queries.enqueue(["noop"] * tasks, [None] * tasks, [0] * tasks)
-    qm = QueueManager(driver)
+    qm = QueueManager(queries)
     done = 0
 
     @qm.entrypoint("noop")
