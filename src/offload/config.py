@@ -70,6 +70,8 @@ class Settings:
     # `max_output_bytes` is cut there and its task stopped (unset: no cap).
     python_unbuffered: bool = True
     max_output_bytes: int | None = 1 << 30
+    # Several hosts: `postgresql://user@host/db` selects the PostgreSQL queue (else SQLite).
+    database_url: str | None = None
     # LLM tasks (see README "LLM tasks"); routing tables are plain data, not code.
     default_model: str = "auto"
     large_context_model: str = "gpt-4.1"
