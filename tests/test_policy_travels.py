@@ -19,6 +19,9 @@ from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import TaskSpec
 from offload.queue.sqlite import SqliteStore
 from offload.submission import Submitter
+from offload.supervisor.containment import Containment
+from offload.supervisor.pidns import PidNamespaces
+from offload.supervisor.sandbox import Sandbox
 from offload.supervisor.spawn import SpawnError, spawn_task
 
 pytest_plugins = ["fakes.fixtures"]
@@ -148,6 +151,10 @@ def test_the_supervisor_refuses_at_spawn_what_the_stored_policy_refuses(
             shell_env={"PATH": "/usr/bin:/bin"},
             env_allow=(),
             limits=Limits(),
-            cgroups=None,
+            containment=Containment(
+                cgroups=None,
+                pidns=PidNamespaces(False, "not needed here"),
+                sandbox=Sandbox(None, "not needed here"),
+            ),
         )
     assert not (logs / f"{task.id}.log").exists()
