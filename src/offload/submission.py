@@ -55,6 +55,8 @@ FIELDS = frozenset(
         "large_context",
         "max_turns",
         "parent_id",
+        "sandbox",
+        "network",
     }
 )
 _ALIASES = {
@@ -95,11 +97,14 @@ class Submitter:
         settings: The front end's settings.
         workspace: The directory the front end works in (the first root).
         task_policy: The policy every task it builds is judged by and stored with.
+        person: True for a person's own door (the CLI), which may turn a task's sandbox
+            off; an agent's doors may only narrow their containment.
     """
 
     settings: Settings
     workspace: Path
     task_policy: TaskPolicy
+    person: bool = False
 
     @classmethod
     def for_workspace(
@@ -109,6 +114,7 @@ class Submitter:
         *,
         policy: TaskPolicy | None = None,
         sandbox: bool | None = None,
+        person: bool = False,
     ) -> Submitter:
         """Builds a submitter whose workspace root is `workspace` (plus configured roots).
 
@@ -118,6 +124,7 @@ class Submitter:
             policy: The policy to judge and store instead of the one `settings` give (a
                 sub-task passes its parent's, which it may only narrow).
             sandbox: The front end's sandbox decision (see `TaskPolicy.from_settings`).
+            person: A person's own door (see the class).
 
         Raises:
             ConfigError: when an allow/deny pattern is not a valid regex.
@@ -127,7 +134,7 @@ class Submitter:
             configured = [Path(os.path.expanduser(r)).resolve() for r in settings.workspace_roots]
             policy = TaskPolicy.from_settings(settings, [root, *configured], sandbox=sandbox)
         policy.command_policy()  # a stored pattern that does not compile fails here
-        return cls(settings, root, policy)
+        return cls(settings, root, policy, person)
 
     @property
     def policy(self) -> CommandPolicy:
@@ -199,7 +206,11 @@ class Submitter:
             large_context=_boolean("large_context", fields.get("large_context", False)),
             max_turns=_turns(fields.get("max_turns"), self.settings.agent_max_turns),
             parent_id=_parent_id(fields.get("parent_id"), resolve_id),
-            policy=self.task_policy.to_json(),
+            policy=self.task_policy.for_task(
+                _optional_boolean("sandbox", fields.get("sandbox")),
+                _optional_boolean("network", fields.get("network")),
+                may_loosen=self.person,
+            ).to_json(),
             environ={} if environ is None else capture_environ(environ, self.settings.env_allow),
         )
 
@@ -298,6 +309,10 @@ def _boolean(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     raise InvalidInput(f"{name} must be true or false")
+
+
+def _optional_boolean(name: str, value: Any) -> bool | None:
+    return None if value is None else _boolean(name, value)
 
 
 def _mapping(name: str, value: Any) -> Mapping[str, Any]:

@@ -47,6 +47,7 @@ def open_desk(
     wake: Callable[[], object] | None = None,
     environ: Mapping[str, str] | None = None,
     policy: TaskPolicy | None = None,
+    agent: bool = False,
 ) -> Desk:
     """A desk on the queue the settings name.
 
@@ -60,6 +61,9 @@ def open_desk(
             (scrubbed); None: they run with the supervisor's.
         policy: The policy tasks submitted here are judged by and stored with, instead of
             the one `settings` give (an agent's sub-tasks pass their parent's).
+        agent: An agent's door (MCP, an agent task's tools): with `sandbox = auto` its
+            tasks are sandboxed, and it can never turn its own containment off. A
+            person's door (CLI) sandboxes only when asked or with `sandbox = on`.
 
     Raises:
         ConfigError: An allow/deny pattern is not a valid regex.
@@ -68,7 +72,11 @@ def open_desk(
     from offload.queue import open_store
     from offload.submission import Submitter
 
-    submitter = Submitter.for_workspace(settings, workspace, policy=policy)
+    mode = str(settings.sandbox).lower()
+    sandbox = mode in {"on", "true"} or (mode == "auto" and agent)
+    submitter = Submitter.for_workspace(
+        settings, workspace, policy=policy, sandbox=sandbox, person=not agent
+    )
     return Desk(
         settings=settings,
         store=store if store is not None else open_store(settings),

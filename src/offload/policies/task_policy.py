@@ -84,6 +84,40 @@ class TaskPolicy:
             roots=tuple(str(Path(root)) for root in roots),
         )
 
+    def for_task(
+        self, sandbox: bool | None, network: bool | None, *, may_loosen: bool
+    ) -> TaskPolicy:
+        """This policy with one submission's own containment choice applied.
+
+        Asking for the sandbox, or for no network (which needs the sandbox), always
+        narrows and is always granted. Turning the sandbox off, or the network back on,
+        loosens: only a person's own door may (`may_loosen`); an agent can never turn its
+        containment off for itself.
+
+        Raises:
+            PolicyRefused: An agent asked to loosen its containment.
+        """
+        from dataclasses import replace
+
+        from offload.errors import PolicyRefused
+
+        chosen = self
+        if sandbox is True or network is False:
+            chosen = replace(chosen, sandbox=True)
+        if network is False:
+            chosen = replace(chosen, network=False)
+        loosen = (sandbox is False and self.sandbox) or (network is True and not self.network)
+        if loosen and not may_loosen:
+            raise PolicyRefused(
+                "an agent cannot turn its own sandbox or network cut off; drop the "
+                "sandbox/network field, or ask the person to run the task themselves"
+            )
+        if sandbox is False and may_loosen:
+            chosen = replace(chosen, sandbox=False)
+        if network is True and may_loosen:
+            chosen = replace(chosen, network=True)
+        return chosen
+
     def command_policy(
         self, *, forbidden: Sequence[Path | str] = (), roots: Sequence[Path | str] | None = None
     ) -> CommandPolicy:

@@ -244,6 +244,7 @@ class ToolBox:
             wake=self.wake,
             environ=self.task.environ,  # a sub-task runs with its parent's environment
             policy=self.policy,  # ... and its parent's policy, which its fields cannot widen
+            agent=True,
         )
         [child] = desk.submit([{**arguments, "parent_id": self.task.id}])
         return f"queued {child.type} task {child.id} (a child of this task); it runs on its own"
