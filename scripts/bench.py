@@ -280,6 +280,77 @@ def bench_300_sleepers() -> tuple[int, float, int]:
         return threads, rss, idle_threads
 
 
+# -- containment (issue 10) ---------------------------------------------------------------
+def bench_containment() -> None:
+    """Per-spawn cost of each containment level, and 200 x `true` with the sandbox on/off."""
+    from offload.supervisor.pidns import init_argv, probe_pid_namespaces
+    from offload.supervisor.sandbox import probe_sandbox
+
+    pidns, box = probe_pid_namespaces(), probe_sandbox()
+    work = Path(tempfile.mkdtemp(prefix="offload-bench-ws-"))
+    command = ["/bin/sh", "-c", "true"]
+
+    def spawn_cost(prefix: list[str], in_namespace: bool, n: int = 200) -> float:
+        times = []
+        for _ in range(n):
+            start = time.perf_counter()
+            if in_namespace:
+                with pidns.entered():
+                    proc = subprocess.Popen([*prefix, *command], cwd=work)
+            else:
+                proc = subprocess.Popen([*prefix, *command], cwd=work)
+            proc.wait()
+            times.append(time.perf_counter() - start)
+        return statistics.median(times) * 1000
+
+    print("\ncontainment, per spawn of `sh -c true` (median of 200)")
+    floor = spawn_cost([], False)
+    report("no containment (Popen, the floor)", f"{floor:.2f} ms")
+    if pidns.available:
+        cost = spawn_cost(init_argv(), True)
+        report("PID namespace (+ shell init)", f"{cost:.2f} ms", f"{cost / floor:.2f}x floor")
+    else:
+        report("PID namespace", "unavailable", pidns.reason)
+    if box.available:
+        for network in (True, False):
+            sandbox = box.argv(workspace=str(work), cwd=str(work), network=network)
+            cost = spawn_cost(sandbox, pidns.available)
+            report(
+                f"full sandbox (bwrap, network {'on' if network else 'off'})",
+                f"{cost:.2f} ms",
+                f"{cost / floor:.2f}x floor",
+            )
+        off = _batch_with_policy(None)
+        on = _batch_with_policy({"sandbox": True, "network": True})
+        report(f"{N_TASKS} x true, concurrency {CONCURRENCY}, sandbox off", f"{off:.3f} s")
+        report(
+            f"{N_TASKS} x true, concurrency {CONCURRENCY}, sandbox on",
+            f"{on:.3f} s",
+            f"{on / off:.2f}x off (target <= 2x)",
+        )
+    else:
+        report("full sandbox", "unavailable", box.reason)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _batch_with_policy(policy: dict[str, object] | None) -> float:
+    with supervisor(max_concurrent=str(CONCURRENCY)) as (home, store, _):
+        work = home.parent / f"{home.name}-ws"
+        work.mkdir()
+        specs = [
+            TaskSpec(command="true", cwd=str(work), workspace=str(work), policy=policy)
+            for _ in range(N_TASKS)
+        ]
+        start = time.perf_counter()
+        store.submit(specs)
+        poke(home)
+        wait(lambda: all_done(store))
+        elapsed = time.perf_counter() - start
+        assert store.stats(0).counts.get("completed") == N_TASKS
+        shutil.rmtree(work, ignore_errors=True)
+        return elapsed
+
+
 def main() -> int:
     print(f"offload benchmark — {os.cpu_count()} cores, python {sys.version.split()[0]}\n")
     print(f"{N_TASKS} x `true`, concurrency {CONCURRENCY}, submit -> all done")
@@ -322,6 +393,7 @@ def main() -> int:
         "supervisor threads with 300 running tasks", f"{threads} (idle {idle})", "target: no growth"
     )
     report("supervisor RSS with 300 running tasks", f"{rss:.1f} MiB")
+    bench_containment()
     return 0
 
 

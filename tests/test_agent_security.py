@@ -17,7 +17,7 @@ import pytest
 from conftest import wait_until
 from offload.config import Settings
 from offload.errors import PolicyRefused
-from offload.policies.commands import compile_policy
+from offload.policies.task_policy import TaskPolicy
 from offload.workers.agent.apply import apply_changes
 from offload.workers.agent.commands import run_shell
 from offload.workers.agent.staging import Change, Staging
@@ -37,7 +37,7 @@ def _box(tmp_path: Path, allow: tuple[str, ...] = ()) -> tuple[ToolBox, Path]:
         task=task,
         settings=settings,
         staging=staging,
-        policy=compile_policy(list(allow), []),
+        policy=TaskPolicy(allow=(allow,) if allow else ()),
         store=None,  # type: ignore[arg-type]
         environ={"PATH": os.environ["PATH"]},
         wake=lambda: None,

@@ -3,16 +3,23 @@ import (the supervisor holds, and LLM workers use, the provider secrets)."""
 
 from __future__ import annotations
 
+import os
+import random
+import signal
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
+import pytest
+
 from conftest import wait_until
 from fakes.environment import LlmEnv
-from offload.queue.models import State
+from offload.queue.models import State, TaskSpec
 from offload.queue.sqlite import SqliteStore
+from offload.supervisor.wake import poke
 
 pytest_plugins = ["fakes.fixtures"]
 
@@ -60,3 +67,132 @@ def test_llm_worker_ignores_modules_in_the_workspace(
     assert "HIJACKED" not in log and "sk-" not in log
     assert task.state is State.COMPLETED, task.error
     assert (workspace / "NOTES.md").read_text().startswith("# Notes")
+
+
+# -- the escape suite: no process of a task outlives it ----------------------------------
+#
+# Each escapee leaves everything it can: its cgroup (to the cgroup2 root, or to a new
+# sibling cgroup), its session (setsid), its marker (env -u OFFLOAD_TASK_ID) and its parent
+# (double fork). Only the PID namespace holds it.
+
+_DOUBLE_FORK = (
+    "import os, sys\n"
+    "if os.fork() == 0:\n"
+    "    os.setsid()\n"
+    "    if os.fork() == 0:\n"
+    "        os.execvp('sleep', ['sleep', sys.argv[1]])\n"
+    "    os._exit(0)\n"
+    "os.wait()\n"
+)
+
+
+def _cgroup2_root() -> Path | None:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if right.split(" ", 1)[0] == "cgroup2":
+            root = Path(left.split()[4])
+            if os.access(root / "cgroup.procs", os.W_OK):
+                return root
+    return None
+
+
+def _escapees(token: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if proc.info["cmdline"] == ["sleep", token] and proc.status() != "zombie":
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.fixture
+def escape(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """(command that starts 3 escapees and then runs on, their token, sibling cgroup)."""
+    root = _cgroup2_root()
+    if root is None or os.geteuid() != 0:
+        pytest.skip("needs root and a writable cgroup2 root to try leaving the cgroup")
+    token = str(3000 + random.randrange(1, 10**6) / 10**6)
+    sibling = root / f"offload-escape-{os.getpid()}-{token.replace('.', '')}"
+    script = tmp_path / "double_fork.py"
+    script.write_text(_DOUBLE_FORK)
+    leave = "exec setsid env -u OFFLOAD_TASK_ID sleep " + token
+    command = (
+        f"sh -c 'echo $$ > {root}/cgroup.procs; {leave}' & "
+        f"mkdir -p {sibling} && sh -c 'echo $$ > {sibling}/cgroup.procs; {leave}' & "
+        f"env -u OFFLOAD_TASK_ID {sys.executable} {script} {token}; "
+        f"while [ ! -e {tmp_path / 'go'} ]; do sleep 0.02; done"
+    )
+    yield command, token, sibling
+    for proc in _escapees(token):  # a failing test must not leave them behind either
+        proc.kill()
+    wait_until(lambda: not _escapees(token), what="escapees gone")
+    if sibling.exists():
+        sibling.rmdir()
+
+
+ENDS = ["exit", "cancel", "timeout", "kill -9 of the supervisor"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("end", ENDS)
+def test_no_escapee_survives_its_task(
+    end: str,
+    escape: tuple[str, str, Path],
+    store: SqliteStore,
+    offload_home: Path,
+    workspace: Path,
+    start_supervisor: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    command, token, _ = escape
+    sup = start_supervisor(grace_seconds="0.5")
+    timeout = 3.0 if end == "timeout" else None
+    spec = TaskSpec(
+        command=command, cwd=str(workspace), workspace=str(workspace), timeout_seconds=timeout
+    )
+    task = store.submit([spec])[0]
+    poke(offload_home)
+    wait_until(lambda: len(_escapees(token)) == 3, timeout=20, what="three escapees")
+    started = store.get(task.id)
+    assert (started.containment or "").startswith("pid-namespace"), started.containment
+    if end == "exit":
+        (tmp_path / "go").touch()
+    elif end == "cancel":
+        store.request_cancel(task.id)
+        poke(offload_home)
+    elif end == "kill -9 of the supervisor":
+        sup.stop(signal.SIGKILL)
+        assert len(_escapees(token)) == 3  # nothing killed them yet
+        start_supervisor(grace_seconds="0.5")
+    done = wait_until(lambda: (t := store.get(task.id)).is_final and t, timeout=30)
+    expected = {
+        "exit": State.COMPLETED,
+        "cancel": State.CANCELLED,
+        "timeout": State.TIMED_OUT,
+        "kill -9 of the supervisor": State.INTERRUPTED,
+    }[end]
+    assert done.state is expected, done.error
+    wait_until(lambda: not _escapees(token), timeout=5, what="no escapee left")
+
+
+@pytest.mark.slow
+def test_without_pid_namespaces_the_fallback_is_said_once(
+    store: SqliteStore,
+    offload_home: Path,
+    workspace: Path,
+    start_supervisor: Callable[..., Any],
+    cli: Callable[..., Any],
+) -> None:
+    start_supervisor(pid_namespaces="false")
+    task = store.submit([TaskSpec(command="true", cwd=str(workspace), workspace=str(workspace))])
+    poke(offload_home)
+    done = wait_until(lambda: (t := store.get(task[0].id)).is_final and t)
+    assert done.containment and done.containment.startswith("process-group")
+    assert "no PID namespace: turned off" in done.containment
+    log = (offload_home.parent / "supervisor-0.err").read_text()
+    assert log.count("no_pid_namespaces") == 1
+    status = cli("supervisor", "status")
+    assert "pid namespace: no (turned off (pid_namespaces = false))" in status.stdout
+    assert f"containment  {done.containment}" in cli("show", done.id, COLUMNS="400").stdout

@@ -13,8 +13,10 @@ import pytest
 
 from offload.errors import AmbiguousId, IllegalTransition, InvalidInput, NotFound
 from offload.queue.models import State, TaskSpec
+from offload.queue.postgres import PostgresStore
 from offload.queue.sqlite import SqliteStore
 from offload.queue.store import Store
+from pg_server import fresh_schema
 
 
 class FakeClock:
@@ -25,13 +27,19 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Store, FakeClock]]:
+    """Every contract test runs on SQLite and on PostgreSQL (a fresh schema per test)."""
     clock = FakeClock()
     if request.param == "sqlite":
-        s = SqliteStore(tmp_path / "data" / "queue.db", clock=clock)
-    yield s, clock
-    s.close()
+        s: Store = SqliteStore(tmp_path / "data" / "queue.db", clock=clock)
+        yield s, clock
+        s.close()
+        return
+    with fresh_schema() as url:
+        s = PostgresStore(url, clock=clock, pool_size=2)
+        yield s, clock
+        s.close()
 
 
 @pytest.fixture
@@ -58,6 +66,7 @@ def test_submit_get_and_prefix(s: Store) -> None:
 def test_ambiguous_prefix(s: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     ids = iter(["abcdef0123" + "a" * 22, "abcdef0123" + "b" * 22])
     monkeypatch.setattr("offload.queue.sqlite.new_task_id", lambda: next(ids))
+    monkeypatch.setattr("offload.queue.postgres.tasks.new_task_id", lambda: next(ids))
     first, second = s.submit([spec(), spec()])
     assert (first.id, second.id) == ("abcdef0123" + "a" * 22, "abcdef0123" + "b" * 22)
     for shared in ("abcdef", "abcdef0123", "ABCDEF0123"):

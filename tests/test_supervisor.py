@@ -407,3 +407,14 @@ def test_recovery_kills_group_members_that_dropped_the_marker(
     start_supervisor(grace_seconds="0.5", cgroups="false")
     assert final(store, task.id).state is State.INTERRUPTED
     wait_until(lambda: group() == [], what="the whole group to be gone")
+
+
+@pytest.mark.slow
+def test_limits_reach_the_command_under_its_namespace_init(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start
+) -> None:
+    start_supervisor(max_cpu_seconds="37", max_address_space_mb="4096")
+    task = submit(store, offload_home, "ulimit -t; ulimit -v")
+    done = final(store, task.id)
+    assert (done.containment or "").startswith("pid-namespace"), done.containment
+    assert log_text(done).split() == ["37", str(4096 * 1024)]

@@ -33,8 +33,9 @@ def test_install_writes_systemd_user_units_and_says_how_to_enable(
     unit_dir = home / ".config/systemd/user"
     supervisor, http = (_unit(unit_dir / name) for name in UNITS)
     assert supervisor["Service"]["ExecStart"] == (
-        f'"{sys.executable}" "-m" "offload" "supervisor" "--foreground"'
+        f'"{sys.executable}" "-P" "-m" "offload" "supervisor" "--foreground"'
     )
+    assert supervisor["Service"]["WorkingDirectory"] == "/"  # no task can write there
     assert http["Service"]["ExecStart"].endswith('"serve" "--host" "127.0.0.1" "--port" "8765"')
     assert f'"OFFLOAD_HOME={offload_home}"' in (unit_dir / UNITS[0]).read_text()
     assert supervisor["Service"]["KillMode"] == "mixed"
@@ -111,15 +112,17 @@ def test_launchd_agents_on_macos(
     assert job["Label"] == "offload.supervisor"
     assert job["ProgramArguments"] == [
         sys.executable,
+        "-P",
         "-m",
         "offload",
         "supervisor",
         "--foreground",
     ]
+    assert job["WorkingDirectory"] == "/"
     assert job["EnvironmentVariables"]["OFFLOAD_HOME"] == str(offload_home)
     assert job["KeepAlive"] == {"SuccessfulExit": False} and job["RunAtLoad"] is True
     http = plistlib.loads((agents / "offload.http.plist").read_bytes())
-    assert http["ProgramArguments"][3:] == ["serve", "--host", "127.0.0.1", "--port", "8765"]
+    assert http["ProgramArguments"][4:] == ["serve", "--host", "127.0.0.1", "--port", "8765"]
     assert f"launchctl bootstrap gui/$(id -u) {agents / 'offload.http.plist'}" in out
 
     assert main("uninstall", False, load_settings(), platform="darwin", home=home) == 0

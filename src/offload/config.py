@@ -25,6 +25,18 @@ def _default_concurrency() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def _default_writable() -> tuple[str, ...]:
+    from offload.supervisor.sandbox import default_writable
+
+    return default_writable()
+
+
+def _default_hide() -> tuple[str, ...]:
+    from offload.supervisor.sandbox import DEFAULT_HIDE
+
+    return DEFAULT_HIDE
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of offload, each also readable as `OFFLOAD_<NAME>`."""
@@ -44,12 +56,22 @@ class Settings:
     max_open_files: int | None = 4096
     nice: int = 5
     cgroups: bool = True
+    pid_namespaces: bool = True
+    # The per-task sandbox (docs/security.md): `auto` sandboxes what an agent starts and
+    # leaves a person's own CLI tasks alone unless asked; `on` refuses to run a task that
+    # should be sandboxed where bubblewrap is missing instead of falling back.
+    sandbox: str = "auto"
+    sandbox_network: bool = True
+    sandbox_writable: tuple[str, ...] = field(default_factory=lambda: _default_writable())
+    sandbox_hide: tuple[str, ...] = field(default_factory=lambda: _default_hide())
     idle_exit_seconds: float = 900.0
     poll_seconds: float = 1.0
     # Tasks (docs/environment.md): Python output streams to the log; a log past
     # `max_output_bytes` is cut there and its task stopped (unset: no cap).
     python_unbuffered: bool = True
     max_output_bytes: int | None = 1 << 30
+    # Several hosts: `postgresql://user@host/db` selects the PostgreSQL queue (else SQLite).
+    database_url: str | None = None
     # LLM tasks (see README "LLM tasks"); routing tables are plain data, not code.
     default_model: str = "auto"
     large_context_model: str = "gpt-4.1"
@@ -249,6 +271,13 @@ def _check_number(name: str, kind: type, value: Any, optional: bool) -> None:
         )
 
 
+_SANDBOX_WORDS = {
+    **dict.fromkeys(("off", "false", "no", "0"), "off"),
+    **dict.fromkeys(("on", "true", "yes", "1"), "on"),
+    "auto": "auto",
+}
+
+
 def _validate(settings: Settings) -> Settings:
     """Checks every numeric setting against its range (all finite), the group limits and
     the enumerated settings.
@@ -266,6 +295,13 @@ def _validate(settings: Settings) -> Settings:
                 f"setting groups.{group} = {limit!r} is invalid: must be {_COUNT.describe()} "
                 "(the group's concurrency limit)"
             )
+    mode = _SANDBOX_WORDS.get(str(settings.sandbox).strip().lower())
+    if mode is None:
+        raise ConfigError(
+            f"setting sandbox = {settings.sandbox!r} is invalid: must be off, on or auto"
+        )
+    if mode != settings.sandbox:
+        settings = dataclasses.replace(settings, sandbox=mode)
     if settings.agent_run_commands_in not in {"staging", "workspace"}:
         raise ConfigError("setting agent_run_commands_in must be 'staging' or 'workspace'")
     return settings

@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "IllegalTransition",
     "InvalidInput",
+    "LeaseLost",
     "NotFound",
     "OffloadError",
     "PolicyRefused",
@@ -73,3 +74,7 @@ def io_error_text(exc: OSError) -> str:
     if disk_full(exc):
         return f"the disk is full{where}; free some space and try again"
     return f"I/O error{where}: {exc.strerror or exc}"
+
+
+class LeaseLost(IllegalTransition):
+    """A supervisor's write about a task was refused: it no longer owns the task (fencing)."""

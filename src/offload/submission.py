@@ -15,11 +15,13 @@ from typing import Any
 
 from offload.config import Settings
 from offload.errors import InvalidInput, PolicyRefused
-from offload.policies.commands import CommandPolicy, check_command, compile_policy
+from offload.policies.commands import CommandPolicy
+from offload.policies.enforce import check_env_names, check_task_command
 from offload.policies.environment import check_task_env
 from offload.policies.limits import check_group, check_priority, check_timeout
 from offload.policies.paths import resolve_inside
 from offload.policies.submitter_env import capture_environ
+from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import LLM_TYPES, TASK_TYPES, TaskSpec
 
 __all__ = ["MAX_BATCH", "MAX_COMMAND_BYTES", "MAX_SPEC_BYTES", "Submitter", "FIELDS"]
@@ -53,6 +55,8 @@ FIELDS = frozenset(
         "large_context",
         "max_turns",
         "parent_id",
+        "sandbox",
+        "network",
     }
 )
 _ALIASES = {
@@ -87,26 +91,61 @@ def _strings(name: str, value: Any, limit: int) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Submitter:
-    """Validates submissions for one workspace under one settings object."""
+    """Validates submissions for one workspace under one effective policy.
+
+    Attributes:
+        settings: The front end's settings.
+        workspace: The directory the front end works in (the first root).
+        task_policy: The policy every task it builds is judged by and stored with.
+        person: True for a person's own door (the CLI), which may turn a task's sandbox
+            off; an agent's doors may only narrow their containment.
+    """
 
     settings: Settings
     workspace: Path
-    policy: CommandPolicy
+    task_policy: TaskPolicy
+    person: bool = False
 
     @classmethod
-    def for_workspace(cls, settings: Settings, workspace: Path | str) -> Submitter:
+    def for_workspace(
+        cls,
+        settings: Settings,
+        workspace: Path | str,
+        *,
+        policy: TaskPolicy | None = None,
+        sandbox: bool | None = None,
+        person: bool = False,
+    ) -> Submitter:
         """Builds a submitter whose workspace root is `workspace` (plus configured roots).
+
+        Args:
+            settings: The front end's settings.
+            workspace: The front end's directory.
+            policy: The policy to judge and store instead of the one `settings` give (a
+                sub-task passes its parent's, which it may only narrow).
+            sandbox: The front end's sandbox decision (see `TaskPolicy.from_settings`).
+            person: A person's own door (see the class).
 
         Raises:
             ConfigError: when an allow/deny pattern is not a valid regex.
         """
-        return cls(
-            settings, Path(workspace).resolve(), compile_policy(settings.allow, settings.deny)
-        )
+        root = Path(workspace).resolve()
+        if policy is None:
+            configured = [Path(os.path.expanduser(r)).resolve() for r in settings.workspace_roots]
+            policy = TaskPolicy.from_settings(settings, [root, *configured], sandbox=sandbox)
+        policy.command_policy()  # a stored pattern that does not compile fails here
+        return cls(settings, root, policy, person)
+
+    @property
+    def policy(self) -> CommandPolicy:
+        """The compiled command rules of the task policy."""
+        return self.task_policy.command_policy(forbidden=[self.settings.home])
 
     @property
     def roots(self) -> list[Path]:
         """The directories every path of a task must stay inside."""
+        if self.task_policy.roots:
+            return [Path(root) for root in self.task_policy.roots]
         configured = [Path(os.path.expanduser(r)).resolve() for r in self.settings.workspace_roots]
         return [self.workspace, *configured]
 
@@ -142,7 +181,7 @@ class Submitter:
                 f"unknown task type '{task_type}'; use one of {', '.join(TASK_TYPES)}"
             )
         cwd = self._cwd(fields.get("cwd"))
-        command, spec = self._work(task_type, fields)
+        command, spec = self._work(task_type, fields, cwd)
         return TaskSpec(
             type=task_type,
             command=command,
@@ -167,16 +206,24 @@ class Submitter:
             large_context=_boolean("large_context", fields.get("large_context", False)),
             max_turns=_turns(fields.get("max_turns"), self.settings.agent_max_turns),
             parent_id=_parent_id(fields.get("parent_id"), resolve_id),
+            policy=self.task_policy.for_task(
+                _optional_boolean("sandbox", fields.get("sandbox")),
+                _optional_boolean("network", fields.get("network")),
+                may_loosen=self.person,
+            ).to_json(),
             environ={} if environ is None else capture_environ(environ, self.settings.env_allow),
         )
 
     def _env(self, value: Any) -> dict[str, str]:
         env = check_task_env(_mapping("env", value))
-        if self.policy.allow and "PATH" in env:
+        if self.task_policy.has_allow_list and "PATH" in env:
             raise PolicyRefused(
                 "env PATH cannot be set while an allow list is in force: it would choose "
                 "which program an allowed command name runs"
             )
+        decision = check_env_names(env, self.task_policy)
+        if not decision.allowed:
+            raise PolicyRefused(decision.reason)
         return env
 
     def _inside(self, path: str, base: Path) -> Path:
@@ -191,7 +238,7 @@ class Submitter:
             raise InvalidInput(f"cwd '{value}' is not an existing directory")
         return path
 
-    def _work(self, task_type: str, fields: Mapping[str, Any]) -> tuple[Any, str | None]:
+    def _work(self, task_type: str, fields: Mapping[str, Any], cwd: Path) -> tuple[Any, str | None]:
         if task_type == "shell":
             command = fields.get("command")
             if isinstance(command, list):
@@ -200,7 +247,9 @@ class Submitter:
                     raise InvalidInput("command is empty; give the command to run")
             elif command is None or not _text("command", command, MAX_COMMAND_BYTES).strip():
                 raise InvalidInput("command is empty; give the command to run")
-            decision = check_command(command, self.policy)
+            decision = check_task_command(
+                command, self.task_policy, cwd=cwd, data_dir=self.settings.home
+            )
             if not decision.allowed:
                 raise PolicyRefused(decision.reason)
             return command, None
@@ -260,6 +309,10 @@ def _boolean(name: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
     raise InvalidInput(f"{name} must be true or false")
+
+
+def _optional_boolean(name: str, value: Any) -> bool | None:
+    return None if value is None else _boolean(name, value)
 
 
 def _mapping(name: str, value: Any) -> Mapping[str, Any]:

@@ -38,9 +38,11 @@ class ServiceFile:
 
 
 def _argv(service: str, python: str) -> list[str]:
+    # -P and a working directory of / (below): no directory a task can write may shadow a
+    # module the supervisor imports (a planted ~/psutil.py would run holding the keys).
     if service == "supervisor":
-        return [python, "-m", "offload", "supervisor", "--foreground"]
-    return [python, "-m", "offload", "serve", "--host", "127.0.0.1", "--port", str(HTTP_PORT)]
+        return [python, "-P", "-m", "offload", "supervisor", "--foreground"]
+    return [python, "-P", "-m", "offload", "serve", "--host", "127.0.0.1", "--port", str(HTTP_PORT)]
 
 
 def _systemd_quote(value: str) -> str:
@@ -78,7 +80,7 @@ def _systemd_unit(service: str, settings: Settings, python: str, path_env: str) 
         f"ExecStart={exec_start}",
         f"Environment={_systemd_quote('OFFLOAD_HOME=' + home)}",
         f"Environment={_systemd_quote('PATH=' + path_env)}",
-        "WorkingDirectory=%h",
+        "WorkingDirectory=/",
         "Restart=on-failure",
         "RestartSec=2",
         *extra,
@@ -96,7 +98,7 @@ def _launchd_plist(service: str, settings: Settings, python: str, path_env: str)
         "Label": f"offload.{service}",
         "ProgramArguments": _argv(service, python),
         "EnvironmentVariables": {"OFFLOAD_HOME": str(settings.home), "PATH": path_env},
-        "WorkingDirectory": str(Path.home()),
+        "WorkingDirectory": "/",
         "RunAtLoad": True,
         "KeepAlive": {"SuccessfulExit": False},
         "StandardOutPath": str(log),

@@ -19,10 +19,22 @@ from offload.workers.llm import Outcome, WorkerContext
 __all__ = ["AgentRun", "bedrock_results", "openai_results", "submit_agent"]
 
 
-def submit_agent(store: SqliteStore, workspace: Path, spec: str = "do it", **fields: Any) -> Task:
-    """Submits an agent task for `workspace` through the real validation."""
+def submit_agent(
+    store: SqliteStore,
+    workspace: Path,
+    spec: str = "do it",
+    *,
+    settings: Settings | None = None,
+    **fields: Any,
+) -> Task:
+    """Submits an agent task for `workspace` through the real validation.
+
+    `settings` are the submitting front end's (default: the environment's); their policy
+    is stored with the task and is what the worker enforces.
+    """
     raw = {"type": "agent", "spec": spec, **fields}
-    built = Submitter.for_workspace(load_settings(), workspace).build(raw, lambda i: i)
+    submitter = Submitter.for_workspace(settings or load_settings(), workspace)
+    built = submitter.build(raw, lambda i: i)
     [task] = store.submit([built])
     return task
 

@@ -127,6 +127,7 @@ def show_task(task: Task) -> None:
         ("error", task.error),
         ("progress", f"{_progress(task)} {task.progress_message or ''}".strip() or None),
         ("pid", task.pid),
+        ("containment", task.containment),
         ("log", task.log_path),
         ("model", task.model_used or task.model),
         ("tokens", f"{task.tokens_in} in / {task.tokens_out} out" if task.tokens_in else None),

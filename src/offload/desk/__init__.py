@@ -14,6 +14,7 @@ from offload.clock import now_ms
 from offload.config import Settings
 from offload.desk.desk import MAX_LIST, MIN_PREFIX, STATE_FILTERS, Desk, check_task_id
 from offload.desk.output import LocalOutput, TaskOutput, log_path
+from offload.policies.task_policy import TaskPolicy
 from offload.queue.store import Store
 
 __all__ = [
@@ -45,6 +46,8 @@ def open_desk(
     store: Store | None = None,
     wake: Callable[[], object] | None = None,
     environ: Mapping[str, str] | None = None,
+    policy: TaskPolicy | None = None,
+    agent: bool = False,
 ) -> Desk:
     """A desk on the queue the settings name.
 
@@ -56,6 +59,11 @@ def open_desk(
         wake: Wakes (or starts) the supervisor; by default `wake_supervisor`.
         environ: The front end's environment, which tasks submitted here run with
             (scrubbed); None: they run with the supervisor's.
+        policy: The policy tasks submitted here are judged by and stored with, instead of
+            the one `settings` give (an agent's sub-tasks pass their parent's).
+        agent: An agent's door (MCP, an agent task's tools): with `sandbox = auto` its
+            tasks are sandboxed, and it can never turn its own containment off. A
+            person's door (CLI) sandboxes only when asked or with `sandbox = on`.
 
     Raises:
         ConfigError: An allow/deny pattern is not a valid regex.
@@ -64,7 +72,11 @@ def open_desk(
     from offload.queue import open_store
     from offload.submission import Submitter
 
-    submitter = Submitter.for_workspace(settings, workspace)
+    mode = str(settings.sandbox).lower()
+    sandbox = mode in {"on", "true"} or (mode == "auto" and agent)
+    submitter = Submitter.for_workspace(
+        settings, workspace, policy=policy, sandbox=sandbox, person=not agent
+    )
     return Desk(
         settings=settings,
         store=store if store is not None else open_store(settings),

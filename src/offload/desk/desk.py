@@ -20,7 +20,7 @@ from typing import Any
 
 from offload.config import Settings
 from offload.desk.output import TaskOutput
-from offload.errors import InvalidInput, NotFound, OffloadError
+from offload.errors import InvalidInput, NotFound, OffloadError, PolicyRefused
 from offload.logs import Tail
 from offload.queue.models import ACTIVE_STATES, FINAL_STATES, PURGEABLE_STATES, State, Task
 from offload.queue.store import Stats, Store
@@ -31,6 +31,7 @@ __all__ = ["MAX_LIST", "MIN_PREFIX", "STATE_FILTERS", "Desk", "check_task_id"]
 MAX_LIST = 1000
 MIN_PREFIX = 6  # ids are accepted by any unique prefix of 6 or more hex characters
 _HEX = "0123456789abcdef"
+MAX_RETRY_CHECKED = 100_000  # retry_failed judges every task it would put back
 MAX_AGE_SECONDS = 100 * 365 * 86400  # "older than a century" already means every task
 FOLLOW_POLL_SECONDS = 0.05  # a person following a live log sees output within 50 ms
 STATE_FILTERS: dict[str, frozenset[State]] = {
@@ -299,17 +300,47 @@ class Desk:
         return task
 
     def retry(self, task_id: str) -> Task:
-        """Puts a failed, timed-out, interrupted or cancelled task back in the queue."""
-        task = self.store.retry(self.task(task_id).id)
+        """Puts a failed, timed-out, interrupted or cancelled task back in the queue.
+
+        The command must still pass both the policy stored with the task and the policy
+        of this door now: a policy tightened since the first run holds.
+
+        Raises:
+            PolicyRefused: Either policy refuses the task now.
+        """
+        task = self.task(task_id)
+        self._recheck([task])
+        task = self.store.retry(task.id)
         self.wake()
         return task
 
     def retry_failed(self) -> list[Task]:
-        """Retries every failed, timed-out and interrupted task in scope."""
+        """Retries every failed, timed-out and interrupted task in scope.
+
+        Raises:
+            PolicyRefused: Some of them are refused by a policy now (named; none retried).
+        """
+        states = (State.FAILED, State.TIMED_OUT, State.INTERRUPTED)
+        self._recheck(self.store.list(states, limit=MAX_RETRY_CHECKED, workspace=self.scope))
         tasks = self.store.retry_failed(workspace=self.scope)
         if tasks:
             self.wake()
         return tasks
+
+    def _recheck(self, tasks: Iterable[Task]) -> None:
+        from offload.policies.enforce import recheck
+
+        refused = []
+        for task in tasks:
+            decision = recheck(task, self.submitter.task_policy, data_dir=self.settings.home)
+            if not decision.allowed:
+                refused.append(f"task {task.id[:12]} is {decision.reason}")
+        if refused:
+            more = f" (and {len(refused) - 3} more)" if len(refused) > 3 else ""
+            raise PolicyRefused(
+                "; ".join(refused[:3]) + more + ". Nothing was retried: purge the refused "
+                "tasks or change the policy, then retry again"
+            )
 
     def purge(
         self,

@@ -104,7 +104,13 @@ def build_server(
         StoreError: The queue database cannot be opened.
     """
     desk = open_desk(
-        settings, workspace=workspace, confined=True, store=store, wake=wake, environ=os.environ
+        settings,
+        workspace=workspace,
+        confined=True,
+        store=store,
+        wake=wake,
+        environ=os.environ,
+        agent=True,
     )
     tasks = TasksExtension(desk)
     server = OffloadServer(

@@ -154,6 +154,7 @@ class ToolSet:
         model: str | None = None,
         large_context: bool = False,
         max_turns: int | None = None,
+        network: bool | None = None,
     ) -> Annotated[CallToolResult, views.TaskRef]:
         """Run a shell command (or LLM task) in the background; returns its id at once."""
         raw = {
@@ -172,6 +173,7 @@ class ToolSet:
             "model": model,
             "large_context": large_context or None,
             "max_turns": max_turns,
+            "network": network,
         }
         with _refusals():
             task = self.desk.submit([raw])[0]

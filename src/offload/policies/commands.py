@@ -16,28 +16,53 @@ import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from offload.errors import ConfigError, PolicyRefused
+from offload.policies.argv import Unjudgeable, View, deny_matches, views
+from offload.policies.redirects import judge_redirects
 from offload.policies.shell import split_simple_commands
+from offload.policies.shell_words import SimpleCommand, Word, parse_simple
 
 __all__ = [
+    "MAX_SIMPLE_COMMANDS",
     "CommandPolicy",
     "Decision",
     "check_command",
     "compile_policy",
+    "parse_commands",
     "parse_pattern_list",
     "split_simple_commands",
 ]
 
 _MAX_SHOWN_CHARS = 120
+MAX_SIMPLE_COMMANDS = 1000
 
 
 @dataclass(frozen=True)
 class CommandPolicy:
-    """Compiled allow and deny patterns; empty tuples mean "no rule of that kind"."""
+    """Compiled rules for command lines; empty tuples mean "no rule of that kind".
+
+    Attributes:
+        allow: The first allow-list layer.
+        deny: Deny patterns; any match refuses.
+        more_allow: Further allow-list layers (a narrowed policy): a command must match a
+            pattern of every non-empty layer.
+        roots: Where redirection targets must resolve while an allow list is in force
+            (none known: only ``/dev/null`` and the standard streams may be targets).
+        forbidden: Directories no redirection may reach (offload's data directory).
+    """
 
     allow: tuple[re.Pattern[str], ...] = ()
     deny: tuple[re.Pattern[str], ...] = ()
+    more_allow: tuple[tuple[re.Pattern[str], ...], ...] = ()
+    roots: tuple[Path, ...] = ()
+    forbidden: tuple[Path, ...] = ()
+
+    @property
+    def allow_layers(self) -> tuple[tuple[re.Pattern[str], ...], ...]:
+        """Every non-empty allow layer."""
+        return tuple(layer for layer in (self.allow, *self.more_allow) if layer)
 
 
 @dataclass(frozen=True)
@@ -53,7 +78,14 @@ class Decision:
     reason: str = ""
 
 
-def compile_policy(allow: Sequence[str], deny: Sequence[str]) -> CommandPolicy:
+def compile_policy(
+    allow: Sequence[str],
+    deny: Sequence[str],
+    *,
+    more_allow: Sequence[Sequence[str]] = (),
+    roots: Sequence[Path | str] = (),
+    forbidden: Sequence[Path | str] = (),
+) -> CommandPolicy:
     """Compile allow and deny patterns once, at start-up, so a typo fails loudly and early.
 
     Empty or whitespace-only entries are ignored; other entries are compiled as written.
@@ -65,6 +97,9 @@ def compile_policy(allow: Sequence[str], deny: Sequence[str]) -> CommandPolicy:
     return CommandPolicy(
         allow=_compile_all(allow, "OFFLOAD_ALLOW"),
         deny=_compile_all(deny, "OFFLOAD_DENY"),
+        more_allow=tuple(_compile_all(layer, "OFFLOAD_ALLOW") for layer in more_allow),
+        roots=tuple(Path(root) for root in roots),
+        forbidden=tuple(Path(path) for path in forbidden),
     )
 
 
@@ -94,21 +129,36 @@ def parse_pattern_list(value: str) -> list[str]:
     return [pattern.strip() for pattern in patterns if pattern.strip()]
 
 
-def check_command(command: str | Sequence[str], policy: CommandPolicy) -> Decision:
+def check_command(
+    command: str | Sequence[str], policy: CommandPolicy, *, cwd: Path | str | None = None
+) -> Decision:
     """Decide whether a task's command may run under ``policy``.
 
-    A string is a ``/bin/sh`` command line and is split into simple commands; an argv list
-    is joined with :func:`shlex.join` and treated as one simple command. Deny patterns are
-    searched in every simple command (as written and with its quotes removed) and in the
-    whole line; any match refuses. With an allow list, every simple command must match one
-    allow pattern, and a line that cannot be parsed is refused. Never raises.
+    A string is a ``/bin/sh`` command line, split into simple commands and read into words
+    (:mod:`offload.policies.shell_words`); an argv list is one simple command. Deny
+    patterns judge every command a simple command runs, through wrappers and ``sh -c``
+    strings, on normalised argv (:func:`offload.policies.argv.deny_matches`), plus the raw
+    text; a program that is an expansion is refused while a deny list is set. With an
+    allow list, every such command must match a pattern of every allow layer, assignment
+    prefixes are refused, and redirection targets must be static paths inside
+    ``policy.roots``; a line that cannot be parsed is refused. No redirection may reach
+    ``policy.forbidden``. Relative targets resolve against `cwd` (default: the first
+    root). Never raises.
     """
     parsed = _parse_line(command) if isinstance(command, str) else _parse_argv(command)
     if isinstance(parsed, Decision):
         return parsed
-    reason = _deny_reason(policy.deny, parsed)
-    if reason is None and policy.allow:
-        reason = _allow_reason(policy.allow, parsed)
+    reason = _deny_reason(policy.deny, parsed) if policy.deny else None
+    if reason is None and policy.allow_layers:
+        reason = _allow_reason(policy.allow_layers, parsed)
+    if reason is None:
+        reason = judge_redirects(
+            parsed.commands,
+            strict=bool(policy.allow_layers),
+            roots=policy.roots,
+            forbidden=policy.forbidden,
+            cwd=cwd,
+        )
     return Decision(allowed=False, reason=reason) if reason else Decision(allowed=True)
 
 
@@ -119,7 +169,7 @@ def check_command(command: str | Sequence[str], policy: CommandPolicy) -> Decisi
 class _Parsed:
     """A command ready for matching: its simple commands and the texts deny rules see."""
 
-    simple: tuple[str, ...]
+    commands: tuple[SimpleCommand, ...]
     deny_forms: tuple[str, ...]
     error: str = ""
 
@@ -140,23 +190,52 @@ def _compile_all(patterns: Sequence[str], setting: str) -> tuple[re.Pattern[str]
     return tuple(compiled)
 
 
+def parse_commands(line: str) -> list[SimpleCommand]:
+    """Every simple command of a ``/bin/sh`` line, read into words.
+
+    Raises:
+        PolicyRefused: The line cannot be parsed with confidence.
+    """
+    return [parse_simple(text) for text in split_simple_commands(line)]
+
+
+def _line_argvs(line: str) -> list[tuple[tuple[str | None, ...], tuple[str, ...]]]:
+    """The argv (values, raws) of each simple command of a nested shell line."""
+    try:
+        commands = parse_commands(line)
+    except PolicyRefused as exc:
+        raise Unjudgeable(f"its inner command line cannot be parsed ({exc})") from None
+    out = []
+    for cmd in commands:
+        if cmd.assignments:
+            raise Unjudgeable(f"its inner command {_shown(cmd.text)} sets variables first")
+        if cmd.redirects:
+            raise Unjudgeable(f"its inner command {_shown(cmd.text)} redirects to files")
+        out.append((tuple(w.value for w in cmd.words), tuple(w.raw for w in cmd.words)))
+    return out
+
+
 def _parse_line(line: str) -> _Parsed | Decision:
     if not line.strip():
         return Decision(allowed=False, reason="empty command")
     if "\0" in line:
         return Decision(allowed=False, reason="command contains a NUL byte")
     try:
-        simple = split_simple_commands(line)
+        texts = split_simple_commands(line)
+        if len(texts) > MAX_SIMPLE_COMMANDS:
+            return Decision(
+                allowed=False,
+                reason=f"command line has {len(texts)} simple commands; at most "
+                f"{MAX_SIMPLE_COMMANDS} are judged: put them in a script and run that",
+            )
+        commands = [parse_simple(text) for text in texts]
     except PolicyRefused as exc:
-        return _Parsed(simple=(), deny_forms=(line,), error=str(exc))
-    if not simple:
+        return _Parsed(commands=(), deny_forms=(line,), error=str(exc))
+    if not commands:
         return Decision(allowed=False, reason="empty command (only comments or separators)")
-    forms: list[str] = []
-    for text in simple:
-        forms.append(text)
-        forms.extend(_unquoted(text))
+    forms = [cmd.text for cmd in commands]
     forms.append(line)
-    return _Parsed(simple=tuple(simple), deny_forms=tuple(dict.fromkeys(forms)))
+    return _Parsed(commands=tuple(commands), deny_forms=tuple(dict.fromkeys(forms)))
 
 
 def _parse_argv(argv: object) -> _Parsed | Decision:
@@ -168,16 +247,14 @@ def _parse_argv(argv: object) -> _Parsed | Decision:
     if any("\0" in word for word in words):
         return Decision(allowed=False, reason="command contains a NUL byte")
     joined = shlex.join(words)
+    # argv words are never expanded: each is its own value, whatever it holds
+    cmd = SimpleCommand(joined, (), tuple(Word(shlex.quote(w), w) for w in words), ())
     forms = dict.fromkeys([joined, " ".join(words)])
-    return _Parsed(simple=(joined,), deny_forms=tuple(forms))
+    return _Parsed(commands=(cmd,), deny_forms=tuple(forms))
 
 
-def _unquoted(text: str) -> list[str]:
-    """The command with shell quoting removed, so ``r''m`` cannot dodge a deny rule."""
-    try:
-        return [" ".join(shlex.split(text))]
-    except ValueError:
-        return []
+def _views(cmd: SimpleCommand) -> list[View]:
+    return views([w.value for w in cmd.words], [w.raw for w in cmd.words], _line_argvs)
 
 
 def _deny_reason(deny: Sequence[re.Pattern[str]], parsed: _Parsed) -> str | None:
@@ -185,15 +262,51 @@ def _deny_reason(deny: Sequence[re.Pattern[str]], parsed: _Parsed) -> str | None
         for pattern in deny:
             if pattern.search(form):
                 return f"refused by deny rule {pattern.pattern!r} (matched in {_shown(form)})"
+    for cmd in parsed.commands:
+        try:
+            found = _views(cmd)
+        except Unjudgeable as exc:
+            return f"{_shown(cmd.text)} cannot be judged against the deny list: {exc}"
+        for view in found:
+            for pattern in deny:
+                matched = deny_matches(pattern, view)
+                if matched is not None:
+                    inside = f" run by {' '.join(view.via)}" if view.via else ""
+                    return (
+                        f"refused by deny rule {pattern.pattern!r} "
+                        f"(matched in {_shown(matched)}{inside})"
+                    )
     return None
 
 
-def _allow_reason(allow: Sequence[re.Pattern[str]], parsed: _Parsed) -> str | None:
+def _allow_reason(layers: Sequence[Sequence[re.Pattern[str]]], parsed: _Parsed) -> str | None:
     if parsed.error:
         return parsed.error
-    for simple in parsed.simple:
-        if not any(pattern.search(simple) for pattern in allow):
-            return f"{_shown(simple)} is not allowed by any OFFLOAD_ALLOW pattern"
+    for cmd in parsed.commands:
+        if cmd.assignments:
+            return (
+                f"{_shown(cmd.text)} sets {_shown(cmd.assignments[0].raw)} before its program; "
+                "variable assignments are not allowed while an allow list is in force "
+                "(use the task's env, or `env` names allowed by env_allow)"
+            )
+        if not cmd.words:
+            continue  # redirections alone: their targets are judged on their own
+        try:
+            found = _views(cmd)
+        except Unjudgeable as exc:
+            return f"{_shown(cmd.text)} cannot be judged against the allow list: {exc}"
+        for index, view in enumerate(found):
+            if view.assignments:
+                return (
+                    f"{_shown(' '.join(view.raw))} is run by {view.via[-1]} with "
+                    f"{view.assignments[0]!r}; setting variables that way is not allowed"
+                )
+            text = cmd.argv_text if index == 0 else " ".join(str(v) for v in view.argv)
+            texts = (text, cmd.text) if index == 0 else (text,)
+            for layer in layers:
+                if not any(pattern.search(t) for pattern in layer for t in texts):
+                    inside = f" (run by {' '.join(view.via)})" if view.via else ""
+                    return f"{_shown(text)}{inside} is not allowed by any OFFLOAD_ALLOW pattern"
     return None
 
 

@@ -23,7 +23,9 @@ __all__ = [
     "MAX_ENV_VALUE_BYTES",
     "SECRET_PATTERNS",
     "TASK_ID_VAR",
+    "SAFE_TASK_ENV",
     "build_task_env",
+    "check_env_allowed",
     "check_task_env",
     "is_secret_name",
 ]
@@ -64,6 +66,30 @@ SECRET_PATTERNS: tuple[str, ...] = (
 """Shell-style globs (matched case-insensitively) for names that hold secrets or offload's
 own settings; such names never reach a task."""
 
+SAFE_TASK_ENV: tuple[str, ...] = (
+    "LANG",
+    "LANGUAGE",
+    "LC_*",
+    "TZ",
+    "TERM",
+    "COLORTERM",
+    "NO_COLOR",
+    "FORCE_COLOR",
+    "CLICOLOR",
+    "COLUMNS",
+    "LINES",
+    "CI",
+    "PYTHONUNBUFFERED",
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONIOENCODING",
+    "PYTHONHASHSEED",
+    "SOURCE_DATE_EPOCH",
+)
+"""Task ``env`` names (globs) allowed while an allow list is in force: none of them makes a
+program load code, run a helper or read another config. Everything else (``MAKEFLAGS``,
+``PYTHONPATH``, ``NODE_OPTIONS``, ``GIT_CONFIG_*``, ``BROWSER``, ``PAGER`` ...) needs the
+setting ``env_allow``."""
+
 TASK_ID_VAR = "OFFLOAD_TASK_ID"
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 MAX_ENV_ENTRIES = 64
@@ -101,6 +127,25 @@ def check_task_env(env: Mapping[str, str]) -> dict[str, str]:
         _check_name(name)
         checked[name] = _check_value(name, value)
     return checked
+
+
+def check_env_allowed(names: Iterable[str], env_allow: Iterable[str] = ()) -> str | None:
+    """The reason a task ``env`` name is refused under an allow list, or None.
+
+    A name passes when it matches (as a shell glob, case-sensitively) one of
+    :data:`SAFE_TASK_ENV` or `env_allow`. An allow list judges the programs a task runs;
+    variables such as ``MAKEFLAGS=--eval=...``, ``GIT_CONFIG_*`` or ``PYTHONWARNINGS`` +
+    ``BROWSER`` turn an allowed program into any other, so only known-harmless names pass.
+    """
+    globs = (*SAFE_TASK_ENV, *env_allow)
+    for name in names:
+        if not any(fnmatch.fnmatchcase(name, glob) for glob in globs):
+            return (
+                f"env {name!r} is not allowed while an allow list is in force: it could "
+                "change what an allowed program runs; add it to the setting env_allow if "
+                "it is harmless"
+            )
+    return None
 
 
 def build_task_env(

@@ -20,12 +20,18 @@ __all__ = ["split_simple_commands"]
 
 
 _END = r"(?:[ \t\n]+|$)"
-_RESERVED_PREFIX = re.compile(r"(?:(?:if|then|else|elif|do|while|until|!)[ \t\n]+)*")
 _LEADING_RESERVED = re.compile(r"(?:if|then|else|elif|do|while|until|!)" + _END)
 _CLOSING_RESERVED = re.compile(r"(?:fi|done|esac)" + _END)
 _FOR_HEADER = re.compile(r"for[ \t\n]+[A-Za-z_][A-Za-z0-9_]*" + _END + "(.*)", re.DOTALL)
 _IN_WORD = re.compile(r"in" + _END)
 _DO_WORD = re.compile(r"do" + _END)
+_RESERVED_WORDS = frozenset({"if", "then", "else", "elif", "do", "while", "until", "!"})
+_BLANKS_NL = (" ", "\t", "\n")
+# Characters no handler cares about, read as one run: blanks end words, "{" and "#" matter
+# only at a word's start, and "}" only where it may close a group.
+_PLAIN_RUN = re.compile(r"[^ \t\n;&|'\"\\$`<>(){#][^ \t\n;&|'\"\\$`<>()]*")
+_PLAIN_RUN_IN_BRACES = re.compile(r"[^ \t\n;&|'\"\\$`<>(){}#][^ \t\n;&|'\"\\$`<>()}]*")
+_BRACE_RUN = re.compile(r"\{[^ \t\n;&|'\"\\$`<>()}]*")
 
 
 def split_simple_commands(command: str) -> list[str]:
@@ -55,58 +61,108 @@ def _ends_word(char: str) -> bool:
 
 
 class _Command:
-    """The simple command being read: its raw text and what operators need to look back at."""
+    """The simple command being read: its raw text and what operators need to look back at.
 
-    __slots__ = ("after_group", "last_plain", "parts")
+    Every query is O(1): the splitter asks them once per character, so anything that looked
+    at the whole text so far would make a long line cost quadratic time.
+    """
+
+    __slots__ = ("after_group", "blank", "last_plain", "parts", "reserved_only", "word")
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self.parts: list[str] = []
         self.last_plain = ""  # the last character if it was unquoted and unescaped
         self.after_group = False  # a ( ) or { } just closed: only redirections may follow
+        self.blank = True  # nothing but blanks read so far
+        self.reserved_only = True  # every finished word so far is a reserved word
+        self.word: list[str] | None = []  # the current word's plain characters; None: quoted
 
     def plain(self, char: str) -> None:
         self.parts.append(char)
         self.last_plain = char
+        if char in _BLANKS_NL:
+            self._end_word()
+            return
+        self.blank = False
+        if self.word is not None:
+            self.word.append(char)
+
+    def plain_run(self, run: str) -> None:
+        """Several plain characters at once, none a blank (see `_PLAIN_RUN`)."""
+        self.parts.append(run)
+        self.last_plain = run[-1]
+        self.blank = False
+        if self.word is not None:
+            self.word.append(run)
 
     def text(self, chunk: str) -> None:
         self.parts.append(chunk)
         self.last_plain = ""
+        if chunk:
+            self.blank = False
+            self.word = None  # a quoted or expanded word is never a reserved word
+
+    def _end_word(self) -> None:
+        if self.word is None or (self.word and "".join(self.word) not in _RESERVED_WORDS):
+            self.reserved_only = False
+        self.word = []
+
+    def group_closed(self) -> None:
+        """A ( ) or { } group ended: what follows (redirections) is all that is left."""
+        self._reset()
+        self.after_group = True
+        self.reserved_only = False
 
     def is_blank(self) -> bool:
-        return not "".join(self.parts).strip(" \t\n")
+        return self.blank
 
     def at_command_start(self) -> bool:
         """True if only reserved words such as ``then`` or ``!`` have been read."""
-        return _RESERVED_PREFIX.fullmatch("".join(self.parts).lstrip(" \t\n")) is not None
+        return self.reserved_only and self.word == []
 
     def at_word_start(self) -> bool:
         return not self.parts or self.last_plain in BLANKS
 
     def take(self) -> str:
-        """Return the finished command ("" for none) and start reading the next one."""
-        done = "" if self.after_group else _without_reserved_words("".join(self.parts))
-        self.parts, self.last_plain, self.after_group = [], "", False
+        """Return the finished command ("" for none) and start reading the next one.
+
+        After a ``( )`` or ``{ }`` group only redirections may follow; they are returned
+        (as a command of redirections alone) so their targets are judged like any other.
+        """
+        text = "".join(self.parts)
+        done = text.strip(" \t\n") if self.after_group else _without_reserved_words(text)
+        self._reset()
         return done
 
 
 def _without_reserved_words(text: str) -> str:
     """Strip the reserved words of if/while/until/for, which are not commands themselves.
 
-    ``for NAME in WORDS`` is dropped whole (its substitutions were already collected) and
-    so is whatever follows ``fi``/``done``/``esac``, where only redirections may stand.
+    ``for NAME in WORDS`` is dropped whole (its substitutions were already collected).
+    Whatever follows ``fi``/``done``/``esac`` can only be redirections of the compound
+    command; they are kept so their targets are judged. Works by index, never by slicing
+    in a loop, so a line of thousands of reserved words costs linear time.
     """
     text = text.strip(" \t\n")
-    while match := _LEADING_RESERVED.match(text):
-        text = text[match.end() :]
-    if _CLOSING_RESERVED.match(text):
-        return ""
-    header = _FOR_HEADER.match(text)
-    if header is None:
-        return text
-    rest = header.group(1)
-    if not rest or _IN_WORD.match(rest):
-        return ""
-    return _without_reserved_words(rest) if _DO_WORD.match(rest) else text
+    pos = 0
+    while True:
+        while match := _LEADING_RESERVED.match(text, pos):
+            pos = match.end()
+        if closing := _CLOSING_RESERVED.match(text, pos):
+            return text[closing.end() :]
+        header = _FOR_HEADER.match(text, pos)
+        if header is None:
+            return text[pos:]
+        rest = header.start(1)
+        if rest == len(text) or _IN_WORD.match(text, rest):
+            return ""
+        do = _DO_WORD.match(text, rest)
+        if do is None:
+            return text[pos:]
+        pos = do.end()
 
 
 class _Splitter(ShellLexer):
@@ -114,23 +170,12 @@ class _Splitter(ShellLexer):
 
     def __init__(self, text: str, depth: int = 0, offset: int = 0) -> None:
         super().__init__(text, depth, offset)
-        self._handlers: dict[str, Callable[[_Command], None]] = {
-            "\n": self._newline,
-            ";": self._separator,
-            "&": self._ampersand,
-            "|": self._bar,
-            "'": self._quote,
-            '"': self._quote,
-            "\\": self._backslash,
-            "$": lambda cmd: cmd.text(self._expansion(in_dquote=False)),
-            "`": lambda cmd: cmd.text(self._backquote(in_dquote=False)),
-            "<": self._angle,
-            ">": self._angle,
-            "(": self._open_paren,
-            ")": self._close_paren,
-            "{": self._open_brace,
-            "#": self._hash,
-        }
+
+    def _dollar(self, cmd: _Command) -> None:
+        cmd.text(self._expansion(in_dquote=False))
+
+    def _backquoted(self, cmd: _Command) -> None:
+        cmd.text(self._backquote(in_dquote=False))
 
     def split(self) -> list[str]:
         self._parse_list("", 0)
@@ -140,6 +185,7 @@ class _Splitter(ShellLexer):
 
     def _parse_list(self, closer: str, opened_at: int) -> None:
         cmd = _Command()
+        plain_run = _PLAIN_RUN_IN_BRACES if closer == "}" else _PLAIN_RUN
         while self._pos < len(self._text):
             if self._closes(closer, cmd):
                 self._check_no_heredoc_inside(closer)
@@ -147,12 +193,17 @@ class _Splitter(ShellLexer):
                 self._finish(cmd)
                 return
             char = self._text[self._pos]
-            handler = self._handlers.get(char)
+            handler = _HANDLERS.get(char)
             if handler is None:
-                cmd.plain(char)
-                self._pos += 1
+                run = plain_run.match(self._text, self._pos)
+                if run is None:
+                    cmd.plain(char)  # a blank or a closing brace: one at a time
+                    self._pos += 1
+                else:
+                    cmd.plain_run(run.group())
+                    self._pos = run.end()
             else:
-                handler(cmd)
+                handler(self, cmd)
         if closer:
             raise unparseable(f"{closer!r} missing for the one opened at {self._where(opened_at)}")
         if self._heredocs:
@@ -243,7 +294,7 @@ class _Splitter(ShellLexer):
         self._skip(1)
         with self._deeper(start):
             self._parse_list(")", start)
-        cmd.after_group = True
+        cmd.group_closed()
 
     def _close_paren(self, cmd: _Command) -> None:
         raise unparseable(f"unexpected ')' at {self._where(self._pos)}")
@@ -251,13 +302,16 @@ class _Splitter(ShellLexer):
     def _open_brace(self, cmd: _Command) -> None:
         start = self._pos
         if not (cmd.at_command_start() and self._peek(1) in (" ", "\t", "\n")):
-            cmd.plain("{")  # not the reserved word: brace expansion or a plain argument
-            self._pos += 1
+            # not the reserved word: brace expansion or a plain argument, read as one run
+            run = _BRACE_RUN.match(self._text, self._pos)
+            assert run is not None
+            cmd.plain_run(run.group())
+            self._pos = run.end()
             return
         self._skip(1)
         with self._deeper(start):
             self._parse_list("}", start)
-        cmd.after_group = True
+        cmd.group_closed()
 
     def _hash(self, cmd: _Command) -> None:
         if not cmd.at_word_start():
@@ -266,3 +320,23 @@ class _Splitter(ShellLexer):
             return
         end = self._text.find("\n", self._pos)
         self._pos = len(self._text) if end < 0 else end
+
+
+# One table for every instance: building it per instance made each backquote cost more.
+_HANDLERS: dict[str, Callable[[_Splitter, _Command], None]] = {
+    "\n": _Splitter._newline,
+    ";": _Splitter._separator,
+    "&": _Splitter._ampersand,
+    "|": _Splitter._bar,
+    "'": _Splitter._quote,
+    '"': _Splitter._quote,
+    "\\": _Splitter._backslash,
+    "$": _Splitter._dollar,
+    "`": _Splitter._backquoted,
+    "<": _Splitter._angle,
+    ">": _Splitter._angle,
+    "(": _Splitter._open_paren,
+    ")": _Splitter._close_paren,
+    "{": _Splitter._open_brace,
+    "#": _Splitter._hash,
+}

@@ -27,6 +27,7 @@ _MAX_NESTING = 32
 _PARSE_HINT = "check its quotes and brackets, or submit it as an argv list"
 BLANKS = (" ", "\t")
 WORD_ENDS = frozenset(" \t\n;&|()<>")
+_ARITHMETIC_RUN = re.compile(r"[^()$`\\'\"]+")
 _HEREDOC_WORD = re.compile(r"[A-Za-z0-9_.+-]+")
 
 
@@ -181,7 +182,12 @@ class ShellLexer(ABC):
                     self._skip(2)
                     return "".join([*out, "))"])
                 depth += {"(": 1, ")": -1}.get(char, 0)
-                out.append(self._word_piece(in_dquote))
+                run = _ARITHMETIC_RUN.match(self._text, self._pos)
+                if run is not None:  # digits, names, operators: read as one run
+                    out.append(run.group())
+                    self._pos = run.end()
+                else:
+                    out.append(self._word_piece(in_dquote))
         raise unparseable(f"'$((' at {self._where(start)} is never closed")
 
     def _parameter(self, start: int, in_dquote: bool) -> str:
@@ -220,6 +226,8 @@ class ShellLexer(ABC):
         raise unparseable(f"backquote at {self._where(start)} is never closed")
 
     def _split_inner(self, text: str, text_start: int, heredoc: bool = False) -> None:
+        if not text.strip(" \t\n"):
+            return  # `` or an empty body: nothing runs
         with self._deeper(text_start):
             inner = type(self)(text, self._depth, self._offset + text_start)
             self.commands.extend(inner.scan_heredoc_body() if heredoc else inner.split())

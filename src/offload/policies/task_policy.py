@@ -9,9 +9,14 @@ pass, deny lists and hidden paths add up, the sandbox and a cut network stay on.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from offload.config import Settings
+    from offload.policies.commands import CommandPolicy
 
 __all__ = ["TaskPolicy"]
 
@@ -50,6 +55,92 @@ class TaskPolicy:
     def has_allow_list(self) -> bool:
         """True when at least one allow-list layer is in force."""
         return any(self.allow)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, roots: Sequence[Path | str], *, sandbox: bool | None = None
+    ) -> TaskPolicy:
+        """The effective policy of a front end running under `settings` over `roots`.
+
+        `sandbox` is the front end's decision for this submission (``auto`` resolves to on
+        for agents' work and off for a person's CLI); None reads the setting ``sandbox``
+        and counts only ``on``. Sandbox settings this version lacks keep their defaults.
+
+        Raises:
+            ConfigError: An allow or deny pattern is not a valid regex.
+        """
+        from offload.policies.commands import compile_policy
+
+        compile_policy(settings.allow, settings.deny)  # a typo fails here, at the front end
+        mode = getattr(settings, "sandbox", "off")
+        return cls(
+            allow=(tuple(settings.allow),) if any(p.strip() for p in settings.allow) else (),
+            deny=tuple(p for p in settings.deny if p.strip()),
+            env_allow=tuple(settings.env_allow),
+            sandbox=bool(mode == "on" or mode is True) if sandbox is None else sandbox,
+            network=bool(getattr(settings, "sandbox_network", True)),
+            writable=_strings(getattr(settings, "sandbox_writable", ())),
+            hide=_strings(getattr(settings, "sandbox_hide", ())),
+            roots=tuple(str(Path(root)) for root in roots),
+        )
+
+    def for_task(
+        self, sandbox: bool | None, network: bool | None, *, may_loosen: bool
+    ) -> TaskPolicy:
+        """This policy with one submission's own containment choice applied.
+
+        Asking for the sandbox, or for no network (which needs the sandbox), always
+        narrows and is always granted. Turning the sandbox off, or the network back on,
+        loosens: only a person's own door may (`may_loosen`); an agent can never turn its
+        containment off for itself.
+
+        Raises:
+            PolicyRefused: An agent asked to loosen its containment.
+        """
+        from dataclasses import replace
+
+        from offload.errors import PolicyRefused
+
+        chosen = self
+        if sandbox is True or network is False:
+            chosen = replace(chosen, sandbox=True)
+        if network is False:
+            chosen = replace(chosen, network=False)
+        loosen = (sandbox is False and self.sandbox) or (network is True and not self.network)
+        if loosen and not may_loosen:
+            raise PolicyRefused(
+                "an agent cannot turn its own sandbox or network cut off; drop the "
+                "sandbox/network field, or ask the person to run the task themselves"
+            )
+        if sandbox is False and may_loosen:
+            chosen = replace(chosen, sandbox=False)
+        if network is True and may_loosen:
+            chosen = replace(chosen, network=True)
+        return chosen
+
+    def command_policy(
+        self, *, forbidden: Sequence[Path | str] = (), roots: Sequence[Path | str] | None = None
+    ) -> CommandPolicy:
+        """The compiled command rules of this policy.
+
+        Args:
+            forbidden: Directories no redirection may reach (offload's data directory).
+            roots: Where redirections may point, if not this policy's roots (an agent's
+                commands run in a staging copy of the workspace).
+
+        Raises:
+            ConfigError: A stored pattern is not a valid regex.
+        """
+        from offload.policies.commands import compile_policy
+
+        layers = [layer for layer in self.allow if layer]
+        return compile_policy(
+            layers[0] if layers else (),
+            self.deny,
+            more_allow=layers[1:],
+            roots=self.roots if roots is None else roots,
+            forbidden=forbidden,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (lists, not tuples)."""

@@ -24,7 +24,7 @@ from offload.queue.models import (
     TaskSpec,
     new_task_id,
 )
-from offload.queue.sqlite_supervisor import SqliteSupervisorSide
+from offload.queue.sqlite_members import SqliteMembers
 from offload.queue.stats import read_stats
 from offload.queue.store import Stats, Store
 
@@ -37,7 +37,7 @@ def _dump(value: Any) -> str | None:
     return None if value is None else json.dumps(value)
 
 
-class SqliteStore(SqliteSupervisorSide, Store):
+class SqliteStore(SqliteMembers, Store):
     """Store backed by one SQLite file (created 0600, its directory 0700)."""
 
     # -- submitting and reading --------------------------------------------------------

@@ -13,6 +13,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from offload.errors import LeaseLost, NotFound
 from offload.queue.models import State, Task
 from offload.queue.sqlite_db import SqliteDb
 
@@ -80,8 +81,10 @@ class SqliteSupervisorSide(SqliteDb):
         cgroup: str | None,
         log_path: str,
         containment: str | None = None,
+        supervisor_id: str | None = None,
     ) -> None:
         with self._write() as db:
+            self._fence(db, task_id, supervisor_id)
             db.execute(
                 "UPDATE tasks SET pid = ?, pgid = ?, proc_start = ?, cgroup = ?, log_path = ?, "
                 "containment = ?, updated_at = ? WHERE id = ?",
@@ -96,9 +99,11 @@ class SqliteSupervisorSide(SqliteDb):
         exit_code: int | None = None,
         signal: int | None = None,
         error: str | None = None,
+        supervisor_id: str | None = None,
     ) -> Task:
         now = self._clock()
         with self._write() as db:
+            self._fence(db, task_id, supervisor_id)
             row = self._transition(
                 db,
                 task_id,
@@ -148,9 +153,17 @@ class SqliteSupervisorSide(SqliteDb):
             ]
         )
 
-    def set_progress(self, task_id: str, fraction: float | None, message: str | None) -> None:
+    def set_progress(
+        self,
+        task_id: str,
+        fraction: float | None,
+        message: str | None,
+        *,
+        supervisor_id: str | None = None,
+    ) -> None:
         now = self._clock()
         with self._write() as db:
+            self._fence(db, task_id, supervisor_id)
             row = db.execute(
                 "UPDATE tasks SET progress = ?, progress_message = ?, updated_at = ? "
                 "WHERE id = ? AND state = 'running' AND "
@@ -212,12 +225,29 @@ class SqliteSupervisorSide(SqliteDb):
         result: str | None = None,
         files_written: Sequence[str] = (),
         error: str | None = None,
+        supervisor_id: str | None = None,
     ) -> None:
         with self._write() as db:
+            self._fence(db, task_id, supervisor_id)
             db.execute(
                 "UPDATE tasks SET result = ?, files_written = ?, error = ?, updated_at = ? "
                 "WHERE id = ?",
                 (result, json.dumps(list(files_written)), error, self._clock(), task_id),
+            )
+
+    def _fence(self, db: sqlite3.Connection, task_id: str, supervisor_id: str | None) -> None:
+        """Refuses a write by `supervisor_id` about a task it no longer runs."""
+        if supervisor_id is None:
+            return
+        row = db.execute(
+            "SELECT state, supervisor_id FROM tasks WHERE id = ?", (task_id,)
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"task {task_id} no longer exists")
+        if row["state"] != "running" or row["supervisor_id"] != supervisor_id:
+            raise LeaseLost(
+                f"task {task_id[:12]} is {row['state']} and no longer run by supervisor "
+                f"{supervisor_id}; its write was refused"
             )
 
     def heartbeat(self, supervisor_id: str, pid: int) -> None:

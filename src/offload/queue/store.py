@@ -9,14 +9,18 @@ the states it is allowed from and appends an event to the change feed.
 from __future__ import annotations
 
 import builtins
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from offload.queue.members import LEASE_SECONDS, Member
 from offload.queue.models import PURGEABLE_STATES, Event, State, Task, TaskSpec
 
 __all__ = ["DayCost", "Stats", "Store"]
+
+_EVENT_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -108,8 +112,14 @@ class Store(ABC):
         cgroup: str | None,
         log_path: str,
         containment: str | None = None,
+        supervisor_id: str | None = None,
     ) -> None:
-        """Records the process a running task was spawned as, and what contains it."""
+        """Records the process a running task was spawned as, and what contains it.
+
+        With `supervisor_id` the write is fenced: refused with LeaseLost unless the task is
+        still running under that supervisor and its lease holds. So are the other writes
+        about a task that take it.
+        """
 
     @abstractmethod
     def finish(
@@ -120,6 +130,7 @@ class Store(ABC):
         exit_code: int | None = None,
         signal: int | None = None,
         error: str | None = None,
+        supervisor_id: str | None = None,
     ) -> Task:
         """Moves a running task to a final state; fails its pending dependents if not completed."""
 
@@ -132,7 +143,14 @@ class Store(ABC):
         """Running tasks whose cancel has been asked for and not yet carried out."""
 
     @abstractmethod
-    def set_progress(self, task_id: str, fraction: float | None, message: str | None) -> None:
+    def set_progress(
+        self,
+        task_id: str,
+        fraction: float | None,
+        message: str | None,
+        *,
+        supervisor_id: str | None = None,
+    ) -> None:
         """Stores a running task's latest progress (an event only when it changed)."""
 
     @abstractmethod
@@ -159,6 +177,7 @@ class Store(ABC):
         result: str | None = None,
         files_written: Sequence[str] = (),
         error: str | None = None,
+        supervisor_id: str | None = None,
     ) -> None:
         """Stores what a task produced: its text result, the files it wrote, or why it failed.
 
@@ -177,6 +196,60 @@ class Store(ABC):
     @abstractmethod
     def supervisor_info(self) -> dict[str, str] | None:
         """The last supervisor's id, pid and heartbeat time, if any ever ran."""
+
+    # -- members and leases (several hosts; see queue/members.py) -------------------
+    @abstractmethod
+    def register_member(
+        self,
+        member_id: str,
+        *,
+        host: str,
+        pid: int,
+        labels: Sequence[str] = (),
+        capacity: int,
+        lease_seconds: float = LEASE_SECONDS,
+    ) -> Member:
+        """Registers a supervisor with a fresh lease (re-registering a live id renews it).
+
+        Raises:
+            LeaseLost: when this id was already reaped; a restarted supervisor takes a new id.
+        """
+
+    @abstractmethod
+    def renew_lease(self, member_id: str, lease_seconds: float = LEASE_SECONDS) -> bool:
+        """Extends the member's lease; False when it had already run out or was reaped.
+
+        False means fenced: the caller must kill its task trees, since another member may
+        already have marked them interrupted.
+        """
+
+    @abstractmethod
+    def reap_expired_members(self, now_ms: int) -> builtins.list[Task]:
+        """Marks every member whose lease ran out before `now_ms` lost, and its running
+        tasks `interrupted`, in one transaction; returns those tasks."""
+
+    @abstractmethod
+    def members(self) -> builtins.list[Member]:
+        """Every registered member, lost ones included, oldest first."""
+
+    @abstractmethod
+    def retire_member(self, member_id: str) -> builtins.list[Task]:
+        """Removes a member that stops cleanly; its still-running tasks become interrupted."""
+
+    def wait_for_event(self, cursor: int, timeout: float) -> bool:
+        """Blocks until an event after `cursor` exists or `timeout` seconds pass.
+
+        Returns True when there is something to read with `events_since(cursor)`. This
+        default polls (fine for one host); PostgreSQL overrides it with LISTEN/NOTIFY.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            if self.last_event_seq() > cursor:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(_EVENT_POLL_SECONDS, left))
 
     # -- people and agents acting on tasks -------------------------------------------
     @abstractmethod

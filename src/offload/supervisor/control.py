@@ -21,12 +21,18 @@ _POLL_SECONDS = 0.05
 
 
 def _run(settings: Settings, store: Store, detached: bool) -> int:
-    from offload.logging import configure_logging
+    from offload.logging import configure_logging, get_logger
     from offload.supervisor.daemon import Supervisor
+    from offload.supervisor.keys import make_undumpable, take_keys
 
+    # Before anything else: the keys leave our environment (and the block /proc shows),
+    # and no peer process may read our memory.
+    keys = take_keys()
+    undumpable = make_undumpable()
     settings.home.mkdir(mode=0o700, parents=True, exist_ok=True)
     configure_logging(settings.home / "supervisor.log" if detached else None, json=detached)
-    supervisor = Supervisor(settings, store, detached=detached)
+    get_logger("supervisor").info("keys_held", keys=len(keys), undumpable=undumpable)
+    supervisor = Supervisor(settings, store, detached=detached, keys=keys)
     try:
         return supervisor.run()
     except SupervisorRunning:
@@ -42,6 +48,7 @@ def _status(settings: Settings, store: Store, as_json: bool) -> int:
     info = store.supervisor_info() or {}
     by_state = store.stats(now_ms(), days=1).counts  # one GROUP BY, however many tasks
     counts = {s.value: by_state.get(s.value, 0) for s in (State.PENDING, State.RUNNING)}
+    layers = _containment(settings) if found.alive else None
     if as_json:
         from offload.cli.render import print_json
 
@@ -52,6 +59,7 @@ def _status(settings: Settings, store: Store, as_json: bool) -> int:
                 "pid": found.pid if found.alive else None,
                 "heartbeat_ms": info.get("at"),
                 **counts,
+                "containment": layers,
             }
         )
     elif found.alive:
@@ -62,10 +70,19 @@ def _status(settings: Settings, store: Store, as_json: bool) -> int:
         )
         if found.state == "stopped":
             sys.stdout.write(f"`kill -CONT {found.pid}` resumes it\n")
+        for name, state in (layers or {}).items():
+            shown = "yes" if state is True else f"no ({state})"
+            sys.stdout.write(f"  {name.replace('_', ' ')}: {shown}\n")
     else:
         dead = f" (pid {found.pid} died)" if found.state == "dead" else ""
         sys.stdout.write(f"no supervisor running for {settings.home}{dead}\n")
     return 0 if found.state == "running" else 3
+
+
+def _containment(settings: Settings) -> dict[str, object] | None:
+    from offload.supervisor.containment import read_status
+
+    return read_status(settings.home)
 
 
 def _stop(settings: Settings, drain: bool, timeout: float) -> int:

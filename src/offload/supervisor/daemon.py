@@ -26,7 +26,8 @@ from offload.policies.limits import Limits, inheritable_soft_limits
 from offload.policies.submitter_env import task_base_env
 from offload.queue.models import State, Task, new_task_id
 from offload.queue.store import Store
-from offload.supervisor.cgroups import CgroupRoot, find_cgroup_root
+from offload.supervisor.cgroups import CgroupRoot
+from offload.supervisor.containment import Containment, find_containment
 from offload.supervisor.liveness import heartbeat_state
 from offload.supervisor.recovery import recover_orphans
 from offload.supervisor.signals import Flags, SignalPipe, become_subreaper
@@ -50,7 +51,14 @@ STORE_BUSY_TIMEOUT_SECONDS = 0.1
 class Supervisor:
     """Runs the tasks of one data directory. Use `run()`, or `start()` + `run_once()`."""
 
-    def __init__(self, settings: Settings, store: Store, *, detached: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        detached: bool = False,
+        keys: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.detached = detached
@@ -68,6 +76,8 @@ class Supervisor:
         self._fifo: WakeFifo | None = None
         self._signals: SignalPipe | None = None
         self._cgroups: CgroupRoot | None = None
+        self._containment: Containment | None = None
+        self._keys = keys or {}  # provider keys, handed to LLM/agent workers over a pipe
         self._selector = selectors.DefaultSelector()
         self._claim_needed = True
         self._drain_logged = False
@@ -101,8 +111,8 @@ class Supervisor:
             raise
         subreaper = become_subreaper()
         inheritable_soft_limits(self.limits)
-        if self.settings.cgroups:
-            self._cgroups = find_cgroup_root(home)
+        self._containment = find_containment(self.settings, self.log)
+        self._cgroups = self._containment.cgroups
         recovered = recover_orphans(self.store, self.settings.grace_seconds, self.log.info)
         self._signals = SignalPipe(self.flags)
         self._selector.register(self._signals.read_fd, selectors.EVENT_READ)
@@ -117,6 +127,8 @@ class Supervisor:
             supervisor_id=self.id,
             subreaper=subreaper,
             cgroups=str(self._cgroups.path) if self._cgroups else None,
+            pid_namespaces=self._containment.pidns.available,
+            sandbox=self._containment.sandbox.available,
             recovered=recovered,
             max_concurrent=self.settings.max_concurrent,
         )
@@ -183,6 +195,8 @@ class Supervisor:
                 CgroupRoot.remove(tree.cgroup)
         if self._cgroups is not None:
             self._cgroups.remove_root()
+        if self._containment is not None:
+            self._containment.close()
         if self._signals is not None:
             self._signals.close()
             self._signals = None
@@ -409,6 +423,7 @@ class Supervisor:
                 self.tracker.record(task.id, State.FAILED, error=f"could not start: {exc}")
 
     def _spawn(self, task: Task, now: float) -> None:
+        assert self._containment is not None, "start() first"
         base_env = task_base_env(
             task.environ, self._shell_env, unbuffered=self.settings.python_unbuffered
         )
@@ -420,7 +435,8 @@ class Supervisor:
                 shell_env=base_env,
                 env_allow=(*self.settings.env_allow, *base_env),
                 limits=self.limits,
-                cgroups=self._cgroups,
+                containment=self._containment,
+                keys=self._keys,
             )
         except SpawnError as exc:
             self.log.info("spawn_failed", task_id=task.id, error=str(exc))
@@ -431,9 +447,10 @@ class Supervisor:
         self.tracker.running[pid] = Running(
             task=task,
             popen=spawned.popen,
-            tree=TaskTree(task.id, pid, spawned.cgroup),
+            tree=TaskTree(task.id, pid, spawned.cgroup, pid if spawned.pid_namespace else None),
             log_path=spawned.log_path,
             deadline=now + timeout if timeout else None,
+            wrapped=spawned.wrapped,
         )
         try:
             self.store.mark_started(
@@ -443,6 +460,7 @@ class Supervisor:
                 proc_start=proc_start_time(pid),
                 cgroup=spawned.cgroup,
                 log_path=str(spawned.log_path),
+                containment=spawned.containment,
             )
         except OffloadError as exc:  # it runs and is tracked; only the record is missing
             self.log.error("mark_started_failed", task_id=task.id, error=str(exc))

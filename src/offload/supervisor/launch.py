@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from offload.supervisor.keys import KEYS_FD_VAR, is_key_name, keys_pipe
 from offload.supervisor.wake import poke
 
 __all__ = ["ensure_supervisor"]
@@ -15,6 +16,9 @@ __all__ = ["ensure_supervisor"]
 # one never keeps it as a zombie after it idles out. It runs from / with -P, so no
 # directory it was started from can shadow a module it imports.
 _DETACH = ["/bin/sh", "-c", 'cd / && "$@" &', "offload-launch"]
+# The supervisor's provider keys arrive on this fd, never in its environment: /proc/PID/
+# environ shows the environment a process started with, readable by its tasks.
+_KEYS_FD = 3
 
 
 def ensure_supervisor(home: Path) -> bool:
@@ -29,13 +33,23 @@ def ensure_supervisor(home: Path) -> bool:
         return False
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     out = str(home / "supervisor.out")
+    keys = {k: v for k, v in os.environ.items() if is_key_name(k)}
+    env = {k: v for k, v in os.environ.items() if k not in keys}
+    env["OFFLOAD_HOME"] = str(home.resolve())
+    keys_fd = keys_pipe(keys) if keys else None
     actions = [
         (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
         (os.POSIX_SPAWN_OPEN, 1, out, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600),
         (os.POSIX_SPAWN_DUP2, 1, 2),
     ]
-    env = {**os.environ, "OFFLOAD_HOME": str(home.resolve())}
+    if keys_fd is not None:
+        actions.append((os.POSIX_SPAWN_DUP2, keys_fd, _KEYS_FD))
+        env[KEYS_FD_VAR] = str(_KEYS_FD)
     argv = [*_DETACH, sys.executable, "-P", "-m", "offload", "supervisor", "--detached"]
-    pid = os.posix_spawn(_DETACH[0], argv, env, file_actions=actions, setsid=True)
+    try:
+        pid = os.posix_spawn(_DETACH[0], argv, env, file_actions=actions, setsid=True)
+    finally:
+        if keys_fd is not None:
+            os.close(keys_fd)
     os.waitpid(pid, 0)  # the shell exits as soon as it has forked the supervisor
     return True

@@ -5,12 +5,15 @@ between the supervisor and the command; LLM and agent tasks run as
 `python -m offload.workers <id>`. Every task gets a new session and process group,
 stdin from /dev/null, stdout+stderr appended by the child itself to a 0600 log file, a
 policy-built environment with the `OFFLOAD_TASK_ID` marker, rlimits, a nice value and,
-where possible, its own cgroup.
+where possible, its own cgroup and its own PID namespace (`pidns.py`). A task whose policy
+asks for the sandbox runs under bubblewrap (`sandbox.py`). LLM and agent workers get
+their provider keys over a pipe, never in their environment (`keys.py`).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -18,12 +21,23 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from offload.policies.enforce import check_task, stored_policy
 from offload.policies.environment import TASK_ID_VAR, build_task_env
 from offload.policies.limits import Limits, apply_limits_to
+from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import Task
 from offload.supervisor.cgroups import CgroupRoot
+from offload.supervisor.containment import Containment
+from offload.supervisor.keys import KEYS_FD_VAR, is_key_name, keys_pipe
+from offload.supervisor.pidns import init_argv, init_needed_for
 
-__all__ = ["SpawnError", "Spawned", "shell_base_env", "spawn_task", "task_argv"]
+__all__ = [
+    "SpawnError",
+    "Spawned",
+    "shell_base_env",
+    "spawn_task",
+    "task_argv",
+]
 
 
 class SpawnError(Exception):
@@ -37,6 +51,9 @@ class Spawned:
     popen: subprocess.Popen[bytes]
     log_path: Path
     cgroup: str | None
+    containment: str = ""
+    pid_namespace: bool = False  # the main pid is the init of the task's PID namespace
+    wrapped: bool = False  # an init or bwrap runs the command: 128+N means signal N
 
 
 def shell_base_env(parent_env: Mapping[str, str], env_allow: tuple[str, ...]) -> dict[str, str]:
@@ -63,6 +80,49 @@ def _open_log(path: Path) -> int:
         raise SpawnError(f"cannot open the log file {path}: {exc.strerror}") from exc
 
 
+def _describe(pidns: bool, cgroup: bool, sandbox: str, why_no_pidns: str) -> str:
+    parts = ["pid-namespace" if pidns else "process-group"]
+    if cgroup:
+        parts.append("cgroup")
+    if sandbox:
+        parts.append(sandbox)
+    text = "+".join(parts)
+    if not pidns:
+        text += f" (no PID namespace: {why_no_pidns})"
+    return text
+
+
+def _sandbox_prefix(task: Task, policy: TaskPolicy, box: Containment) -> tuple[list[str], str]:
+    """The bwrap words for a sandboxed shell task and how to describe them.
+
+    Raises:
+        SpawnError: the task must be sandboxed, bwrap is missing and `sandbox = on`.
+    """
+    if not policy.sandbox or task.type != "shell":
+        return [], ""  # workers sandbox the commands they run, not themselves
+    if not box.sandbox.available:
+        if box.require_sandbox:
+            raise SpawnError(
+                f"the task must run sandboxed but {box.sandbox.reason}; install bubblewrap "
+                "(apt-get install bubblewrap) or set sandbox = auto to run it without"
+            )
+        return [], f"no sandbox: {box.sandbox.reason}"
+    argv = box.sandbox.argv(
+        workspace=task.workspace or task.cwd,
+        cwd=task.cwd,
+        writable=policy.writable,
+        hide=(*box.hide, *policy.hide),
+        network=policy.network,
+    )
+    return argv, f"sandbox(network {'on' if policy.network else 'off'})"
+
+
+def _worker_keys(task: Task, keys: Mapping[str, str]) -> int | None:
+    if task.type == "shell" or not keys:
+        return None
+    return keys_pipe(keys)
+
+
 def spawn_task(
     task: Task,
     *,
@@ -71,29 +131,48 @@ def spawn_task(
     shell_env: Mapping[str, str],
     env_allow: tuple[str, ...],
     limits: Limits,
-    cgroups: CgroupRoot | None,
+    containment: Containment,
+    keys: Mapping[str, str] | None = None,
 ) -> Spawned:
     """Starts `task` and returns its process; raises SpawnError with a one-line reason.
 
-    `parent_env` is the supervisor's whole environment (LLM workers need the provider
-    credentials in it); `shell_env` is its secret-free part from `shell_base_env`.
+    `parent_env` is the supervisor's environment (without provider keys, which come in
+    `keys` and reach LLM and agent workers over a pipe); `shell_env` is its allow-listed
+    part from `shell_base_env`.
     """
     log_path = logs_dir / f"{task.id}.log"
     if not os.path.isdir(task.cwd):
         raise SpawnError(f"working directory {task.cwd} does not exist")
+    if task.policy is not None:  # defence in depth: the policy stored at submit still holds
+        decision = check_task(task, stored_policy(task))
+        if not decision.allowed:
+            raise SpawnError(f"refused by the task's policy: {decision.reason}")
+    policy = TaskPolicy.from_json(task.policy)
+    prefix, sandboxed = _sandbox_prefix(task, policy, containment)
     if task.type == "shell":
         env = build_task_env(shell_env, task.env, task.id, extra_allow=env_allow)
     else:
-        # Python workers need the provider credentials (they never hand them to a shell);
-        # the task's own env is for the commands it runs, never for the interpreter.
-        env = {**parent_env, TASK_ID_VAR: task.id}
+        # the task's own env is for the commands a worker runs, never for the interpreter
+        env = {k: v for k, v in parent_env.items() if not is_key_name(k)}
+        env[TASK_ID_VAR] = task.id
+    cgroups = containment.cgroups
     cgroup_path = cgroups.create(task.id) if cgroups else None
     cgroup = str(cgroup_path) if cgroup_path else None
+    keys_fd = _worker_keys(task, keys or {})
+    if keys_fd is not None:
+        env[KEYS_FD_VAR] = str(keys_fd)
+    argv = [*prefix, *task_argv(task)]
+    _check_program(task_argv(task)[0], task.cwd, env, cgroup)
     log_fd = _open_log(log_path)
     try:
-        with cgroups.entered(cgroup) if cgroups else nullcontext(False) as joined:
+        with (
+            cgroups.entered(cgroup) if cgroups else nullcontext(False) as joined,
+            containment.pidns.entered() as in_pidns,
+        ):
+            if in_pidns and (not prefix or init_needed_for(limits)):
+                argv = [*init_argv(limits), *argv]  # else bwrap is the init itself
             popen = subprocess.Popen(
-                task_argv(task),
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log_fd,
                 stderr=subprocess.STDOUT,
@@ -101,23 +180,40 @@ def spawn_task(
                 env=env,
                 start_new_session=True,
                 close_fds=True,
+                pass_fds=(keys_fd,) if keys_fd is not None else (),
             )
     except FileNotFoundError as exc:
         _drop_cgroup(cgroup)
-        raise SpawnError(f"command not found: {exc.filename or task_argv(task)[0]}") from exc
+        raise SpawnError(f"command not found: {exc.filename or argv[0]}") from exc
     except (OSError, subprocess.SubprocessError) as exc:
         _drop_cgroup(cgroup)
         raise SpawnError(f"cannot start the task: {exc}") from exc
     finally:
         os.close(log_fd)
+        if keys_fd is not None:
+            os.close(keys_fd)
     if cgroup and not joined:
         _drop_cgroup(cgroup)
-        cgroup = None  # the process group and the marker cover this tree instead
+        cgroup = None  # the PID namespace, process group and marker cover this tree instead
     try:
         apply_limits_to(popen.pid, limits)
     except OSError:
         pass  # it already exited; nothing left to limit
-    return Spawned(popen=popen, log_path=log_path, cgroup=cgroup)
+    own_ns = in_pidns or bool(prefix)  # without ours, bwrap makes one (--unshare-pid)
+    described = _describe(own_ns, cgroup is not None, sandboxed, containment.pidns.reason)
+    return Spawned(popen, log_path, cgroup, described, in_pidns, own_ns)
+
+
+def _check_program(program: str, cwd: str, env: Mapping[str, str], cgroup: str | None) -> None:
+    """Refuses a program that cannot be found, as an exec would (an init would not)."""
+    if os.sep in program:
+        found = os.path.join(cwd, program)
+        missing = not (os.path.isfile(found) and os.access(found, os.X_OK))
+    else:
+        missing = shutil.which(program, path=env.get("PATH", os.defpath)) is None
+    if missing:
+        _drop_cgroup(cgroup)
+        raise SpawnError(f"command not found: {program}")
 
 
 def _drop_cgroup(cgroup: str | None) -> None:

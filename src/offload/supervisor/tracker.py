@@ -22,6 +22,7 @@ from offload.queue.models import State, Task
 from offload.queue.store import Store
 from offload.supervisor import outcome
 from offload.supervisor.cgroups import CgroupRoot
+from offload.supervisor.pidns import wrapped_status
 from offload.supervisor.tree import TaskTree, adopted_children
 
 __all__ = ["Running", "Tracker"]
@@ -45,6 +46,7 @@ class Running:
     kill_started: float = 0.0
     killed_hard: bool = False
     progress: tuple[float | None, str | None] = (None, None)
+    wrapped: bool = False  # an init or bwrap ran the command (see pidns.wrapped_status)
 
 
 class Tracker:
@@ -77,8 +79,9 @@ class Tracker:
     def candidates(self) -> list[Any]:
         """Adopted orphans that may carry a task's marker (scanned once per loop step)."""
         if self._candidates is None:
-            trees = [r.tree for r in self.running.values()] + self.lingering
-            needed = any(t.cgroup is None for t in trees)
+            # Always, not only for trees without a cgroup: a root task can leave its cgroup
+            # (and, without a PID namespace, re-parent to us with its marker).
+            needed = bool(self.running or self.lingering)
             self._candidates = adopted_children(set(self.running)) if needed else []
         return self._candidates
 
@@ -118,8 +121,11 @@ class Tracker:
                 return
             run = self.running.get(pid)
             if run is not None:
+                if run.wrapped:
+                    status = wrapped_status(status)
                 run.status = status
                 run.popen.returncode = os.waitstatus_to_exitcode(status)
+                run.tree.init_pid = None  # reaped: its namespace is gone, its pid free
 
     def _pop(self, pid: int, state: State, **kw: Any) -> None:
         run = self.running.pop(pid)

@@ -1,9 +1,11 @@
 """Finding and killing every process of a task's tree.
 
-A tree is: its process group, every process in its cgroup, and every process carrying its
-`OFFLOAD_TASK_ID` marker (double-forked daemons re-parented to the supervisor, which is a
-child subreaper). Pids are signalled only after their start time is checked, so a reused
-pid is never hit.
+A tree is: its PID namespace (where it has one: every process in it descends from its
+init, and SIGKILL to the init ends them all), its process group, every process in its
+cgroup, and every process carrying its `OFFLOAD_TASK_ID` marker (double-forked daemons
+re-parented to the supervisor, which is a child subreaper). Pids are signalled only after
+their start time is checked, so a reused pid is never hit; the init is the supervisor's
+own unreaped child, so its pid cannot be reused while `init_pid` is set.
 """
 
 from __future__ import annotations
@@ -38,10 +40,13 @@ def _has_marker(proc: psutil.Process, task_id: str) -> bool:
 class TaskTree:
     """The processes of one task, addressed by pgid, cgroup and marker."""
 
-    def __init__(self, task_id: str, pgid: int | None, cgroup: str | None) -> None:
+    def __init__(
+        self, task_id: str, pgid: int | None, cgroup: str | None, init_pid: int | None = None
+    ) -> None:
         self.task_id = task_id
         self.pgid = pgid
         self.cgroup = cgroup
+        self.init_pid = init_pid  # the unreaped init of the task's PID namespace, if any
 
     def _group_alive(self) -> bool:
         if not self.pgid:
@@ -65,7 +70,22 @@ class TaskTree:
         return self._group_alive() or bool(self.marked(candidates))
 
     def signal(self, sig: int, candidates: list[psutil.Process]) -> None:
-        """Sends `sig` to the process group, the cgroup's members and marked processes."""
+        """Sends `sig` to the namespace, the process group, the cgroup and marked processes.
+
+        The init of a PID namespace ignores every signal it has no handler for except
+        SIGKILL, so SIGTERM goes to each process in the namespace (they all descend from
+        the init, even those that left the session); when the command exits, the init
+        exits and the kernel kills the rest.
+        """
+        if self.init_pid:
+            if sig == signal.SIGKILL:
+                _signal_pid(self.init_pid, sig)
+            else:
+                for proc in _descendants(self.init_pid):
+                    try:
+                        proc.send_signal(sig)
+                    except psutil.Error:
+                        pass
         if self.pgid:
             try:
                 os.killpg(self.pgid, sig)
@@ -82,6 +102,13 @@ class TaskTree:
                 proc.send_signal(sig)  # psutil checks the start time first (pid reuse)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 pass
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def _signal_pid(pid: int, sig: int) -> None:

@@ -1,7 +1,8 @@
 """`python -m offload.workers <task-id>`: the process one LLM or agent task runs in.
 
 The supervisor starts it (own session and process group, output appended to the task's
-log, provider credentials in its environment, `OFFLOAD_TASK_ID` set) and decides the final
+log, `OFFLOAD_TASK_ID` set, provider keys on a pipe, never in its environment, where any
+process of the same user could read them in /proc) and decides the final
 state from the exit code: 0 completed, anything else failed, with the `error` recorded
 here as the reason. A cancel or timeout is the supervisor's SIGTERM: the default action
 ends this process at once, even mid-request.
@@ -48,6 +49,19 @@ def _runner(task_type: str) -> Callable[..., Any]:
     return runner
 
 
+def _receive_keys() -> None:
+    """Takes the keys the supervisor sent on a pipe and makes this process undumpable.
+
+    They go into `os.environ` (which the SDKs read), not into the starting environment
+    block /proc/self/environ shows; the commands an agent runs get an environment built
+    from an allow list, which no key passes.
+    """
+    from offload.supervisor.keys import make_undumpable, take_keys
+
+    make_undumpable()
+    os.environ.update(take_keys())
+
+
 def _run(task_id: str) -> int:
     from offload.config import load_settings
     from offload.queue import open_store
@@ -87,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m offload.workers TASK_ID", file=sys.stderr)
         return EXIT_USAGE
+    _receive_keys()
     remember_secrets(os.environ)
     try:
         return _run(args[0])

@@ -1,11 +1,14 @@
 """Running one `run_command` of an agent: a plain child of the task process, capped.
 
 The command runs as `/bin/sh -c COMMAND` with a scrubbed environment (no provider secret,
-the `OFFLOAD_TASK_ID` marker kept) in a process group of its own; it stays in the task's
-cgroup and keeps the marker, so cancelling or timing out the task kills it with everything
-else. When the command ends or its own timeout passes, its whole group is killed (not the
-task): background and double-forked children included, since they keep the group (and
-orphans adopted by the task process are found by the marker). Output (stdout and stderr
+the `OFFLOAD_TASK_ID` marker kept) in a process group of its own, inside the task's
+bubblewrap sandbox when its policy asks for one (`sandbox` words from
+`offload.supervisor.sandbox.command_sandbox`: the staging copy is the only writable
+tree); it stays in the task's cgroup and keeps the marker, so cancelling or timing out
+the task kills it with everything else. When the command ends or its own timeout passes,
+its whole group is killed (not the task): background and double-forked children
+included, since they keep the group (and orphans adopted by the task process are found
+by the marker). Output (stdout and stderr
 together) is kept up to a byte cap: the first half and the last half, with the omitted
 middle labelled.
 """
@@ -18,7 +21,7 @@ import selectors
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,8 +180,11 @@ def run_shell(
     timeout_seconds: float,
     cap_bytes: int,
     clock: Callable[[], float] = time.monotonic,
+    sandbox: Sequence[str] = (),
 ) -> CommandRun:
     """Runs `command` with `/bin/sh -c` and returns how it ended and its capped output.
+
+    `sandbox` is put before the shell (the bwrap words, or nothing).
 
     Raises:
         OSError: the shell could not be started.
@@ -186,7 +192,7 @@ def run_shell(
     started = clock()
     capture = _Capture(cap_bytes)
     proc = subprocess.Popen(
-        ["/bin/sh", "-c", command],
+        [*sandbox, "/bin/sh", "-c", command],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from offload.errors import OffloadError
-from offload.policies.commands import compile_policy
+from offload.policies.enforce import stored_policy
 from offload.queue.models import Task
 from offload.workers.agent.apply import apply_changes
 from offload.workers.agent.caller import Caller
@@ -230,7 +230,7 @@ def _prepare(task: Task, ctx: WorkerContext) -> _Agent:
         f"commands run in {settings.agent_run_commands_in}"
     )
     caller = Caller.for_task(task, ctx)  # a bad model or routing table fails here, early
-    policy = compile_policy(settings.allow, settings.deny)
+    policy = stored_policy(task, settings)  # the submitter's policy, never this process's
     staging = Staging.fresh(
         workspace,
         staging_path(task, settings.logs_dir),

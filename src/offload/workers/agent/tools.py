@@ -17,10 +17,12 @@ from typing import Any
 
 from offload.config import Settings
 from offload.errors import OffloadError, PolicyRefused
-from offload.policies.commands import CommandPolicy, check_command
+from offload.policies.enforce import check_env_names, check_task_command
 from offload.policies.environment import build_task_env
+from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import Task
 from offload.queue.store import Store
+from offload.supervisor.sandbox import command_sandbox
 from offload.workers.agent.commands import run_shell
 from offload.workers.agent.schemas import TOOL_NAMES
 from offload.workers.agent.staging import Staging
@@ -78,12 +80,16 @@ def _number_arg(arguments: Mapping[str, Any], name: str, default: float) -> floa
 
 @dataclass
 class ToolBox:
-    """The tools of one agent task, bound to its staging view, policy and store."""
+    """The tools of one agent task, bound to its staging view, policy and store.
+
+    `policy` is the policy stored with the task: its commands and sub-tasks are judged by
+    it, never by the settings of the process that runs the worker.
+    """
 
     task: Task
     settings: Settings
     staging: Staging
-    policy: CommandPolicy
+    policy: TaskPolicy
     store: Store
     environ: Mapping[str, str]
     wake: Callable[[], None]
@@ -168,14 +174,12 @@ class ToolBox:
         command = _text_arg(arguments, "command")
         if not command.strip():
             raise ToolError("command is empty")
-        decision = check_command(command, self.policy)
-        if not decision.allowed:
-            raise PolicyRefused(decision.reason)
         in_staging = self.settings.agent_run_commands_in == "staging"
+        rel = self.staging.confine(_text_arg(arguments, "cwd", self.task.cwd or "."))
+        self._judge(command, in_staging, rel)
         if in_staging and not self.staging.materialized:
             self.note(f"copying the workspace into {self.staging.root} for commands")
         base = self.staging.materialize() if in_staging else self.staging.workspace
-        rel = self.staging.confine(_text_arg(arguments, "cwd", self.task.cwd or "."))
         cwd = base / rel
         if not cwd.is_dir():
             raise ToolError(f"cwd {rel} is not a directory")
@@ -186,12 +190,35 @@ class ToolBox:
         )
         env["PWD"] = str(cwd)
         cap = self.settings.agent_command_output_bytes
-        run = run_shell(command, cwd=cwd, env=env, timeout_seconds=timeout, cap_bytes=cap)
+        policy = TaskPolicy.from_json(getattr(self.task, "policy", None))
+        box = command_sandbox(policy, self.settings, base, cwd)
+        run = run_shell(
+            command, cwd=cwd, env=env, timeout_seconds=timeout, cap_bytes=cap, sandbox=box
+        )
         where = "the staging copy" if in_staging else "the workspace"
         text = run.render(timeout, cap)
         if run.timed_out:
             raise ToolError(text)
         return f"ran in {where}: {text}"
+
+    def _judge(self, command: str, in_staging: bool, rel: str) -> None:
+        """Refuse a command (or the task's env) that the task's stored policy refuses.
+
+        Redirections may point inside the directory the command runs over: the staging
+        copy (which lives in the data dir, so only it is open there) or the workspace.
+        """
+        base = self.staging.root if in_staging else self.staging.workspace
+        decision = check_env_names(self.task.env or {}, self.policy)
+        if decision.allowed:
+            decision = check_task_command(
+                command,
+                self.policy,
+                cwd=base / rel,
+                data_dir=None if in_staging else self.settings.home,
+                roots=[base],
+            )
+        if not decision.allowed:
+            raise PolicyRefused(decision.reason)
 
     def _tool_submit_task(self, arguments: Mapping[str, Any]) -> str:
         from offload.desk import open_desk
@@ -216,6 +243,8 @@ class ToolBox:
             store=self.store,
             wake=self.wake,
             environ=self.task.environ,  # a sub-task runs with its parent's environment
+            policy=self.policy,  # ... and its parent's policy, which its fields cannot widen
+            agent=True,
         )
         [child] = desk.submit([{**arguments, "parent_id": self.task.id}])
         return f"queued {child.type} task {child.id} (a child of this task); it runs on its own"

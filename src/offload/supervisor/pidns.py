@@ -1,0 +1,164 @@
+"""A PID namespace per task (Linux): the net no process of a task can climb out of.
+
+A process can leave a cgroup (root can write any `cgroup.procs`), a session or a process
+group, and drop its `OFFLOAD_TASK_ID` marker; it can never leave its PID namespace. When a
+namespace's init dies the kernel SIGKILLs everything else in it, so killing one pid ends a
+task's whole tree, whatever it did.
+
+The namespace is made in the supervisor's own fork path, as the cgroup is: the supervisor
+calls `unshare(CLONE_NEWPID)` (its own pid stays; only its *next* child is born into a new
+namespace, as pid 1), forks the task, and points its children back at its own namespace
+with `setns`. That costs two system calls, no extra exec. Pid 1 of a namespace is special:
+signals it has no handler for are dropped, and orphans re-parent to it. So the task's
+command never is pid 1: a shell init (`/bin/sh -c '"$@"; exit $?'`) is, and runs the
+command as its child. When the command exits the init exits with its status (a death by
+signal N becomes exit status 128+N, as in every shell; `wrapped_status` undoes that), and
+the kernel then kills whatever the command left behind.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from offload.policies.limits import Limits
+
+__all__ = [
+    "INIT_ARGV",
+    "PidNamespaces",
+    "init_argv",
+    "init_needed_for",
+    "namespace_of",
+    "probe_pid_namespaces",
+    "wrapped_status",
+]
+
+CLONE_NEWPID = 0x20000000
+# "$@" must not be the last word: a shell execs its last command, which would make the
+# task's command pid 1 again.
+INIT_ARGV = ("/bin/sh", "-c", '"$@"; exit $?', "offload-init")
+
+
+def init_argv(limits: Limits | None = None) -> list[str]:
+    """The init's words; with CPU or memory limits, the init sets them on itself first.
+
+    The supervisor also puts them on the init from outside (`prlimit`), but the init may
+    fork the command before that lands; limits set by the init are inherited for sure.
+    """
+    ulimits = ""
+    if limits is not None and limits.address_space_bytes:
+        ulimits += f"ulimit -v {limits.address_space_bytes // 1024} 2>/dev/null; "
+    if limits is not None and limits.cpu_seconds:
+        ulimits += f"ulimit -t {limits.cpu_seconds} 2>/dev/null; "
+    return [INIT_ARGV[0], INIT_ARGV[1], ulimits + INIT_ARGV[2], INIT_ARGV[3]]
+
+
+def init_needed_for(limits: Limits) -> bool:
+    """True when limits must be set from inside (see `init_argv`)."""
+    return bool(limits.address_space_bytes or limits.cpu_seconds)
+
+
+_MAX_SIGNAL = 64
+
+
+@dataclass
+class PidNamespaces:
+    """Whether the supervisor can give each task its own PID namespace, and why not."""
+
+    available: bool
+    reason: str = ""
+    _own_fd: int = -1
+
+    @contextmanager
+    def entered(self) -> Iterator[bool]:
+        """Makes the next child the init of a new PID namespace; yields whether it will be.
+
+        Only the fork inside the `with` block may happen there: a second child would join
+        the same namespace.
+        """
+        if not self.available:
+            yield False
+            return
+        if _libc().unshare(CLONE_NEWPID) != 0:
+            self.reason = _why(ctypes.get_errno())  # shown for this task; the next one retries
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            if _libc().setns(self._own_fd, CLONE_NEWPID) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"cannot return to the supervisor's PID namespace: {err}")
+
+    def close(self) -> None:
+        """Releases the handle on the supervisor's own namespace."""
+        if self._own_fd >= 0:
+            os.close(self._own_fd)
+            self._own_fd = -1
+        self.available = False
+
+
+_LIBC: ctypes.CDLL | None = None
+
+
+def _libc() -> ctypes.CDLL:
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
+
+
+def _why(err: int) -> str:
+    if err in (errno.EPERM, errno.EACCES):
+        return "not permitted (the supervisor needs root or CAP_SYS_ADMIN)"
+    if err == errno.EINVAL:
+        return "the kernel has no PID namespaces"
+    if err == errno.ENOSPC:
+        return "the PID namespace limit is reached (user.max_pid_namespaces)"
+    return os.strerror(err)
+
+
+def probe_pid_namespaces() -> PidNamespaces:
+    """Finds out once, at supervisor start, whether per-task PID namespaces work here."""
+    if not sys.platform.startswith("linux"):
+        return PidNamespaces(False, f"{sys.platform} has no PID namespaces")
+    try:
+        own_fd = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        return PidNamespaces(False, f"cannot open /proc/self/ns/pid: {exc.strerror}")
+    libc = _libc()
+    if libc.unshare(CLONE_NEWPID) != 0:
+        os.close(own_fd)
+        return PidNamespaces(False, _why(ctypes.get_errno()))
+    if libc.setns(own_fd, CLONE_NEWPID) != 0:
+        err = ctypes.get_errno()
+        os.close(own_fd)
+        return PidNamespaces(False, f"setns back failed: {os.strerror(err)}")
+    return PidNamespaces(True, "", own_fd)
+
+
+def wrapped_status(status: int) -> int:
+    """The raw wait status of the command, from the raw status of the init that ran it.
+
+    The init exits 128+N when the command died of signal N (the shell convention), so a
+    command that itself exits with such a code reads as that signal: an ambiguity every
+    shell has.
+    """
+    if os.WIFEXITED(status):
+        code = os.WEXITSTATUS(status)
+        if 128 < code <= 128 + _MAX_SIGNAL:
+            return code - 128  # a raw status whose low bits are the signal: "killed by N"
+    return status
+
+
+def namespace_of(pid: int) -> str | None:
+    """The PID namespace `pid` lives in (e.g. 'pid:[4026532]'), or None if it is gone."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None

@@ -1,0 +1,224 @@
+"""A filesystem and network sandbox per task, with bubblewrap (`bwrap`).
+
+Inside, the whole filesystem is read-only except the task's workspace, a private `/tmp`
+and the configured writable paths; offload's data dir and the hidden paths (credential
+directories such as `~/.ssh`, `~/.aws`) are not there at all (an empty tmpfs over a
+directory, `/dev/null` over a file); `/dev` is a minimal one; `/proc` shows only the
+task's own PID namespace (so no other process's environment is readable); every
+capability is dropped, so even a task running as root cannot remount or unmount any of
+it. With the network off, only a private loopback exists.
+
+bwrap is what Flatpak and Claude Code use; it works as root and, through user namespaces,
+for ordinary users. Where it is missing or cannot run, `probe_sandbox` says why and the
+supervisor falls back (see docs/security.md).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from offload.errors import OffloadError
+
+if TYPE_CHECKING:
+    from offload.config import Settings
+    from offload.policies.task_policy import TaskPolicy
+
+__all__ = [
+    "DEFAULT_HIDE",
+    "Sandbox",
+    "SandboxUnavailable",
+    "command_sandbox",
+    "default_writable",
+    "probe_sandbox",
+]
+
+
+class SandboxUnavailable(OffloadError):
+    """A command must run sandboxed (setting `sandbox = on`) and bwrap cannot do it."""
+
+
+DEFAULT_HIDE: tuple[str, ...] = (
+    "~/.ssh",
+    "~/.aws",
+    "~/.gnupg",
+    "~/.netrc",
+    "~/.config/gh",
+    "~/.docker",
+    "~/.kube",
+    # other places that hold provider or registry credentials
+    "~/.azure",
+    "~/.config/gcloud",
+    "~/.git-credentials",
+    "~/.config/git/credentials",
+    "~/.pypirc",
+    "~/.npmrc",
+    "~/.cargo/credentials.toml",
+    "~/.cargo/credentials",
+    "~/.config/openai",
+    "~/.anthropic",
+    # a root-equivalent socket is a credential too
+    "/var/run/docker.sock",
+    "/run/docker.sock",
+)
+"""Paths a sandboxed task never sees (setting `sandbox_hide`)."""
+
+_PROBE_TIMEOUT_SECONDS = 10.0
+
+
+def default_writable() -> tuple[str, ...]:
+    """The user's cache dir, so pip/npm/cargo builds inside the sandbox keep working."""
+    return (os.environ.get("XDG_CACHE_HOME") or "~/.cache",)
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(os.path.expanduser(path))
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """A working bwrap, or the reason there is none (`path` is None then)."""
+
+    path: str | None
+    reason: str = ""
+
+    @property
+    def available(self) -> bool:
+        """True when tasks can be sandboxed here."""
+        return self.path is not None
+
+    def argv(
+        self,
+        *,
+        workspace: str,
+        cwd: str,
+        writable: Iterable[str] = (),
+        hide: Iterable[str] = (),
+        network: bool = True,
+    ) -> list[str]:
+        """The bwrap words to put before a command so it runs sandboxed.
+
+        Args:
+            workspace: The one tree the task may write (its workspace, or an agent's
+                staging copy).
+            cwd: Where the command starts (inside the sandbox's view).
+            writable: More paths it may write (missing ones are skipped).
+            hide: Paths it must not see (missing ones are skipped); hidden even inside a
+                writable path or the workspace.
+            network: False cuts it off (a private loopback only).
+
+        bwrap always makes a PID namespace of its own, nested in the supervisor's one for
+        the task where there is one: without it, bwrap would bind the host's /proc.
+        """
+        if self.path is None:
+            raise RuntimeError(f"no sandbox: {self.reason}")
+        argv = [self.path, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+        argv += ["--tmpfs", "/tmp", "--cap-drop", "ALL", "--die-with-parent", "--unshare-pid"]
+        if not network:
+            argv.append("--unshare-net")
+        space = _real(workspace)
+        for path in dict.fromkeys((space, *(_real(p) for p in writable))):
+            if path != "/tmp" and os.path.exists(path):
+                argv += ["--bind", path, path]
+        dirs, files = _hidden(hide)
+        for path in dirs:
+            argv += ["--tmpfs", path]
+        for path in files:
+            argv += ["--ro-bind", "/dev/null", path]
+        if any(_inside(space, d) for d in dirs):
+            # an agent's staging copy lives in the data dir: it alone comes back
+            argv += ["--bind", space, space]
+        for path in dirs:
+            argv += ["--remount-ro", path]
+        argv += ["--chdir", _real(cwd), "--"]
+        return argv
+
+
+def _inside(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _hidden(hide: Iterable[str]) -> tuple[list[str], list[str]]:
+    """The existing hidden paths: directories, then files (and sockets)."""
+    dirs: list[str] = []
+    files: list[str] = []
+    for path in dict.fromkeys(_real(p) for p in hide):
+        if path in ("/", "/tmp") or not os.path.lexists(path):
+            continue
+        (dirs if os.path.isdir(path) else files).append(path)
+    return dirs, files
+
+
+def probe_sandbox(bwrap: str | None = None) -> Sandbox:
+    """Finds bwrap and checks once that it can build the sandbox here."""
+    import shutil
+    import subprocess
+
+    path = bwrap or shutil.which("bwrap") or _known_location()
+    if path is None:
+        return Sandbox(None, "bubblewrap (bwrap) is not installed")
+    probe = Sandbox(path).argv(workspace="/tmp", cwd="/")
+    try:
+        done = subprocess.run(
+            [*probe, "/bin/true"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=_PROBE_TIMEOUT_SECONDS,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return Sandbox(None, f"bwrap cannot run: {exc}")
+    if done.returncode != 0:
+        why = done.stderr.decode(errors="replace").strip().splitlines()
+        return Sandbox(None, f"bwrap cannot run here: {why[-1] if why else done.returncode}")
+    return Sandbox(path)
+
+
+def _known_location() -> str | None:
+    for candidate in ("/usr/bin/bwrap", "/usr/local/bin/bwrap"):
+        if Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def command_sandbox(
+    policy: TaskPolicy, settings: Settings, workspace: Path, cwd: Path
+) -> list[str]:
+    """The bwrap words for one command an agent runs (empty when its policy says none).
+
+    `workspace` is what the command may write: the agent's staging copy. The data dir and
+    every hidden path are hidden, as for a sandboxed shell task.
+
+    Raises:
+        SandboxUnavailable: the policy asks for the sandbox, bwrap cannot provide it and
+            the setting `sandbox` is `on`.
+    """
+    if not policy.sandbox:
+        return []
+    box = _command_box()
+    if not box.available:
+        if settings.sandbox == "on":
+            raise SandboxUnavailable(
+                f"commands must run sandboxed but {box.reason}; install bubblewrap "
+                "(apt-get install bubblewrap) or set sandbox = auto"
+            )
+        return []
+    return box.argv(
+        workspace=str(workspace),
+        cwd=str(cwd),
+        writable=policy.writable,
+        hide=(str(settings.home), *settings.sandbox_hide, *policy.hide),
+        network=policy.network,
+    )
+
+
+_BOX: Sandbox | None = None
+
+
+def _command_box() -> Sandbox:
+    global _BOX
+    if _BOX is None:
+        _BOX = probe_sandbox()
+    return _BOX
