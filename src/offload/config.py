@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -279,6 +278,8 @@ def load_settings(
     values: dict[str, Any] = {}
     config_file = home / "config.toml"
     if config_file.is_file():
+        import tomllib  # lazily: most runs have no config file
+
         try:
             values.update(tomllib.loads(config_file.read_text()))
         except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:

@@ -26,7 +26,10 @@ def _submit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "submit",
         help="queue a task and print its id",
         description="Queue a task. `submit -- CMD...` runs its words, joined with spaces, as "
-        "one /bin/sh -c command line, so `offload submit -- 'make && make test'` works.",
+        "one /bin/sh -c command line, so `offload submit -- 'make && make test'` works; "
+        "quote a word that holds spaces or parentheses, or use --argv to skip the shell. "
+        "Prints the id; with --wait, prints the task's output instead (the id goes to "
+        "stderr) and exits with the task's exit code (128+N if a signal N killed it).",
     )
     p.add_argument("--cwd", help="working directory (inside the workspace)")
     p.add_argument("--timeout", help="kill the task after this long (90, 45s, 30m, 2h)")
@@ -43,7 +46,19 @@ def _submit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--large-context", action="store_true", help="use the 1M-context model")
     p.add_argument("--max-turns", type=int, help="turn limit of an agent task")
     p.add_argument("--batch", metavar="FILE", help="one task per line (command or JSON); - = stdin")
-    p.add_argument("--wait", action="store_true", help="follow the output; exit with its code")
+    p.add_argument(
+        "--wait", action="store_true", help="print its output; exit with its exit code"
+    )
+    p.add_argument(
+        "--cancel-on-interrupt",
+        action="store_true",
+        help="with --wait: Ctrl-C cancels the task (by default it keeps running)",
+    )
+    p.add_argument(
+        "--argv",
+        action="store_true",
+        help="run the words as an argument list, without /bin/sh (no quoting to get right)",
+    )
     _add_json(p)
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(handler="cmd_submit")
@@ -139,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    from offload import __version__
+
+    parser.add_argument("--version", action="version", version=f"offload {__version__}")
     sub = parser.add_subparsers(metavar="COMMAND")
     _submit(sub)
     _reads(sub)

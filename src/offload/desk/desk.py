@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -298,4 +297,6 @@ def _remove_task_files(settings: Settings, task: Task) -> None:
             pass
     staging = settings.logs_dir / f"{task.id}.staging"
     if staging.is_dir() and not staging.is_symlink():
+        import shutil  # lazily: only purge needs it
+
         shutil.rmtree(staging, ignore_errors=True)
