@@ -39,6 +39,8 @@ _SHELL_SPECIAL = set(" \t\n'\"()<>;&|$`*?[]{}#~\\")
 
 class UsageError(InvalidInput):
     """The command line itself is wrong (exit 2), as opposed to a refused request."""
+
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_DURATION_SECONDS = 1e12  # ~31,700 years: beyond it a duration is a typo
 
@@ -117,9 +119,7 @@ def _submit_fields(args: argparse.Namespace) -> dict[str, Any]:
     }
     if args.type == "shell":
         if not command:
-            raise UsageError(
-                "submit needs a command: offload submit -- CMD... (or --batch FILE)"
-            )
+            raise UsageError("submit needs a command: offload submit -- CMD... (or --batch FILE)")
         fields["command"] = command if args.argv else _shell_line(command)
     else:
         fields["spec"] = args.spec if args.spec is not None else (" ".join(command) or None)
@@ -274,10 +274,11 @@ def _follow(app: App, task_id: str, *, exit_with_task: bool = False, offset: int
 def cmd_logs(app: App, args: argparse.Namespace) -> int:
     from offload.logs import MAX_TAIL_BYTES, check_tail_args
 
+    if args.tail is not None:  # a bad --tail is refused before the id is looked up
+        lines, max_bytes = check_tail_args(args.tail, MAX_TAIL_BYTES)
     task = app.desk.task(args.id)
     offset = 0
     if args.tail is not None:
-        lines, max_bytes = check_tail_args(args.tail, MAX_TAIL_BYTES)
         data, offset = _tail_bytes(app, task, lines, max_bytes)
         sys.stdout.buffer.write(data)
         sys.stdout.flush()

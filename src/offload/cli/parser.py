@@ -46,9 +46,7 @@ def _submit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--large-context", action="store_true", help="use the 1M-context model")
     p.add_argument("--max-turns", type=int, help="turn limit of an agent task")
     p.add_argument("--batch", metavar="FILE", help="one task per line (command or JSON); - = stdin")
-    p.add_argument(
-        "--wait", action="store_true", help="print its output; exit with its exit code"
-    )
+    p.add_argument("--wait", action="store_true", help="print its output; exit with its exit code")
     p.add_argument(
         "--cancel-on-interrupt",
         action="store_true",
