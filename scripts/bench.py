@@ -84,17 +84,20 @@ def all_done(store: SqliteStore) -> bool:
 def bench_offload_batch(n: int = N_TASKS) -> float:
     """One `offload submit --batch` call (a CLI start included) until all n are done."""
     with supervisor(max_concurrent=str(CONCURRENCY)) as (home, store, _):
-        batch = home / "batch.txt"
-        batch.write_text("true\n" * n)
+        batches = []  # one CLI call per 1,000 tasks: the batch limit of one submit
+        for i, start_at in enumerate(range(0, n, 1000)):
+            batches.append(home / f"batch{i}.txt")
+            batches[-1].write_text("true\n" * min(1000, n - start_at))
         env = {**os.environ, "OFFLOAD_HOME": str(home)}
         start = time.perf_counter()
-        subprocess.run(
-            [str(VENV_BIN / "offload"), "submit", "--batch", str(batch)],
-            env=env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            cwd=home,
-        )
+        for batch in batches:
+            subprocess.run(
+                [str(VENV_BIN / "offload"), "submit", "--batch", str(batch)],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                cwd=home,
+            )
         wait(lambda: all_done(store), timeout=600)
         elapsed = time.perf_counter() - start
         assert store.stats(0).counts.get("completed") == n
