@@ -13,13 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
-from test_web import Api
 
 from offload.config import Settings, load_settings
 from offload.queue.models import State, Task, TaskSpec
 from offload.queue.sqlite import SqliteStore
 from offload.web.serve import ServerThread, prepare
 from offload.workers.agent.transcript import Transcript, transcript_path
+from test_web import Api
 
 SCRIPT = "<script>alert(1)</script>"
 LONG_RESULT = "x" * 5_000

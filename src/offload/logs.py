@@ -25,6 +25,7 @@ __all__ = [
     "Progress",
     "Tail",
     "check_tail_args",
+    "final_progress",
     "parse_progress",
     "progress_of",
     "read_from",
@@ -37,6 +38,9 @@ MAX_TAIL_BYTES = 1_048_576
 _BLOCK_BYTES = 8192
 _MESSAGE_MAX_CHARS = 200
 _PROGRESS_WINDOW_LINES = 20
+FINAL_SCAN_BYTES = 4 << 20
+_SCAN_BLOCK_BYTES = 256 << 10
+_MAX_CARRY_BYTES = 1 << 16
 _NEWLINE = 0x0A
 
 # A percentage ("42%", "42.5 %"), a step ratio ("[3/10]", "3/10", "(3 / 10)") or a count
@@ -51,6 +55,9 @@ _MARKER_RE = re.compile(
     """,
     re.VERBOSE | re.IGNORECASE,
 )
+# Where a marker may be, found at C speed (a leading digit lets the engine skip ahead);
+# only the lines it hits are parsed with the full pattern.
+_CANDIDATE_RE = re.compile(rb"[0-9](?:[ \t]?%|[ \t]*/[ \t]*[0-9]|[ \t]+of[ \t]+[0-9])", re.I)
 # Colour and cursor escapes (CSI sequences) that progress bars wrap around their text.
 _ANSI_CSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 
@@ -219,6 +226,57 @@ def progress_of(path: Path, window_bytes: int = 4096) -> Progress | None:
     """
     tail = read_tail(path, lines=_PROGRESS_WINDOW_LINES, max_bytes=window_bytes)
     return parse_progress(tail.text)
+
+
+def final_progress(path: Path, max_scan_bytes: int = FINAL_SCAN_BYTES) -> Progress | None:
+    """Returns the last progress marker of a log, for a task that has just ended.
+
+    Reads backwards from the end in blocks until a line holds a marker, so a summary
+    printed after the last ``[10/10]`` does not hide it. Each block is searched at C speed
+    for what may be a marker; only lines with a hit are parsed. At most ``max_scan_bytes``
+    (4 MiB, ~0.1 s) are read.
+
+    Raises:
+        OSError: The file exists but cannot be read.
+    """
+    fd = _open_or_none(path)
+    if fd is None:
+        return None
+    try:
+        pos = os.fstat(fd).st_size
+        stop = max(0, pos - max_scan_bytes)
+        carry = b""  # the start of a line whose beginning is in an earlier block
+        while pos > stop:
+            step = min(_SCAN_BLOCK_BYTES, pos - stop)
+            pos -= step
+            block = os.pread(fd, step, pos) + carry
+            cut = block.find(b"\n") + 1 if pos > stop else 0
+            if cut == 0 and pos > stop:  # no newline at all: one endless line
+                cut = max(0, len(block) - _MAX_CARRY_BYTES)
+            found = _last_marker(block, cut)
+            if found is not None:
+                return found
+            carry = block[:cut]
+        return None
+    finally:
+        os.close(fd)
+
+
+def _last_marker(block: bytes, start: int) -> Progress | None:
+    """The marker of the last line of `block[start:]` that holds a valid one."""
+    hits = [m.start() for m in _CANDIDATE_RE.finditer(block, start)]
+    checked_from = len(block) + 1
+    for hit in reversed(hits):
+        if hit >= checked_from:
+            continue  # a line already judged
+        line_start = block.rfind(b"\n", start, hit) + 1 or start
+        line_end = block.find(b"\n", hit)
+        line = block[line_start : len(block) if line_end < 0 else line_end]
+        found = parse_progress(line.decode("utf-8", errors="replace"))
+        if found is not None:
+            return found
+        checked_from = line_start
+    return None
 
 
 def _check_range(what: str, value: int, low: int, high: int | None, unit: str) -> None:

@@ -50,3 +50,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
+    except OSError as exc:  # a full disk, a vanished data dir: one line, no traceback
+        from offload.errors import io_error_text
+
+        sys.stderr.write(f"offload: {io_error_text(exc)}\n")
+        return EXIT_ERROR

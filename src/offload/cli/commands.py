@@ -7,6 +7,7 @@ nothing here runs a task, kills a process or opens a log file by path.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -93,8 +94,15 @@ class App:
                 here: Path = Path.cwd()
             except FileNotFoundError:
                 here = self.settings.home  # reads still work; submit refuses (see _cwd)
-            self._desk = open_desk(self.settings, workspace=here, confined=False)
+            self._desk = open_desk(
+                self.settings, workspace=here, confined=False, environ=os.environ
+            )
+            self._desk.note = _note
         return self._desk
+
+
+def _note(text: str) -> None:
+    sys.stderr.write(f"offload: {text}\n")
 
 
 # -- submit ---------------------------------------------------------------------------------
@@ -217,7 +225,7 @@ def _read_batch(source: str) -> str:
 def cmd_submit(app: App, args: argparse.Namespace) -> int:
     _cwd()  # a deleted current directory is refused before anything is stored
     raws = _batch_entries(args.batch) if args.batch else [_submit_fields(args)]
-    tasks = app.desk.submit(raws, entry_word="batch entry {n}")
+    tasks = app.desk.submit(raws, entry_word="batch entry {n}", batch=bool(args.batch))
     if args.wait and not args.batch:
         # The task's output is what stdout carries; offload's own words go to stderr.
         sys.stderr.write(f"offload: task {tasks[0].id} submitted\n")
@@ -333,7 +341,9 @@ def cmd_wait(app: App, args: argparse.Namespace) -> int:
     tasks, met = app.desk.wait(args.ids, mode=mode, timeout_seconds=timeout)
     _print_tasks(tasks, args.json)
     if not met:
-        sys.stderr.write("offload: timed out waiting; the tasks are still running\n")
+        from offload.desk.waits import unmet_message
+
+        sys.stderr.write(f"offload: {unmet_message(tasks, timeout)}\n")
         return EXIT_TIMEOUT
     return 0 if all(t.state is State.COMPLETED for t in tasks if t.is_final) else EXIT_ERROR
 
@@ -430,16 +440,40 @@ def cmd_supervisor(app: App, args: argparse.Namespace) -> int:
 def cmd_mcp(app: App, args: argparse.Namespace) -> int:
     from offload.mcp_server import main as serve_mcp
 
+    workspace = _workspace(args)
+    if args.http:
+        from offload.web.serve import run
+
+        return run(
+            app.settings,
+            args.host,
+            args.port,
+            args.allow_remote,
+            workspace=workspace,
+            allowed_hosts=tuple(args.allowed_host),
+            mcp_only=True,
+        )
+    return serve_mcp(app.settings, workspace)
+
+
+def _workspace(args: argparse.Namespace) -> Path:
     workspace = Path(args.workspace).expanduser() if args.workspace else _cwd()
     if not workspace.is_dir():
         raise InvalidInput(f"--workspace {args.workspace} is not a directory")
-    return serve_mcp(app.settings, workspace.resolve())
+    return workspace.resolve()
 
 
 def cmd_serve(app: App, args: argparse.Namespace) -> int:
-    from offload.web import serve
+    from offload.web.serve import run
 
-    return serve(app.settings, args.host, args.port, args.allow_remote)
+    return run(
+        app.settings,
+        args.host,
+        args.port,
+        args.allow_remote,
+        workspace=_workspace(args),
+        allowed_hosts=tuple(args.allowed_host),
+    )
 
 
 def cmd_service(app: App, args: argparse.Namespace) -> int:

@@ -125,17 +125,31 @@ def _actions(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler="cmd_supervisor")
 
 
-def _servers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("mcp", help="run the MCP server over stdio (the agent's door)")
-    p.add_argument("--workspace", help="workspace root (default: the current directory)")
-    p.set_defaults(handler="cmd_mcp")
-
-    p = sub.add_parser("serve", help="run the HTTP API and the live dashboard")
+def _http_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8765, help="port (default 8765)")
     p.add_argument(
         "--allow-remote", action="store_true", help="allow binding beyond loopback (needs token)"
     )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name clients may use (repeat; needed with --host 0.0.0.0)",
+    )
+
+
+def _servers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("mcp", help="run the MCP server over stdio, or HTTP with --http")
+    p.add_argument("--workspace", help="workspace root (default: the current directory)")
+    p.add_argument("--http", action="store_true", help="serve Streamable HTTP at /mcp")
+    _http_options(p)
+    p.set_defaults(handler="cmd_mcp")
+
+    p = sub.add_parser("serve", help="run the HTTP API, the live dashboard and MCP at /mcp")
+    p.add_argument("--workspace", help="MCP workspace root (default: the current directory)")
+    _http_options(p)
     p.set_defaults(handler="cmd_serve")
 
     p = sub.add_parser("service", help="install systemd/launchd files for offload")

@@ -247,6 +247,21 @@ def show_task(task: Task, stream: TextIO | None = None) -> None:
         if key == "state":
             text = _paint(text, task.state, colour)
         out.write(f"{key.ljust(key_width)}{_GAP}{text}\n")
+    _show_environ(task, out)
+
+
+def _show_environ(task: Task, out: TextIO) -> None:
+    """The variables the task was given: the submitter's environment, then its own `env`.
+
+    Values of names that look sensitive are masked (secrets were never stored).
+    """
+    from offload.policies.submitter_env import masked
+
+    blocks = [("environment (the submitter's)", task.environ), ("env (its own)", task.env)]
+    for title, variables in blocks:
+        if variables:
+            lines = "".join(f"  {k}={v}\n" for k, v in sorted(masked(variables).items()))
+            out.write(f"{title}:\n{lines}")
 
 
 def show_stats(stats: Stats) -> None:

@@ -7,7 +7,7 @@ adapters over a desk; see `offload.desk.desk` for the verbs.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,6 +48,7 @@ def open_desk(
     confined: bool,
     store: Store | None = None,
     wake: Callable[[], object] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Desk:
     """A desk on the queue the settings name.
 
@@ -57,6 +58,8 @@ def open_desk(
         confined: True to see only tasks of `workspace` (MCP, agents); False for all.
         store: The queue to use; by default the one `open_store(settings)` opens.
         wake: Wakes (or starts) the supervisor; by default `wake_supervisor`.
+        environ: The front end's environment, which tasks submitted here run with
+            (scrubbed); None: they run with the supervisor's.
 
     Raises:
         ConfigError: An allow/deny pattern is not a valid regex (when `confined`; an
@@ -80,6 +83,7 @@ def open_desk(
         wake=wake if wake is not None else (lambda: wake_supervisor(settings)),
         clock_ms=now_ms,
         sleep=time.sleep,
+        environ=environ,
     )
     if confined:  # an agent's door fails at start on a bad policy, not at its first submit
         desk.submitter  # noqa: B018

@@ -10,6 +10,7 @@ every change; it never runs or kills a process. Errors are offload's own (`Offlo
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -55,7 +56,7 @@ def check_task_id(task_id: object) -> str:
     if not MIN_PREFIX <= len(key) <= 32 or key.strip(_HEX):
         raise NotFound(
             f"{task_id[:40]!r} is not a task id: give the id submit returned, or a "
-            f"unique prefix of {MIN_PREFIX} or more of its hex characters"
+            f"unique prefix of at least {MIN_PREFIX} of its hex characters"
         )
     return key
 
@@ -74,6 +75,10 @@ class Desk:
         wake: Wakes the supervisor, starting one when none runs.
         clock_ms: The current time in milliseconds (an input, so tests can pin it).
         sleep: Pauses a blocking wait or follow (an input, so tests need not sleep).
+        environ: The front end's environment; tasks submitted here run with its captured
+            part (`offload.policies.submitter_env`). None: with the supervisor's.
+        note: Told, in one line, when active tasks have nobody to run them and none can
+            be started (see `live`).
     """
 
     settings: Settings
@@ -84,6 +89,8 @@ class Desk:
     wake: Callable[[], object]
     clock_ms: Callable[[], int]
     sleep: Callable[[float], None] = lambda seconds: None
+    environ: Mapping[str, str] | None = None
+    note: Callable[[str], None] = lambda text: None
 
     @cached_property
     def submitter(self) -> Submitter:
@@ -100,6 +107,19 @@ class Desk:
         return replace(self, scope=workspace)
 
     # -- reading -----------------------------------------------------------------------
+    def live(self, *, thorough: bool = False) -> str | None:
+        """Makes sure a live supervisor runs the active tasks, starting one if none does.
+
+        Returns None when they are in hand, else one line saying why they will not move
+        (also given to `note`). See `offload.supervisor.liveness.ensure_live`.
+        """
+        from offload.supervisor.liveness import ensure_live
+
+        text = ensure_live(self.settings, self.store, start=self.wake, thorough=thorough)
+        if text:
+            self.note(text)
+        return text
+
     def task(self, task_id: str) -> Task:
         """The task with this id or unique prefix, if it is in this desk's scope.
 
@@ -109,19 +129,23 @@ class Desk:
             InvalidInput: `task_id` is not a string.
         """
         key = check_task_id(task_id)
+        self.live()
+        if self.scope is None:
+            return self.store.get(key)
         try:
             task = self.store.get(key)
         except NotFound:
             task = None
-        if task is None or (self.scope is not None and task.workspace != self.scope):
-            where = "in this workspace" if self.scope is not None else "in the queue"
-            raise NotFound(f"no task {task_id[:40]!r} {where}; list the tasks to find its id")
+        if task is None or task.workspace != self.scope:
+            raise NotFound(
+                f"no task {task_id[:40]!r} in this workspace; list the tasks to find its id"
+            )
         return task
 
     def tasks(self, task_ids: Sequence[str]) -> list[Task]:
         """The tasks with these ids (each checked as `task`), duplicates dropped, in order."""
         if not task_ids:
-            raise InvalidInput("no task ids given; give the ids to wait for")
+            raise InvalidInput("task_ids is empty; give the ids to wait for")
         if len(task_ids) > MAX_IDS:
             raise InvalidInput(f"{len(task_ids)} task ids; the limit is {MAX_IDS} per call")
         found: dict[str, Task] = {}
@@ -143,6 +167,7 @@ class Desk:
         Raises:
             InvalidInput: Unknown state filter.
         """
+        self.live()
         return self.store.list(
             self._states(states),
             limit=max(1, min(limit, MAX_LIST)),
@@ -170,6 +195,7 @@ class Desk:
 
     def stats(self) -> Stats:
         """Counts and spending of the whole queue."""
+        self.live()
         return self.store.stats(self.clock_ms())
 
     def tail(self, task: Task, lines: int, max_bytes: int) -> Tail:
@@ -181,8 +207,17 @@ class Desk:
         return self.output.read(task, offset, max_bytes)
 
     def follow(self, task: Task, offset: int = 0) -> Iterator[bytes]:
-        """Yields the task's output from `offset` on as it is written, until it is final."""
-        while True:
+        """Yields the task's output from `offset` on as it is written, until it is final.
+
+        Raises:
+            Stalled: The task cannot move (its supervisor is stopped, none can start).
+        """
+        from offload.desk.waits import LIVENESS_EVERY_SECONDS, Stalled
+
+        polls = max(1, int(LIVENESS_EVERY_SECONDS / FOLLOW_POLL_SECONDS))
+        for poll in itertools.count():
+            if poll % polls == 0 and (text := self.live(thorough=True)):
+                raise Stalled(text)
             current = self.store.get(task.id)
             data, offset = self.output.read(current, offset)
             while data:
@@ -213,17 +248,28 @@ class Desk:
         from offload.desk.waits import wait_for
 
         ids = [t.id for t in self.tasks(task_ids)]
-        return wait_for(self.store, ids, mode=mode, timeout_seconds=timeout_seconds)
+        return wait_for(
+            self.store,
+            ids,
+            mode=mode,
+            timeout_seconds=timeout_seconds,
+            liveness=lambda: self.live(thorough=True),
+        )
 
     # -- changing ----------------------------------------------------------------------
     def submit(
-        self, raws: Sequence[Mapping[str, Any]], *, entry_word: str = "task {n} of the batch"
+        self,
+        raws: Sequence[Mapping[str, Any]],
+        *,
+        entry_word: str = "task {n} of the batch",
+        batch: bool = False,
     ) -> list[Task]:
         """Validates and stores submissions all or nothing, then wakes the supervisor.
 
         Args:
             raws: The fields of each task, as the front end received them.
             entry_word: How a refusal names a batch entry (`{n}` is its number).
+            batch: Name the entry in a refusal even when the batch holds one task.
 
         Raises:
             InvalidInput: A field is wrong; for a batch the message names the entry.
@@ -240,9 +286,9 @@ class Desk:
         specs = []
         for number, raw in enumerate(raws, 1):
             try:
-                specs.append(self.submitter.build(raw, self._resolve_dependency))
+                specs.append(self.submitter.build(raw, self._resolve_dependency, self.environ))
             except OffloadError as exc:
-                if len(raws) > 1:
+                if batch or len(raws) > 1:
                     raise type(exc)(f"{entry_word.format(n=number)}: {exc}") from None
                 raise
         tasks = self.store.submit(specs)

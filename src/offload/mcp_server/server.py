@@ -8,10 +8,12 @@ running under the supervisor.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import anyio
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp_types import CallToolResult, InputRequiredResult
@@ -21,6 +23,7 @@ from offload import __version__
 from offload.config import Settings
 from offload.desk import Desk, open_desk, wake_supervisor
 from offload.errors import OffloadError
+from offload.mcp_server.stdio import serve_stdio
 from offload.mcp_server.tasks_ext import TasksExtension
 from offload.mcp_server.tools import OUTPUT_MAX_BYTES, OUTPUT_MAX_LINES, ToolSet
 from offload.queue import Store, open_store
@@ -47,14 +50,26 @@ class OffloadServer(MCPServer[Any]):
         except ToolError as exc:
             cause = exc.__cause__
             if isinstance(cause, ValidationError):
-                raise ToolError(_explain(name, cause)) from cause
+                known = self._known_arguments(name)
+                raise ToolError(_explain(name, cause, known)) from cause
             if type(cause) is ToolError:  # our own refusal: drop the SDK's generic prefix
                 raise ToolError(str(cause)) from cause.__cause__
             raise
 
+    def _known_arguments(self, name: str) -> list[str]:
+        tool = self._tool_manager.get_tool(name)
+        properties = tool.parameters.get("properties", {}) if tool is not None else {}
+        return sorted(properties)
 
-def _explain(tool: str, error: ValidationError) -> str:
+
+def _explain(tool: str, error: ValidationError, known: list[str]) -> str:
     """`invalid arguments for X: field: problem; ...` without echoing the values sent."""
+    unknown = [str(e["loc"][0]) for e in error.errors() if e["type"] == "extra_forbidden"]
+    if unknown:
+        return (
+            f"unknown argument{'s' if len(unknown) > 1 else ''} for {tool}: "
+            f"{', '.join(sorted(unknown))}. Fix: use only {', '.join(known)}"
+        )
     problems = []
     for item in error.errors()[:_ARGUMENT_ERRORS_SHOWN]:
         where = ".".join(str(part) for part in item["loc"]) or "arguments"
@@ -86,7 +101,9 @@ def build_server(
         ConfigError: An allow/deny pattern is not a valid regex.
         StoreError: The queue database cannot be opened.
     """
-    desk = open_desk(settings, workspace=workspace, confined=True, store=store, wake=wake)
+    desk = open_desk(
+        settings, workspace=workspace, confined=True, store=store, wake=wake, environ=os.environ
+    )
     server = OffloadServer(
         "offload",
         version=__version__,
@@ -120,7 +137,7 @@ def run(settings: Settings, workspace: Path) -> int:
     try:
         server = build_server(settings, workspace, store=store)
         wake_supervisor(settings)
-        server.run("stdio")
+        anyio.run(serve_stdio, server)
     except KeyboardInterrupt:
         return 130
     finally:

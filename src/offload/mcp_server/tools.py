@@ -18,8 +18,9 @@ import anyio.to_thread
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
 from mcp_types import CallToolResult, ToolAnnotations
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from offload.desk import Desk
 from offload.desk.waits import MAX_WAIT_SECONDS, wait_tasks
@@ -32,6 +33,7 @@ from offload.errors import (
     OffloadError,
     PolicyRefused,
     StoreError,
+    io_error_text,
 )
 from offload.logs import MAX_TAIL_BYTES
 from offload.mcp_server import views
@@ -110,6 +112,16 @@ def _refusals() -> Iterator[None]:
         yield
     except OffloadError as exc:
         raise refusal(exc) from exc
+    except OSError as exc:  # a full disk: the cause and the fix, not "Error executing tool"
+        raise ToolError(f"{io_error_text(exc)}. Fix: tell the user; retry later") from exc
+
+
+def _strict(model: type[ArgModelBase]) -> type[ArgModelBase]:
+    """`model` refusing unknown arguments: a typo such as `timeout_secnds` must not silently
+    mean "no timeout". The advertised schema is left as is (tools/list stays small)."""
+    config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
+    strict: type[ArgModelBase] = type(model.__name__, (model,), {"model_config": config})
+    return strict
 
 
 def _clamp(value: int, low: int, high: int) -> int:
@@ -240,6 +252,7 @@ class ToolSet:
                 mode=mode,
                 timeout_seconds=timeout,
                 report=lambda done, total, message: ctx.report_progress(done, total, message),
+                liveness=lambda: self.desk.live(thorough=True),
             )
             result = await anyio.to_thread.run_sync(self._waited, met, tasks)
         return views.answer(result)
@@ -346,6 +359,7 @@ class ToolSet:
                 structured_output=True,
             )
             tool.parameters = compact(tool.parameters)
+            tool.fn_metadata.arg_model = _strict(tool.fn_metadata.arg_model)
             output = None
             if tool.name in DECLARED_OUTPUTS:
                 output = compact(tool.fn_metadata.output_schema)

@@ -24,7 +24,7 @@ import os
 import secrets
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -34,7 +34,9 @@ __all__ = [
     "COOKIE_NAME",
     "TOKEN_FILE",
     "AccessPolicy",
+    "TokenKeeper",
     "Verdict",
+    "check_mcp_request",
     "check_request",
     "host_allowed",
     "is_loopback",
@@ -86,6 +88,38 @@ def load_token(home: Path) -> str:
     return token
 
 
+class TokenKeeper:
+    """The token of one data dir, re-read when its file changes.
+
+    Deleting or rewriting the token file rotates the token of a running server: the next
+    request is checked against the new one, and every MCP session bound to the old one is
+    refused. One ``stat`` per request; the file is read again only when it changed.
+    """
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self._stamp: tuple[int, int, int] | None = None
+        self._token = ""
+        self.current()
+
+    def current(self) -> str:
+        """The token in force now.
+
+        Raises:
+            ConfigError: The file cannot be read or written, or is empty.
+        """
+        try:
+            info = (self.home / TOKEN_FILE).stat()
+            stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        except OSError:
+            stamp = None
+        if stamp is None or stamp != self._stamp:
+            self._token = load_token(self.home)
+            info = (self.home / TOKEN_FILE).stat()
+            self._stamp = (info.st_ino, info.st_mtime_ns, info.st_size)
+        return self._token
+
+
 def is_loopback(host: str) -> bool:
     """True when ``host`` (a name or an address) only ever means this machine."""
     name = host.strip("[]").lower()
@@ -123,14 +157,34 @@ class AccessPolicy:
     token: str
     hosts: frozenset[str]
     reads_need_token: bool
+    keeper: TokenKeeper | None = field(default=None, compare=False)
 
     @classmethod
-    def for_bind(cls, token: str, host: str, extra_hosts: Iterable[str] = ()) -> AccessPolicy:
-        """The policy of a server bound to ``host``, also answering to ``extra_hosts``."""
+    def for_bind(
+        cls,
+        token: str,
+        host: str,
+        extra_hosts: Iterable[str] = (),
+        keeper: TokenKeeper | None = None,
+    ) -> AccessPolicy:
+        """The policy of a server bound to ``host``, also answering to ``extra_hosts``.
+
+        With a ``keeper``, the token is the keeper's current one (rotation takes effect at
+        once); ``token`` is then only the token at start.
+        """
         names = set(LOOPBACK_NAMES) | {h.strip("[]").lower() for h in extra_hosts}
         if host not in {"0.0.0.0", "::", ""}:
             names.add(host.strip("[]").lower())
-        return cls(token=token, hosts=frozenset(names), reads_need_token=not is_loopback(host))
+        return cls(
+            token=token,
+            hosts=frozenset(names),
+            reads_need_token=not is_loopback(host),
+            keeper=keeper,
+        )
+
+    def current_token(self) -> str:
+        """The token requests must carry now."""
+        return self.keeper.current() if self.keeper is not None else self.token
 
 
 @dataclass(frozen=True)
@@ -205,12 +259,35 @@ def check_request(
     if headers.get("sec-fetch-site") == "cross-site":
         return Verdict(403, "cross-site requests are refused")
     presented = _bearer(headers.get("authorization")) or query_token
+    token = policy.current_token()
     if method.upper() not in SAFE_METHODS:
-        if token_matches(presented, policy.token):
+        if token_matches(presented, token):
             return None
         return Verdict(401, _NEEDS_TOKEN.format(what="this action"))
     if not policy.reads_need_token or path in _PUBLIC_PATHS or path.startswith(_PUBLIC_PREFIXES):
         return None
-    if token_matches(presented, policy.token) or token_matches(cookie_token, policy.token):
+    if token_matches(presented, token) or token_matches(cookie_token, token):
         return None
     return Verdict(401, _NEEDS_TOKEN.format(what="reading from a server bound beyond loopback"))
+
+
+def check_mcp_request(policy: AccessPolicy, headers: Mapping[str, str]) -> Verdict | None:
+    """Decides whether one request to the MCP endpoint may go on.
+
+    Stricter than :func:`check_request`: every method needs ``Authorization: Bearer``
+    (no query token, no cookie: an MCP client is a program, not a page), on loopback too.
+    """
+    host = headers.get("host")
+    if not host_allowed(host, policy):
+        return Verdict(400, "this server does not answer to that Host header")
+    if not origin_allowed(headers.get("origin"), host):
+        return Verdict(403, "cross-origin requests are refused")
+    if headers.get("sec-fetch-site") == "cross-site":
+        return Verdict(403, "cross-site requests are refused")
+    if token_matches(_bearer(headers.get("authorization")), policy.current_token()):
+        return None
+    return Verdict(
+        401,
+        "the MCP endpoint needs the header 'Authorization: Bearer <token>'; the token is in "
+        f"$OFFLOAD_HOME/{TOKEN_FILE} (`offload serve` prints a ready client configuration)",
+    )

@@ -13,7 +13,7 @@ from urllib.parse import parse_qs
 
 from offload.web.auth import COOKIE_NAME, AccessPolicy, check_request
 
-__all__ = ["CSP", "SecurityMiddleware"]
+__all__ = ["CSP", "SecurityMiddleware", "StreamLimit", "refuse"]
 
 # The page is one same-origin bundle: no inline script or style, no third party, no frames.
 CSP = (
@@ -84,14 +84,65 @@ class SecurityMiddleware:
         if verdict is None:
             await self.app(scope, receive, send_with_headers)
             return
-        body = json.dumps({"detail": verdict.detail}).encode()
-        response_headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        if verdict.status == 401:
-            response_headers.append((b"www-authenticate", b'Bearer realm="offload"'))
-        await send_with_headers(
-            {"type": "http.response.start", "status": verdict.status, "headers": response_headers}
-        )
-        await send_with_headers({"type": "http.response.body", "body": body})
+        await refuse(send_with_headers, verdict.status, verdict.detail)
+
+
+async def refuse(send: Any, status: int, detail: str, retry_after: int | None = None) -> None:
+    """Answers one request with ``{"detail": ...}`` and ``status``, and nothing else."""
+    body = json.dumps({"detail": detail}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="offload"'))
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _is_stream(scope: Scope) -> bool:
+    """True for requests that may hold a response open for long: the event feed and the
+    MCP endpoint's GET stream (its POSTs answer as streams too, but end with the call)."""
+    path = scope["path"].rstrip("/")
+    method = scope["method"].upper()
+    return (path == "/api/events" and method == "GET") or (path == "/mcp" and method == "GET")
+
+
+class StreamLimit:
+    """Caps the long-lived streams (server-sent events) each client address holds open.
+
+    Past the cap a client gets ``429 Too Many Requests`` with a sentence saying why and what
+    to do, so one runaway client cannot hold the server's connections or slow the others.
+    """
+
+    def __init__(self, app: Any, per_client: int) -> None:
+        self.app = app
+        self.per_client = per_client
+        self._open: dict[str, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        """Handles one ASGI connection."""
+        if scope["type"] != "http" or not _is_stream(scope):
+            await self.app(scope, receive, send)
+            return
+        client = (scope.get("client") or ("?", 0))[0]
+        if self._open.get(client, 0) >= self.per_client:
+            await refuse(
+                send,
+                429,
+                f"this client already holds {self.per_client} open event streams, the most "
+                "offload allows; close one (or reuse it) and try again",
+                retry_after=5,
+            )
+            return
+        self._open[client] = self._open.get(client, 0) + 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            left = self._open[client] - 1
+            if left:
+                self._open[client] = left
+            else:
+                del self._open[client]

@@ -32,6 +32,8 @@ from offload.errors import (
     NotFound,
     OffloadError,
     StoreError,
+    disk_full,
+    io_error_text,
 )
 from offload.logs import MAX_TAIL_LINES
 from offload.queue.models import PURGEABLE_STATES, State
@@ -98,8 +100,14 @@ final and its log is drained.
 async def _offload_error(request: Request, exc: Exception) -> Response:
     status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 400)
     if isinstance(exc, StoreError):
-        status = 503
+        status = 507 if disk_full(exc) else 503
     return JSONResponse({"detail": str(exc)}, status_code=status)
+
+
+async def _os_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, OSError)
+    status = 507 if disk_full(exc) else 503
+    return JSONResponse({"detail": io_error_text(exc)}, status_code=status)
 
 
 def create_app(settings: Settings, policy: AccessPolicy, store: Store | None = None) -> FastAPI:
@@ -142,6 +150,7 @@ def create_app(settings: Settings, policy: AccessPolicy, store: Store | None = N
         generate_unique_id_function=lambda route: route.name,
     )
     app.add_exception_handler(OffloadError, _offload_error)
+    app.add_exception_handler(OSError, _os_error)
     app.add_middleware(SecurityMiddleware, policy=policy)
     _add_reads(app, desk)
     _add_writes(app, desk)

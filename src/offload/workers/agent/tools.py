@@ -215,6 +215,7 @@ class ToolBox:
             confined=True,
             store=self.store,
             wake=self.wake,
+            environ=self.task.environ,  # a sub-task runs with its parent's environment
         )
         [child] = desk.submit([{**arguments, "parent_id": self.task.id}])
         return f"queued {child.type} task {child.id} (a child of this task); it runs on its own"
