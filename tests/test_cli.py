@@ -145,7 +145,7 @@ def test_batch_submits_in_one_transaction(
         (["submit", "--env", "NOEQUALS", "--", "true"], "must be NAME=VALUE"),
         (["submit", "--env", "OPENAI_API_KEY=x", "--", "true"], "looks like a secret"),
         (["show", "zzzzzz"], "is not a task id"),
-        (["show", "abc"], "6 or more"),
+        (["show", "abc"], "at least 6"),
         (["logs", "abcdef", "--tail", "-1"], "tail must be between"),
         (["wait", "abcdef0"], "no task"),
         (["cancel", "abcdef0"], "no task"),
@@ -213,9 +213,9 @@ def test_parent_id_must_name_an_existing_task(
     cli: Cli, start_supervisor: Any, store: SqliteStore, workspace: Path
 ) -> None:
     for parent, message in [
-        ({"id": "x"}, "parent_id must be a string, got dict"),
-        ("abcdef0123", "no task 'abcdef0123'"),
-        ("not an id", "'not an id' is not a task id"),
+        ({"id": "x"}, "batch entry 1: parent_id must be a string, got dict"),
+        ("abcdef0123", "batch entry 1: no task matches 'abcdef0123'"),
+        ("not an id", "batch entry 1: 'not an id' is not a task id"),
     ]:
         entry = json.dumps({"command": "true", "parent_id": parent})
         result = cli("submit", "--batch", "-", input=entry)
