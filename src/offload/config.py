@@ -8,6 +8,7 @@ pydantic alone costs ~180 ms to import.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -255,7 +256,7 @@ def _validate(settings: Settings) -> Settings:
     Raises:
         ConfigError: naming the setting, its value and what is allowed.
     """
-    for name, hint in get_type_hints(Settings).items():
+    for name, hint in _settings_hints().items():
         kind = _numeric_type(hint)
         if kind is not None:
             _check_number(name, kind, getattr(settings, name), type(None) in get_args(hint))
@@ -268,6 +269,12 @@ def _validate(settings: Settings) -> Settings:
     if settings.agent_run_commands_in not in {"staging", "workspace"}:
         raise ConfigError("setting agent_run_commands_in must be 'staging' or 'workspace'")
     return settings
+
+
+@functools.cache
+def _settings_hints() -> dict[str, Any]:
+    """Settings' field types, resolved once per process (resolving compiles each one)."""
+    return get_type_hints(Settings)
 
 
 def load_settings(
@@ -289,7 +296,7 @@ def load_settings(
             values.update(tomllib.loads(config_file.read_text()))
         except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {config_file}: {exc}") from exc
-    hints = get_type_hints(Settings)
+    hints = _settings_hints()
     names = {f.name for f in fields(Settings)}
     unknown = sorted(set(values) - names)
     if unknown:

@@ -31,8 +31,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from offload.cli.parser import build_parser
     from offload.config import load_settings
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words)
+    args = parser.parse_args(words)
     handler = COMMANDS.get(getattr(args, "handler", None) or "")
     if handler is None:
         parser.print_help()
