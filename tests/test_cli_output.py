@@ -115,8 +115,13 @@ def _interrupt_waiting_cli(
     task_id = first.split()[2]
     wait_until(lambda: store.get(task_id).state is State.RUNNING, what="task start")
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 130 and out == ""
+    assert proc.wait(timeout=30) == 130
+    assert proc.stdout is not None
+    # Read through the same buffered files readline used (communicate would bypass them).
+    out, err = proc.stdout.read(), proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
+    assert out == ""
     return task_id, err
 
 

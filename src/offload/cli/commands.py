@@ -228,8 +228,6 @@ def cmd_submit(app: App, args: argparse.Namespace) -> int:
     tasks = app.desk.submit(raws, entry_word="batch entry {n}", batch=bool(args.batch))
     if args.wait and not args.batch:
         # The task's output is what stdout carries; offload's own words go to stderr.
-        sys.stderr.write(f"offload: task {tasks[0].id} submitted\n")
-        sys.stderr.flush()
         return _wait_for(app, tasks[0].id, cancel_on_interrupt=args.cancel_on_interrupt)
     if args.json:
         from offload.cli.render import print_json
@@ -244,6 +242,8 @@ def cmd_submit(app: App, args: argparse.Namespace) -> int:
 def _wait_for(app: App, task_id: str, *, cancel_on_interrupt: bool) -> int:
     """Follows a submitted task; on Ctrl-C says what became of it (or cancels it)."""
     try:
+        sys.stderr.write(f"offload: task {task_id} submitted\n")
+        sys.stderr.flush()
         return _follow(app, task_id, exit_with_task=True)
     except KeyboardInterrupt:
         short = task_id[:8]
