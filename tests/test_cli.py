@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,8 @@ def test_submit_wait_follows_and_exits_with_the_task_code(cli: Cli, start_superv
     start_supervisor()
     result = cli("submit", "--wait", "--", "echo line1; echo line2; exit 7")
     assert result.returncode == 7
-    assert result.stdout.splitlines()[1:] == ["line1", "line2"]
-    assert "exited with code 7" in result.stderr
+    assert result.stdout == "line1\nline2\n"  # the task's output only: the id is on stderr
+    assert "exited with code 7" in result.stderr and "submitted" in result.stderr
     assert cli("submit", "--wait", "--", "true").returncode == 0
 
 
@@ -134,21 +135,20 @@ def test_batch_submits_in_one_transaction(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["submit", "--"], "command is empty"),
         (["submit", "--priority", "0", "--", "true"], "priority must be 1-10"),
         (["submit", "--timeout", "-5", "--", "true"], "'-5' is not a duration"),
         (["submit", "--timeout", "0", "--", "true"], "timeout"),
         (["submit", "--cwd", "/", "--", "true"], "outside the workspace"),
         (["submit", "--cwd", "missing-dir", "--", "true"], "not an existing directory"),
         (["submit", "--group", "bad group!", "--", "true"], "group"),
-        (["submit", "--after", "abcdef1234", "--", "true"], "no task matches"),
+        (["submit", "--after", "abcdef1234", "--", "true"], "no task"),
         (["submit", "--env", "NOEQUALS", "--", "true"], "must be NAME=VALUE"),
         (["submit", "--env", "OPENAI_API_KEY=x", "--", "true"], "looks like a secret"),
         (["show", "zzzzzz"], "is not a task id"),
         (["show", "abc"], "at least 6"),
-        (["logs", "abcdef", "--tail", "-1"], "no task matches"),
-        (["wait", "abcdef0"], "no task matches"),
-        (["cancel", "abcdef0"], "no task matches"),
+        (["logs", "abcdef", "--tail", "-1"], "tail must be between"),
+        (["wait", "abcdef0"], "no task"),
+        (["cancel", "abcdef0"], "no task"),
         (["retry"], "give a task id, or --failed"),
         (["purge", "--older-than", "soon"], "is not a duration"),
         (["purge", "--older-than", "1e300d"], "is not a duration"),
@@ -188,7 +188,7 @@ def test_huge_list_limit_and_offset_are_clamped(cli: Cli, store: SqliteStore) ->
     huge = "99999999999999999999"
     assert json.loads(ok(cli("list", "--json", "--limit", huge))) == []
     assert json.loads(ok(cli("list", "--json", "--offset", huge, "--limit", huge))) == []
-    assert "ID" in ok(cli("list", "--limit", huge))
+    assert ok(cli("list", "--limit", huge)) == ""  # piped: no header, no rows
 
 
 def test_a_deleted_current_directory_gets_one_clear_line(offload_home: Path) -> None:
@@ -261,7 +261,8 @@ def test_policy_refusals_name_the_rule(cli: Cli) -> None:
 
 def test_tail_of_huge_or_negative_is_refused_clearly(cli: Cli, start_supervisor: Any) -> None:
     start_supervisor()
-    task_id = ok(cli("submit", "--wait", "--", "echo x")).splitlines()[0]
+    task_id = ok(cli("submit", "--", "echo x")).strip()
+    ok(cli("wait", task_id))
     for tail in ("-1", "100000000"):
         result = cli("logs", task_id, "--tail", tail)
         assert result.returncode == 1 and "tail must be between 0 and" in result.stderr
@@ -278,7 +279,9 @@ def test_supervisor_status_and_stop(cli: Cli, offload_home: Path) -> None:
     assert ok(cli("supervisor", "stop")) == "no supervisor running\n"
 
 
-def test_huge_single_line_output_is_tailed_within_the_cap(cli: Cli, start_supervisor: Any) -> None:
+def test_huge_single_line_output_is_tailed_within_the_cap(
+    cli: Cli, start_supervisor: Any, offload_home: Path
+) -> None:
     start_supervisor()
     command = "head -c 50000000 /dev/zero | tr '\\0' x; printf '\\377\\376 end\\n'"
     task_id = ok(cli("submit", "--", command)).strip()
@@ -286,9 +289,14 @@ def test_huge_single_line_output_is_tailed_within_the_cap(cli: Cli, start_superv
     shown = json.loads(ok(cli("show", task_id, "--json")))
     assert shown["state"] == "completed"
     assert Path(shown["log_path"]).stat().st_size == 50_000_007
-    tail = cli("logs", task_id, "--tail", "1")
-    assert tail.returncode == 0 and len(tail.stdout) <= 1_048_576 + 8
-    assert tail.stdout.endswith("\ufffd\ufffd end\n")  # undecodable bytes replaced, no crash
+    tail = subprocess.run(
+        [sys.executable, "-P", "-m", "offload", "logs", task_id, "--tail", "1"],
+        env=_env(offload_home),
+        capture_output=True,
+        timeout=60,
+    )
+    assert tail.returncode == 0 and len(tail.stdout) <= 1_048_576
+    assert tail.stdout.endswith(b"\xff\xfe end\n")  # raw bytes, as `logs` prints them
 
 
 def test_path_cannot_be_overridden_under_an_allow_list(cli: Cli) -> None:

@@ -134,3 +134,15 @@ def test_retry_is_judged_by_the_policy_now_and_the_stored_one(
         strict.retry_failed()
     assert store.get(task.id).state is State.FAILED
     assert open_door.retry(task.id).state is State.PENDING
+
+
+@pytest.mark.slow
+def test_the_cli_flags_choose_the_containment(cli: Callable[..., Any], store: SqliteStore) -> None:
+    asked = cli("submit", "--sandbox", "--", "true").stdout.strip()
+    cut = cli("submit", "--no-network", "--", "true").stdout.strip()
+    plain = cli("submit", "--", "true").stdout.strip()
+    off = cli("submit", "--no-sandbox", "--", "true", OFFLOAD_SANDBOX="on").stdout.strip()
+    assert _policy(store, asked).sandbox and _policy(store, asked).network
+    assert _policy(store, cut).sandbox and not _policy(store, cut).network
+    assert not _policy(store, plain).sandbox
+    assert not _policy(store, off).sandbox

@@ -25,6 +25,7 @@ from offload.web.serve import ServerThread, prepare
 from offload.workers.agent.transcript import Transcript, transcript_path
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.slow  # a real browser: seconds per test
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -329,4 +330,85 @@ def test_dashboard_screenshot(
     assert overflow <= 0, "the page scrolls sideways on a phone"
     _shot(dash.page, "dashboard-phone.png")
     assert wide.stat().st_size > 10_000
+    assert dash.errors == []
+
+
+def _finished(store: SqliteStore, state: State, **fields: Any) -> str:
+    here = str(Path.cwd())
+    [task] = store.submit([TaskSpec(command=f"exit {state.value}", cwd=here, workspace=here)])
+    store.claim(1, "test", {})
+    store.finish(task.id, state, **fields)
+    return task.id
+
+
+def test_the_failed_chip_counts_and_shows_timed_out_tasks(dash: Dash, store: SqliteStore) -> None:
+    failed = _finished(store, State.FAILED, exit_code=3, error="exited with code 3")
+    timed_out = _finished(store, State.TIMED_OUT, error="timed out after 1 s")
+    done = _finished(store, State.COMPLETED, exit_code=0)
+    dash.open()
+    wait_until(lambda: dash.page.text_content("#n-failed") == "2", what="failed + timed out")
+    dash.page.click("button.chip[data-state='failed']")
+    dash.row(timed_out).wait_for()
+    dash.row(failed).wait_for()
+    dash.row(done).wait_for(state="detached")
+    assert dash.errors == []
+
+
+def test_the_cancelling_toast_goes_once_the_task_is_cancelled(
+    dash: Dash, start_supervisor: Any, cli: Cli
+) -> None:
+    start_supervisor(grace_seconds="1")
+    task_id = _submit(cli, "trap '' TERM; echo started; sleep 300")  # outlives SIGTERM
+    dash.open()
+    dash.wait_row_state(task_id, "running")
+    dash.row(task_id).click()
+    dash.page.locator("#output:has-text('started')").wait_for()
+    dash.page.click("#cancel")
+    dash.page.locator("#toast:has-text('Cancelling')").wait_for()
+    dash.page.locator("#detail-badge:text-is('cancelled')").wait_for()
+    # The toast's own timer is 6 s: it must give way well before that.
+    dash.page.locator("#toast:has-text('Cancelled')").wait_for(timeout=3000)
+    assert "Cancelling" not in (dash.page.text_content("#toast") or "")
+
+
+def test_follow_is_ticked_only_while_the_task_runs(
+    dash: Dash, start_supervisor: Any, cli: Cli
+) -> None:
+    start_supervisor()
+    finished = _submit(cli, "echo done")
+    running = _submit(cli, "echo running; sleep 300")
+    dash.open()
+    dash.wait_row_state(finished, "completed")
+    dash.wait_row_state(running, "running")
+    dash.row(running).click()
+    dash.page.locator("#output:has-text('running')").wait_for()
+    assert dash.page.is_checked("#follow")
+    dash.row(finished).click()
+    dash.page.locator("#output:has-text('done')").wait_for()
+    assert not dash.page.is_checked("#follow")
+    cli("cancel", running)
+
+
+def test_the_chart_keeps_fourteen_days_after_a_purge(
+    dash: Dash, store: SqliteStore, offload_home: Path
+) -> None:
+    _seed_history(offload_home, str(Path.cwd()))
+    dash.open()
+    wait_until(lambda: dash.page.locator("#chart g.day").count() == 14, what="14 days")
+    dash.page.click("#purge")
+    dash.page.click("#purge")  # the second click confirms
+    dash.page.locator("#toast:has-text('Purged')").wait_for()
+    wait_until(lambda: dash.page.text_content("#n-completed") == "0", what="purged")
+    assert dash.page.locator("#chart g.day").count() == 14
+
+    # A server that leaves out the empty days still gets a 14-day chart.
+    def trimmed(route: Any) -> None:
+        answer = route.fetch().json()
+        answer["days"] = [d for d in answer["days"] if d["finished"]][:3]
+        route.fulfill(json=answer)
+
+    dash.page.route("**/api/stats", trimmed)
+    dash.page.reload()
+    dash.page.wait_for_selector("#conn.conn-live")
+    wait_until(lambda: dash.page.locator("#chart g.day").count() == 14, what="14 slots")
     assert dash.errors == []

@@ -93,7 +93,7 @@ def test_cli_task_runs_with_the_submitters_path_and_venv(
     )
     assert result.returncode == 0, result.stderr
     assert "mytool ran" in result.stdout and "venv=/some/venv" in result.stdout
-    task_id = result.stdout.splitlines()[0]
+    task_id = result.stderr.split()[2]  # "offload: task ID submitted" (--wait: id on stderr)
     shown = json.loads(cli("show", "--json", task_id).stdout)
     assert shown["environ"]["PATH"] == path
     assert "AWS_SECRET_ACCESS_KEY" not in shown["environ"]

@@ -269,7 +269,8 @@ def test_writes_roll_back_when_a_rename_fails(
 
 # -- configuration ------------------------------------------------------------------------------
 def _readme_toml_blocks() -> list[str]:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    root = Path(__file__).resolve().parent.parent
+    readme = "".join((root / name).read_text() for name in ("README.md", "docs/configuration.md"))
     return [block.split("```")[0] for block in readme.split("```toml\n")[1:]]
 
 

@@ -8,9 +8,9 @@ pydantic alone costs ~180 ms to import.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -285,7 +285,7 @@ def _validate(settings: Settings) -> Settings:
     Raises:
         ConfigError: naming the setting, its value and what is allowed.
     """
-    for name, hint in get_type_hints(Settings).items():
+    for name, hint in _settings_hints().items():
         kind = _numeric_type(hint)
         if kind is not None:
             _check_number(name, kind, getattr(settings, name), type(None) in get_args(hint))
@@ -307,6 +307,12 @@ def _validate(settings: Settings) -> Settings:
     return settings
 
 
+@functools.cache
+def _settings_hints() -> dict[str, Any]:
+    """Settings' field types, resolved once per process (resolving compiles each one)."""
+    return get_type_hints(Settings)
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None, overrides: Mapping[str, Any] | None = None
 ) -> Settings:
@@ -320,11 +326,13 @@ def load_settings(
     values: dict[str, Any] = {}
     config_file = home / "config.toml"
     if config_file.is_file():
+        import tomllib  # lazily: most runs have no config file
+
         try:
             values.update(tomllib.loads(config_file.read_text()))
         except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {config_file}: {exc}") from exc
-    hints = get_type_hints(Settings)
+    hints = _settings_hints()
     names = {f.name for f in fields(Settings)}
     unknown = sorted(set(values) - names)
     if unknown:

@@ -2,8 +2,9 @@
 
 `main` parses the arguments and dispatches to `offload.cli.commands`, where each command
 calls the service layer and renders its answer. Exit codes scripts can rely on:
-0 success, 1 an offload error (message on stderr), 2 bad usage, 124 a wait timed out;
-`submit --wait` exits with the task's own exit code.
+0 success, 1 an offload error (message on stderr), 2 bad usage, 124 a wait timed out,
+130 interrupted (Ctrl-C); `submit --wait` exits with the task's own exit code, or 128+N
+when signal N killed it.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ import os
 import sys
 from collections.abc import Sequence
 
-from offload.cli.commands import EXIT_ERROR, EXIT_USAGE, parse_duration
+from offload.cli.commands import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    UsageError,
+    parse_duration,
+)
 from offload.errors import OffloadError
 
 __all__ = ["main", "parse_duration"]
@@ -24,19 +31,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from offload.cli.parser import build_parser
     from offload.config import load_settings
 
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(words)
+    args = parser.parse_args(words)
     handler = COMMANDS.get(getattr(args, "handler", None) or "")
     if handler is None:
         parser.print_help()
         return EXIT_USAGE
     try:
         return int(handler(App(load_settings()), args))
+    except UsageError as exc:
+        sys.stderr.write(f"offload: {exc}\n")
+        return EXIT_USAGE
     except OffloadError as exc:
         sys.stderr.write(f"offload: {exc}\n")
         return EXIT_ERROR
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR

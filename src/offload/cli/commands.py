@@ -7,25 +7,41 @@ nothing here runs a task, kills a process or opens a log file by path.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from offload.config import Settings
 from offload.errors import InvalidInput
 from offload.queue.models import PURGEABLE_STATES, State, Task
 
 if TYPE_CHECKING:
+    from offload.config import Settings
     from offload.desk import Desk
 
-__all__ = ["COMMANDS", "EXIT_ERROR", "EXIT_TIMEOUT", "EXIT_USAGE", "App", "parse_duration"]
+__all__ = [
+    "COMMANDS",
+    "EXIT_ERROR",
+    "EXIT_INTERRUPTED",
+    "EXIT_TIMEOUT",
+    "EXIT_USAGE",
+    "App",
+    "UsageError",
+    "parse_duration",
+]
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 124
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
+_SHELL_SPECIAL = set(" \t\n'\"()<>;&|$`*?[]{}#~\\")
+
+
+class UsageError(InvalidInput):
+    """The command line itself is wrong (exit 2), as opposed to a refused request."""
+
+
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_DURATION_SECONDS = 1e12  # ~31,700 years: beyond it a duration is a typo
 
@@ -108,12 +124,54 @@ def _submit_fields(args: argparse.Namespace) -> dict[str, Any]:
         "model": args.model,
         "large_context": True if args.large_context else None,
         "max_turns": args.max_turns,
+        "sandbox": args.sandbox,
+        "network": False if args.no_network else None,
     }
     if args.type == "shell":
-        fields["command"] = " ".join(command) if command else None
+        if not command:
+            raise UsageError("submit needs a command: offload submit -- CMD... (or --batch FILE)")
+        fields["command"] = command if args.argv else _shell_line(command)
     else:
         fields["spec"] = args.spec if args.spec is not None else (" ".join(command) or None)
     return fields
+
+
+def _shell_line(words: list[str]) -> str:
+    """The words joined for /bin/sh -c; UsageError when the join broke their quoting.
+
+    `submit -- python -c "print(1)"` reaches us as three words; joined, the quotes the
+    shell removed are gone and /bin/sh sees `python -c print(1)`. When a word holds
+    characters the shell treats specially, `sh -n` checks the joined line's syntax (a
+    parse, nothing runs) and a failure names the two ways out.
+    """
+    line = " ".join(words)
+    if len(words) < 2 or not any(_SHELL_SPECIAL.intersection(w) for w in words[1:]):
+        return line
+    import shlex
+    import subprocess
+
+    check = subprocess.run(
+        ["/bin/sh", "-n", "-c", line], capture_output=True, text=True, check=False
+    )
+    if check.returncode == 0:
+        return line
+    said = check.stderr.strip().splitlines()[-1:] or ["syntax error"]
+    raise UsageError(
+        f"the command's words are joined with spaces and run by /bin/sh, which lost their "
+        f"quoting: /bin/sh says {said[0]!r}. Quote the whole command as one word:\n"
+        f"  offload submit -- {_one_word(shlex.join(words))}\n"
+        f"or run the words as they are, without a shell:\n"
+        f"  offload submit --argv -- {shlex.join(words)}"
+    )
+
+
+def _one_word(line: str) -> str:
+    """`line` quoted as one shell word, in double quotes when that reads plainly."""
+    if not set('"$`\\!').intersection(line):
+        return f'"{line}"'
+    import shlex
+
+    return shlex.quote(line)
 
 
 def _env_pair(text: str) -> tuple[str, str]:
@@ -124,6 +182,8 @@ def _env_pair(text: str) -> tuple[str, str]:
 
 
 def _batch_entries(source: str) -> list[dict[str, Any]]:
+    import json
+
     from offload.submission import MAX_BATCH
 
     text = _read_batch(source)
@@ -168,6 +228,9 @@ def cmd_submit(app: App, args: argparse.Namespace) -> int:
     _cwd()  # a deleted current directory is refused before anything is stored
     raws = _batch_entries(args.batch) if args.batch else [_submit_fields(args)]
     tasks = app.desk.submit(raws, entry_word="batch entry {n}", batch=bool(args.batch))
+    if args.wait and not args.batch:
+        # The task's output is what stdout carries; offload's own words go to stderr.
+        return _wait_for(app, tasks[0].id, cancel_on_interrupt=args.cancel_on_interrupt)
     if args.json:
         from offload.cli.render import print_json
 
@@ -175,9 +238,28 @@ def cmd_submit(app: App, args: argparse.Namespace) -> int:
     else:
         sys.stdout.write("".join(t.id + "\n" for t in tasks))
     sys.stdout.flush()
-    if args.wait and not args.batch:
-        return _follow(app, tasks[0].id, exit_with_task=True)
     return 0
+
+
+def _wait_for(app: App, task_id: str, *, cancel_on_interrupt: bool) -> int:
+    """Follows a submitted task; on Ctrl-C says what became of it (or cancels it)."""
+    try:
+        sys.stderr.write(f"offload: task {task_id} submitted\n")
+        sys.stderr.flush()
+        return _follow(app, task_id, exit_with_task=True)
+    except KeyboardInterrupt:
+        short = task_id[:8]
+        if cancel_on_interrupt:
+            task = app.desk.cancel(task_id)
+            word = task.state.value if task.is_final else "being cancelled"
+            sys.stderr.write(f"\noffload: interrupted; task {short} {word}\n")
+        else:
+            sys.stderr.write(
+                f"\noffload: stopped waiting; task {short} is still running.\n"
+                f"  follow it:  offload logs -f {short}\n"
+                f"  cancel it:  offload cancel {short}\n"
+            )
+        return EXIT_INTERRUPTED
 
 
 # -- following ------------------------------------------------------------------------------
@@ -194,25 +276,53 @@ def _follow(app: App, task_id: str, *, exit_with_task: bool = False, offset: int
         sys.stderr.write(f"offload: task {task.id[:12]} {task.state.value}: {task.error}\n")
     if task.exit_code is not None:
         return task.exit_code
+    if task.signal:
+        return 128 + task.signal  # as a shell reports a death by signal
     return {State.COMPLETED: 0, State.TIMED_OUT: EXIT_TIMEOUT}.get(task.state, EXIT_ERROR)
 
 
 def cmd_logs(app: App, args: argparse.Namespace) -> int:
     from offload.logs import MAX_TAIL_BYTES, check_tail_args
 
+    if args.tail is not None:  # a bad --tail is refused before the id is looked up
+        lines, max_bytes = check_tail_args(args.tail, MAX_TAIL_BYTES)
     task = app.desk.task(args.id)
     offset = 0
     if args.tail is not None:
-        lines, max_bytes = check_tail_args(args.tail, MAX_TAIL_BYTES)
-        tail = app.desk.tail(task, lines, max_bytes)
-        sys.stdout.write(tail.text)
+        data, offset = _tail_bytes(app, task, lines, max_bytes)
+        sys.stdout.buffer.write(data)
         sys.stdout.flush()
-        offset = tail.size
     if args.follow:
         return _follow(app, task.id, offset=offset)
     if args.tail is None:
         _copy_output(app, task)
     return 0
+
+
+_TAIL_BLOCK_BYTES = 65_536
+
+
+def _tail_bytes(app: App, task: Task, lines: int, max_bytes: int) -> tuple[bytes, int]:
+    """The last `lines` lines of the output as raw bytes (as `logs` prints them), and the size.
+
+    Read backwards a block at a time through the desk, so a 1 GB log costs one block.
+    A last line without a newline counts as a line, as in `tail`.
+    """
+    size = app.desk.output.size(task)
+    data = b""
+    start = size
+    while start > 0 and size - start < max_bytes:
+        start = max(0, start - _TAIL_BLOCK_BYTES, size - max_bytes)
+        data, _ = app.desk.read_output(task, start, size - start)
+        if data.count(b"\n") > lines:
+            break
+    cut = len(data) - (1 if data.endswith(b"\n") else 0)
+    for _ in range(lines):
+        cut = data.rfind(b"\n", 0, cut)
+        if cut < 0:
+            break
+    data = data[cut + 1 :] if lines else b""
+    return data[-max_bytes:], size
 
 
 def _copy_output(app: App, task: Task) -> None:

@@ -9,13 +9,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from offload.clock import now_ms
 from offload.config import Settings
 from offload.desk.desk import MAX_LIST, MIN_PREFIX, STATE_FILTERS, Desk, check_task_id
 from offload.desk.output import LocalOutput, TaskOutput, log_path
-from offload.policies.task_policy import TaskPolicy
 from offload.queue.store import Store
+
+if TYPE_CHECKING:
+    from offload.policies.task_policy import TaskPolicy
+    from offload.submission import Submitter
 
 __all__ = [
     "MAX_LIST",
@@ -66,25 +70,34 @@ def open_desk(
             person's door (CLI) sandboxes only when asked or with `sandbox = on`.
 
     Raises:
-        ConfigError: An allow/deny pattern is not a valid regex.
+        ConfigError: An allow/deny pattern is not a valid regex (when `confined`; an
+            unconfined desk reports it on its first submit).
         StoreError: The queue database cannot be opened.
     """
     from offload.queue import open_store
-    from offload.submission import Submitter
 
     mode = str(settings.sandbox).lower()
     sandbox = mode in {"on", "true"} or (mode == "auto" and agent)
-    submitter = Submitter.for_workspace(
-        settings, workspace, policy=policy, sandbox=sandbox, person=not agent
-    )
-    return Desk(
+
+    def make_submitter() -> Submitter:
+        from offload.submission import Submitter
+
+        return Submitter.for_workspace(
+            settings, root, policy=policy, sandbox=sandbox, person=not agent
+        )
+
+    root = Path(workspace).resolve()
+    desk = Desk(
         settings=settings,
         store=store if store is not None else open_store(settings),
         output=LocalOutput(settings),
-        submitter=submitter,
-        scope=str(submitter.workspace) if confined else None,
+        make_submitter=make_submitter,
+        scope=str(root) if confined else None,
         wake=wake if wake is not None else (lambda: wake_supervisor(settings)),
         clock_ms=now_ms,
         sleep=time.sleep,
         environ=environ,
     )
+    if confined:  # an agent's door fails at start on a bad policy, not at its first submit
+        desk.submitter  # noqa: B018
+    return desk

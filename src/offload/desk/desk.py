@@ -13,10 +13,10 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import shutil
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 from offload.config import Settings
 from offload.desk.output import TaskOutput
@@ -24,11 +24,14 @@ from offload.errors import InvalidInput, NotFound, OffloadError, PolicyRefused
 from offload.logs import Tail
 from offload.queue.models import ACTIVE_STATES, FINAL_STATES, PURGEABLE_STATES, State, Task
 from offload.queue.store import Stats, Store
-from offload.submission import MAX_BATCH, Submitter
+
+if TYPE_CHECKING:
+    from offload.submission import Submitter
 
 __all__ = ["MAX_LIST", "MIN_PREFIX", "STATE_FILTERS", "Desk", "check_task_id"]
 
 MAX_LIST = 1000
+MAX_IDS = 1000  # task ids one wait names: as many as one batch submits
 MIN_PREFIX = 6  # ids are accepted by any unique prefix of 6 or more hex characters
 _HEX = "0123456789abcdef"
 MAX_RETRY_CHECKED = 100_000  # retry_failed judges every task it would put back
@@ -67,7 +70,8 @@ class Desk:
         settings: Where the data dir is and what the policy says.
         store: The queue.
         output: Where task output is read from.
-        submitter: Validates submissions (policy, paths, limits) for the submit workspace.
+        make_submitter: Builds the validator of submissions (policy, paths, limits) for the
+            submit workspace; called on the first submit, so reads never compile a policy.
         scope: The workspace this desk is confined to; None for every workspace.
         wake: Wakes the supervisor, starting one when none runs.
         clock_ms: The current time in milliseconds (an input, so tests can pin it).
@@ -81,13 +85,18 @@ class Desk:
     settings: Settings
     store: Store
     output: TaskOutput
-    submitter: Submitter
+    make_submitter: Callable[[], Submitter]
     scope: str | None
     wake: Callable[[], object]
     clock_ms: Callable[[], int]
     sleep: Callable[[float], None] = lambda seconds: None
     environ: Mapping[str, str] | None = None
     note: Callable[[str], None] = lambda text: None
+
+    @cached_property
+    def submitter(self) -> Submitter:
+        """Validates submissions for this desk's workspace (built on first use)."""
+        return self.make_submitter()
 
     @property
     def workspace(self) -> str:
@@ -138,8 +147,8 @@ class Desk:
         """The tasks with these ids (each checked as `task`), duplicates dropped, in order."""
         if not task_ids:
             raise InvalidInput("task_ids is empty; give the ids to wait for")
-        if len(task_ids) > MAX_BATCH:
-            raise InvalidInput(f"{len(task_ids)} task ids; the limit is {MAX_BATCH} per call")
+        if len(task_ids) > MAX_IDS:
+            raise InvalidInput(f"{len(task_ids)} task ids; the limit is {MAX_IDS} per call")
         found: dict[str, Task] = {}
         for task_id in task_ids:
             task = self.task(task_id)
@@ -269,6 +278,8 @@ class Desk:
         """
         if not raws:
             raise InvalidInput("the batch is empty; give at least one task")
+        from offload.submission import MAX_BATCH
+
         if len(raws) > MAX_BATCH:
             raise InvalidInput(
                 f"the batch has {len(raws)} tasks; the limit is {MAX_BATCH} per call"
@@ -375,4 +386,6 @@ def _remove_task_files(settings: Settings, task: Task) -> None:
             pass
     staging = settings.logs_dir / f"{task.id}.staging"
     if staging.is_dir() and not staging.is_symlink():
+        import shutil  # lazily: only purge needs it
+
         shutil.rmtree(staging, ignore_errors=True)

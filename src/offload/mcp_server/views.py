@@ -37,6 +37,7 @@ __all__ = [
     "ids",
     "info",
     "iso",
+    "named_command",
     "stats_view",
 ]
 
@@ -70,6 +71,7 @@ class TaskBrief(_View):
     id: str
     state: str
     title: str | None = None
+    command: str | None = None
     exit_code: int | None = None
     error: str | None = None
     tail: str | None = None
@@ -82,6 +84,7 @@ class TaskInfo(_View):
     type: str
     state: str
     title: str
+    command: str | None = None
     attempt: int
     exit_code: int | None = None
     signal: int | None = None
@@ -198,6 +201,7 @@ def info(task: Task, now_ms: int, tail: str | None = None) -> TaskInfo:
         type=task.type,
         state=task.state.value,
         title=clip(task.title, TITLE_MAX_CHARS) or "",
+        command=named_command(task),
         attempt=task.attempt,
         exit_code=task.exit_code,
         signal=task.signal,
@@ -218,12 +222,21 @@ def info(task: Task, now_ms: int, tail: str | None = None) -> TaskInfo:
     )
 
 
+def named_command(task: Task) -> str | None:
+    """The command (capped) when the title shows a name instead; None when it is the title."""
+    if not task.name or task.command is None:
+        return None
+    text = task.command if isinstance(task.command, str) else " ".join(task.command)
+    return clip(text, TITLE_MAX_CHARS)
+
+
 def brief(task: Task, *, title: bool = False, tail: str | None = None) -> TaskBrief:
     """One line for `task`; its error only when it did not complete."""
     return TaskBrief(
         id=task.id,
         state=task.state.value,
         title=clip(task.title, TITLE_MAX_CHARS) if title else None,
+        command=named_command(task) if title else None,
         exit_code=task.exit_code,
         error=clip(task.error, ERROR_MAX_CHARS),
         tail=tail or None,

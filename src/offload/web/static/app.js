@@ -7,17 +7,22 @@ import { draw } from "./chart.js";
 import { OutputView } from "./output.js";
 import { TurnsView } from "./turns.js";
 import {
-  $, RETRYABLE, api, badge, duration, el, money, now, setServerTime, shortId, span,
+  $, FINAL, RETRYABLE, api, badge, duration, el, money, now, setServerTime, shortId, span,
   stateWord, takeToken, toast, when,
 } from "./util.js";
 
 const PAGE = 200;
+// What a summary chip counts and filters by: "failed" includes the tasks that timed out.
+const CHIP_STATES = {
+  pending: ["pending"], running: ["running"], completed: ["completed"],
+  failed: ["failed", "timed_out"],
+};
 
 const ui = {
   tasks: [], total: 0, limit: PAGE, stateFilter: "", text: "",
   selected: null, task: null, cells: new Map(), durationCell: null, turnsStale: false,
   refresh: { timer: null, busy: false, again: false },
-  purgeArmed: null,
+  purgeArmed: null, cancelling: null,
 };
 const output = new OutputView(() => scheduleRefresh(0));
 const turns = new TurnsView();
@@ -93,11 +98,36 @@ function tick() {
 // -- summary --------------------------------------------------------------------------
 function renderStats(s) {
   setServerTime(s.now);
-  for (const name of ["pending", "running", "completed", "failed"]) {
-    $("n-" + name).textContent = String(s.counts[name] ?? 0);
+  for (const [name, states] of Object.entries(CHIP_STATES)) {
+    const n = states.reduce((sum, state) => sum + (s.counts[state] ?? 0), 0);
+    $("n-" + name).textContent = String(n);
   }
   $("n-cost").textContent = "$" + s.cost_today_usd.toFixed(2);
-  draw($("chart"), s.days, { from: $("chart-from"), to: $("chart-to"), max: $("chart-max") });
+  draw($("chart"), fourteenDays(s.days, s.now), { from: $("chart-from"), to: $("chart-to"), max: $("chart-max") });
+}
+
+// The chart always spans the 14 UTC days ending today: a day the server left out (nothing
+// finished on it, or it was purged) is drawn as an empty slot, never dropped.
+function fourteenDays(days, nowMs) {
+  const byDay = new Map(days.map((d) => [d.day, d]));
+  const today = Math.floor(nowMs / 86_400_000);
+  const out = [];
+  for (let i = 13; i >= 0; i--) {
+    const key = new Date((today - i) * 86_400_000).toISOString().slice(0, 10);
+    out.push(byDay.get(key) ?? { day: key, finished: 0, cost_usd: 0 });
+  }
+  return out;
+}
+
+// A "Cancelling…" toast gives way once the task it speaks of has stopped.
+function settleCancelToast() {
+  const id = ui.cancelling;
+  if (!id) return;
+  const t = ui.task?.id === id ? ui.task : ui.tasks.find((x) => x.id === id);
+  if (t && FINAL.has(t.state)) {
+    ui.cancelling = null;
+    toast(t.state === "cancelled" ? `Cancelled ${shortId(id)}` : `${shortId(id)} ${stateWord(t.state)}`);
+  }
 }
 
 function syncChips() {
@@ -118,13 +148,16 @@ async function refresh() {
   ui.refresh.busy = true;
   try {
     const q = new URLSearchParams({ limit: String(ui.limit) });
-    if (ui.stateFilter) q.set("state", ui.stateFilter);
+    for (const state of (CHIP_STATES[ui.stateFilter] ?? [ui.stateFilter]).filter(Boolean)) {
+      q.append("state", state);
+    }
     const [stats, page] = await Promise.all([api("/api/stats"), api("/api/tasks?" + q)]);
     renderStats(stats);
     ui.tasks = page.tasks;
     ui.total = page.total;
     renderRows();
     if (ui.selected) await refreshDetail();
+    settleCancelToast();
   } catch (err) {
     toast(err.message, true);
   } finally {
@@ -249,8 +282,11 @@ async function act(button, path, body, done) {
 
 function cancelTask() {
   if (!ui.task) return;
-  act($("cancel"), `/api/tasks/${ui.task.id}/cancel`, undefined, (r) =>
-    r.state === "cancelled" ? `Cancelled ${shortId(r.id)}` : `Cancelling ${shortId(r.id)}…`);
+  act($("cancel"), `/api/tasks/${ui.task.id}/cancel`, undefined, (r) => {
+    if (r.state === "cancelled") return `Cancelled ${shortId(r.id)}`;
+    ui.cancelling = r.id;  // settleCancelToast replaces the toast when the task stops
+    return `Cancelling ${shortId(r.id)}…`;
+  });
 }
 
 function retryTask() {

@@ -59,6 +59,8 @@ export class OutputView {
     this.note.textContent = out.truncated ? `(last ${out.lines} lines)` : "";
     this.append(out.text, true);
     if (!out.text && FINAL.has(task.state)) this.note.textContent = "(no output)";
+    // "follow" means "keep scrolling to new output": a finished task has none coming.
+    this.followBox.checked = !FINAL.has(task.state);
     if (!FINAL.has(task.state)) this.follow(task.id);
   }
 
@@ -74,6 +76,7 @@ export class OutputView {
     });
     source.addEventListener("end", () => {
       this.stop();
+      this.followBox.checked = false;
       this.onEnd(id);
     });
     // The browser would reconnect from the original offset: reconnect ourselves instead.

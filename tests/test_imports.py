@@ -1,0 +1,93 @@
+"""The CLI's cold paths load only what they use.
+
+`offload submit` and `offload list` are run as scripts and agents run them: hundreds of
+times, each a fresh interpreter, so every import is paid every time. These tests run the
+real CLI in a subprocess with `-X importtime` and fail when a heavy library (or one of
+offload's own modules that has no business on the path) is loaded.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import _env
+
+HEAVY = {
+    "pydantic",
+    "rich",
+    "structlog",
+    "boto3",
+    "botocore",
+    "openai",
+    "httpx",
+    "psutil",
+    "mcp",
+    "fastapi",
+    "uvicorn",
+    "tenacity",
+    "psycopg",
+    "asyncio",
+    "tomllib",
+    "secrets",
+    "subprocess",
+    "offload.workers",
+    "offload.mcp_server",
+    "offload.web",
+    "offload.supervisor.daemon",
+}
+
+
+def _imported(offload_home: Path, workspace: Path, *args: str) -> set[str]:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-P", "-m", "offload", *args],
+        env=_env(offload_home),
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    names = set()
+    for line in result.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            names.add(line.rsplit("|", 1)[1].strip())
+    assert "offload.cli" in names
+    return names
+
+
+def _heavy(names: set[str]) -> set[str]:
+    return {n for n in names if n in HEAVY or any(n.startswith(h + ".") for h in HEAVY)}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list"],
+        ["list", "--json"],
+        ["show", "0123456789abcdef"],
+        ["wait", "0123456789abcdef", "--timeout", "0"],
+        ["cancel", "0123456789abcdef"],
+        ["logs", "0123456789abcdef"],
+        ["stats"],
+    ],
+)
+def test_reading_commands_load_nothing_heavy(
+    offload_home: Path, workspace: Path, args: list[str]
+) -> None:
+    names = _imported(offload_home, workspace, *args)
+    assert _heavy(names) == set()
+    assert "offload.policies.shell" not in names or args[0] == "submit"
+
+
+def test_submit_loads_nothing_heavy(
+    offload_home: Path, workspace: Path, start_supervisor: Any
+) -> None:
+    start_supervisor()  # the submit wakes it rather than starting one
+    names = _imported(offload_home, workspace, "submit", "--", "true")
+    assert _heavy(names) == set()
+    assert "sqlite3" in names  # the check would pass vacuously if nothing were recorded
