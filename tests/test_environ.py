@@ -129,6 +129,8 @@ def test_mcp_task_runs_with_the_mcp_servers_environment(
         "OFFLOAD_HOME": str(offload_home),
         "PATH": f"{_tool_dir(tmp_path)}:{os.environ['PATH']}",
         "VIRTUAL_ENV": "/mcp/venv",
+        # The tool lives under /tmp, which a sandboxed task sees as its own private /tmp.
+        "OFFLOAD_SANDBOX": "off",
     }
     params = StdioServerParameters(
         command=sys.executable, args=["-m", "offload.mcp_server"], cwd=workspace, env=env
