@@ -132,13 +132,16 @@ def test_bad_request_fails_at_once_with_the_providers_message(
     assert store.get(task.id).tokens_in is None
 
 
-def test_unknown_model_costs_null_and_a_reported_cost_wins(
+def test_unknown_model_is_estimated_conservatively_and_a_reported_cost_wins(
     llm_env: LlmEnv, store: SqliteStore, workspace: Path
 ) -> None:
     llm_env.openai.reply_text("a")
     local = _submit(store, workspace, type="review", spec="x", model="llama3.1:8b")
     Run(store)(local)
-    assert store.get(local.id).cost_usd is None and store.get(local.id).tokens_in == 11
+    done = store.get(local.id)
+    # 11 in, 7 out at the default unpriced rates ($15 / $75 per 1M tokens): never $0.
+    assert done.cost_usd == pytest.approx((11 * 15 + 7 * 75) / 1e6)
+    assert done.model_used == "llama3.1:8b [unpriced, estimated]"
     llm_env.openai.reply_text("b", cost=0.0425)
     gateway = _submit(store, workspace, type="review", spec="x", model="gpt-4o")
     Run(store)(gateway)

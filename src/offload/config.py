@@ -18,7 +18,7 @@ from typing import Any, NamedTuple, get_args, get_type_hints
 
 from offload.errors import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["TASK_LLM_SETTINGS", "Settings", "load_settings", "with_task_settings"]
 
 
 def _default_concurrency() -> int:
@@ -48,8 +48,9 @@ class Settings:
     poll_seconds: float = 1.0
     # LLM tasks (see README "LLM tasks"); routing tables are plain data, not code.
     default_model: str = "auto"
-    large_context_model: str = "gpt-4.1"
-    bedrock_model: str = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+    large_context_model: str = "auto"
+    # An inference profile: Bedrock refuses on-demand calls to the bare Claude 4.x ids.
+    bedrock_model: str = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
     openai_model: str = "gpt-4o-mini"
     openai_base_url: str | None = None
     aliases: dict[str, str] = field(default_factory=dict)
@@ -93,6 +94,21 @@ class Settings:
     agent_read_max_bytes: int = 200_000
     agent_link_dirs: tuple[str, ...] = (".venv", "venv", "node_modules", ".tox", ".nox")
     agent_max_subtasks: int = 10
+    # LLM calls (docs/llm.md): large-context routes, streaming with an idle timeout, prompt
+    # caching, thinking and effort, and the price charged for tokens of unpriced models.
+    bedrock_large_context_model: str = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    openai_large_context_model: str = "gpt-4.1"
+    llm_stream: bool = True
+    llm_idle_timeout_seconds: float = 120.0
+    bedrock_prompt_cache: bool = True
+    bedrock_thinking_budget_tokens: int = 0
+    bedrock_additional_fields: dict[str, Any] = field(default_factory=dict)
+    openai_reasoning_effort: str | None = None
+    # True when openai_base_url/OPENAI_BASE_URL is a proxy in front of OpenAI itself, so
+    # OpenAI's packaged prices apply; a local or other server is priced only by [prices].
+    openai_base_url_is_openai: bool = False
+    unpriced_input_usd_per_mtok: float = 15.0
+    unpriced_output_usd_per_mtok: float = 75.0
 
     @property
     def db_path(self) -> Path:
@@ -215,7 +231,18 @@ _RANGES: dict[str, _Range] = {
     "agent_command_output_bytes": _COUNT,
     "agent_read_max_bytes": _COUNT,
     "agent_max_subtasks": _Range(_WHOLE, 0),  # 0: agents may not queue sub-tasks
+    "llm_idle_timeout_seconds": _POSITIVE_SECONDS,
 }
+# The settings a task may set for itself through its env (`OFFLOAD_<NAME>=value`).
+TASK_LLM_SETTINGS = (
+    "llm_stream",
+    "llm_idle_timeout_seconds",
+    "bedrock_prompt_cache",
+    "bedrock_thinking_budget_tokens",
+    "openai_reasoning_effort",
+    "max_output_tokens",
+)
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 _DEFAULT_RANGE = _Range("a finite number", 0)
 
 
@@ -263,7 +290,43 @@ def _validate(settings: Settings) -> Settings:
             )
     if settings.agent_run_commands_in not in {"staging", "workspace"}:
         raise ConfigError("setting agent_run_commands_in must be 'staging' or 'workspace'")
+    _validate_llm(settings)
     return settings
+
+
+def _validate_llm(settings: Settings) -> None:
+    effort = settings.openai_reasoning_effort
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise ConfigError(
+            f"setting openai_reasoning_effort = {effort!r} is invalid: use one of "
+            f"{', '.join(REASONING_EFFORTS)} (or unset)"
+        )
+    budget = settings.bedrock_thinking_budget_tokens
+    if budget and budget < 1024:
+        raise ConfigError(
+            f"setting bedrock_thinking_budget_tokens = {budget} is invalid: must be 0 (off) "
+            "or at least 1024"
+        )
+
+
+def with_task_settings(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """`settings` with the LLM settings a task set in its env (`OFFLOAD_<NAME>`).
+
+    Only `TASK_LLM_SETTINGS` may be set so; other `OFFLOAD_*` names in a task's env are
+    left to the task's process as they are.
+
+    Raises:
+        ConfigError: naming the variable and what it allows.
+    """
+    hints = get_type_hints(Settings)
+    typed: dict[str, Any] = {}
+    for name in TASK_LLM_SETTINGS:
+        key = _ENV_PREFIX + name.upper()
+        if key in env:
+            typed[name] = _coerce(key, hints[name], env[key])
+    if not typed:
+        return settings
+    return _validate(dataclasses.replace(settings, **typed))
 
 
 def load_settings(
