@@ -18,7 +18,13 @@ from typing import Any, NamedTuple, get_args, get_type_hints
 
 from offload.errors import ConfigError
 
-__all__ = ["TASK_LLM_SETTINGS", "Settings", "load_settings", "with_task_settings"]
+__all__ = [
+    "TASK_LLM_SETTINGS",
+    "Settings",
+    "load_settings",
+    "task_setting_env",
+    "with_task_settings",
+]
 
 
 def _default_concurrency() -> int:
@@ -233,7 +239,9 @@ _RANGES: dict[str, _Range] = {
     "agent_max_subtasks": _Range(_WHOLE, 0),  # 0: agents may not queue sub-tasks
     "llm_idle_timeout_seconds": _POSITIVE_SECONDS,
 }
-# The settings a task may set for itself through its env (`OFFLOAD_<NAME>=value`).
+# The settings a task may set for itself through its env, as `LLM_<NAME>` with NAME's
+# own `llm_` left off (`LLM_STREAM`, `LLM_OPENAI_REASONING_EFFORT`): OFFLOAD_* names are
+# reserved for offload, so a task cannot set those.
 TASK_LLM_SETTINGS = (
     "llm_stream",
     "llm_idle_timeout_seconds",
@@ -309,11 +317,15 @@ def _validate_llm(settings: Settings) -> None:
         )
 
 
-def with_task_settings(settings: Settings, env: Mapping[str, str]) -> Settings:
-    """`settings` with the LLM settings a task set in its env (`OFFLOAD_<NAME>`).
+def task_setting_env(name: str) -> str:
+    """The task env variable that sets LLM setting `name` for one task."""
+    return "LLM_" + name.upper().removeprefix("LLM_")
 
-    Only `TASK_LLM_SETTINGS` may be set so; other `OFFLOAD_*` names in a task's env are
-    left to the task's process as they are.
+
+def with_task_settings(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """`settings` with the LLM settings a task set in its env (`task_setting_env(name)`).
+
+    Only `TASK_LLM_SETTINGS` may be set so.
 
     Raises:
         ConfigError: naming the variable and what it allows.
@@ -321,7 +333,7 @@ def with_task_settings(settings: Settings, env: Mapping[str, str]) -> Settings:
     hints = get_type_hints(Settings)
     typed: dict[str, Any] = {}
     for name in TASK_LLM_SETTINGS:
-        key = _ENV_PREFIX + name.upper()
+        key = task_setting_env(name)
         if key in env:
             typed[name] = _coerce(key, hints[name], env[key])
     if not typed:
