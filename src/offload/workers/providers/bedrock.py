@@ -223,7 +223,15 @@ class BedrockConverse:
         if not options.stream:
             return read_answer(self._client.converse(**request))
         response = self._client.converse_stream(**request)
-        return read_stream(response.get("stream") or (), options.on_text)
+        answer = read_stream(response.get("stream") or (), options.on_text)
+        if not answer.stop_reason:
+            raise ProviderError(
+                "the stream ended without a stop reason (messageStop): the answer is "
+                "incomplete; set llm_stream = false if this endpoint does not stream",
+                provider=_NAME,
+                kind=ErrorKind.TRANSIENT,
+            )
+        return answer
 
     def complete(
         self, model: str, prompt: Prompt, options: CallOptions | None = None

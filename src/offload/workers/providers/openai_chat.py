@@ -245,7 +245,15 @@ class OpenAIChat:
                 model=model, messages=messages, **params
             )
             if options.stream:
-                return read_chunks(response, options.on_text)
+                streamed = read_chunks(response, options.on_text)
+                if streamed.finish_reason is None:
+                    raise ProviderError(
+                        f"{self.url} sent no complete streamed answer (no finish_reason; "
+                        "the server may not stream this request): set llm_stream = false",
+                        provider=_NAME,
+                        kind=ErrorKind.OTHER,
+                    )
+                return streamed
             return Streamed.from_completion(response)
         except openai.OpenAIError as exc:
             raise _translate(exc, self.url) from None
