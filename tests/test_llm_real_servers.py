@@ -220,5 +220,9 @@ def test_smollm2_behind_llama_cpp(
     types = [("review", ["--context", "calc.py"]), ("docs", ["--output", "calc.md"]),
              ("agent", ["--max-turns", "2"])]  # fmt: skip
     done = _run_all(cli, store, workspace, types, {})
-    assert done["review"].state is State.COMPLETED and done["review"].result
-    assert "SmolLM2" in done["review"].model_used  # the model the server says answered
+    review = done["review"]
+    # a 24-token cap usually cuts the tiny model off: then it fails saying so, billed
+    assert review.state is State.COMPLETED or "cut off at max_output_tokens" in review.error
+    assert (review.tokens_in or 0) > 0 and (review.tokens_out or 0) > 0
+    assert "SmolLM2" in review.model_used  # the model the server says answered
+    assert "[unpriced, estimated]" in review.model_used
