@@ -22,7 +22,7 @@ from pathlib import Path
 
 import psutil
 
-from offload.output import read_tail
+from offload.logs import read_tail
 from offload.queue.models import State, TaskSpec
 from offload.queue.sqlite import SqliteStore
 from offload.supervisor.wake import poke

@@ -199,3 +199,37 @@ def _no_detached_supervisor_left(offload_home: Path) -> Iterator[None]:
         except psutil.Error:
             continue
     wait_until(lambda: not _supervisors_of(offload_home), timeout=30, what="supervisors to stop")
+
+
+# A test that starts a real supervisor, the real CLI, a live HTTP or MCP server or a fake
+# provider server spends a second or more on process start-up: it belongs to the whole
+# suite, not to the fast subset (`scripts/test -m "not slow"`).
+SLOW_FIXTURES = frozenset(
+    {"start_supervisor", "cli", "llm_env", "api", "dash", "session", "providers"}
+)
+
+
+# Slow for reasons of their own (races, many processes, real interpreters started).
+SLOW_TESTS = frozenset(
+    {
+        "test_racing_claimers_claim_each_task_exactly_once",
+        "test_bad_policy_fails_at_start_with_the_pattern_named",
+        "test_on_demand_supervisor_ignores_modules_in_the_workspace",
+        "test_offload_serve_prints_the_url_and_stops_on_ctrl_c",
+        "test_read_tail_matches_a_whole_file_tail_on_any_bytes",
+        "test_apply_limits_cpu_limit_stops_a_busy_child",
+        "test_timeout_kills_double_forked_children",
+        "test_timeout_kills_the_commands_whole_tree",
+        "test_a_deleted_current_directory_gets_one_clear_line",
+        "test_beyond_loopback_every_read_needs_the_token",
+        "test_sdks_are_imported_only_when_a_provider_is_built",
+        "test_claim_cost_does_not_grow_per_task_with_the_full_groups",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        name = getattr(item, "originalname", item.name)
+        if name in SLOW_TESTS or SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -17,10 +17,11 @@ from typing import Any
 import pytest
 
 from conftest import marked_processes, wait_until
-from offload.api.server import ServerThread, prepare
+from offload.clock import now_ms
 from offload.config import load_settings
 from offload.queue.models import State, TaskSpec
-from offload.queue.sqlite import SqliteStore, now_ms
+from offload.queue.sqlite import SqliteStore
+from offload.web.serve import ServerThread, prepare
 from offload.workers.agent.transcript import Transcript, transcript_path
 
 playwright_sync = pytest.importorskip("playwright.sync_api")

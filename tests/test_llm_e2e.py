@@ -16,10 +16,11 @@ import pytest
 from conftest import marked_processes, wait_until
 from fakes import FakeBedrock, FakeOpenAI, Reply, Request
 from fakes.environment import LlmEnv
+from offload.clock import now_ms
 from offload.config import load_settings
-from offload.output import parse_progress
+from offload.logs import parse_progress
 from offload.queue.models import State, Task
-from offload.queue.sqlite import SqliteStore, now_ms
+from offload.queue.sqlite import SqliteStore
 from offload.submission import Submitter
 
 pytest_plugins = ["fakes.fixtures"]

@@ -17,9 +17,9 @@ from mcp_types import TextContent
 
 from conftest import SupervisorProc, marked_processes
 from offload.config import load_settings
+from offload.mcp_server import tools as tools_module
+from offload.mcp_server.server import OUTPUT_URI
 from offload.queue.models import State, TaskSpec
-from offload.server import tools as tools_module
-from offload.server.app import OUTPUT_URI
 from test_mcp_support import call, data, error_text, make_server, store_of, until, wire_size
 
 Start = Callable[..., SupervisorProc]
@@ -37,7 +37,7 @@ TOOL_NAMES = {
     "purge_tasks",
     "queue_stats",
 }
-TOOLS_LIST_MAX_BYTES = 4500
+TOOLS_LIST_MAX_BYTES = 4400  # issue 13: a hard goal, however many tools
 STATUS_MAX_BYTES = 1024
 
 

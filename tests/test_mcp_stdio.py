@@ -20,7 +20,7 @@ from test_mcp_support import TasksClient, call, data, store_of, until, wire_size
 Start = Callable[..., SupervisorProc]
 
 ENTRY_POINTS = {
-    "module": ["-m", "offload.server"],
+    "module": ["-m", "offload.mcp_server"],
     "cli": ["-m", "offload", "mcp"],
 }
 

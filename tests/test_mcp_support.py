@@ -18,9 +18,9 @@ from mcp.client.extension import ClaimContext, ClientExtension, ResultClaim
 from mcp_types import CallToolResult, TextContent
 
 from offload.config import Settings, load_settings
+from offload.mcp_server.server import OffloadServer, build_server
+from offload.mcp_server.tasks_ext import TASKS_EXTENSION, TaskIdParams
 from offload.queue.sqlite import SqliteStore
-from offload.server.app import OffloadServer, build_server
-from offload.server.tasks_ext import TASKS_EXTENSION, TaskIdParams
 
 __all__ = [
     "DetailedTask",

@@ -15,8 +15,8 @@ from mcp_types import INVALID_PARAMS, METHOD_NOT_FOUND, MISSING_REQUIRED_CLIENT_
 
 from conftest import SupervisorProc, marked_processes
 from offload.config import load_settings
+from offload.mcp_server.tasks_ext import TASKS_EXTENSION, TaskIdParams, TaskUpdateParams
 from offload.queue.models import State
-from offload.server.tasks_ext import TASKS_EXTENSION, TaskIdParams, TaskUpdateParams
 from test_mcp_support import (
     DetailedTask,
     TaskCancelRequest,

@@ -14,8 +14,8 @@ import pytest
 from mcp.client import Client
 
 from offload.config import Settings, load_settings
+from offload.mcp_server.turns import MAX_BYTES, MAX_TURNS, RESULT_MAX_CHARS, cap_turns
 from offload.queue.models import Task, TaskSpec
-from offload.server.turns import MAX_BYTES, MAX_TURNS, RESULT_MAX_CHARS, cap_turns
 from offload.workers.agent.transcript import Transcript, transcript_path
 from test_mcp_support import call, make_server, store_of, wire_size
 

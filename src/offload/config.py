@@ -52,6 +52,10 @@ class Settings:
     cgroups: bool = True
     idle_exit_seconds: float = 900.0
     poll_seconds: float = 1.0
+    # Tasks (docs/environment.md): Python output streams to the log; a log past
+    # `max_output_bytes` is cut there and its task stopped (unset: no cap).
+    python_unbuffered: bool = True
+    max_output_bytes: int | None = 1 << 30
     # LLM tasks (see README "LLM tasks"); routing tables are plain data, not code.
     default_model: str = "auto"
     large_context_model: str = "auto"
@@ -223,6 +227,7 @@ _RANGES: dict[str, _Range] = {
     "nice": _Range(_WHOLE, 0, high=19),
     "idle_exit_seconds": _Range(_SECONDS, 0),  # 0: never exit when idle
     "poll_seconds": _POSITIVE_SECONDS,
+    "max_output_bytes": _COUNT,
     "max_rules_bytes": _COUNT,
     "max_context_file_bytes": _COUNT,
     "max_context_total_bytes": _COUNT,

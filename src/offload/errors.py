@@ -17,6 +17,8 @@ __all__ = [
     "PolicyRefused",
     "StoreError",
     "SupervisorRunning",
+    "disk_full",
+    "io_error_text",
 ]
 
 
@@ -54,3 +56,20 @@ class SupervisorRunning(OffloadError):
 
 class StoreError(OffloadError):
     """The queue database failed (disk full, unreadable file, ...)."""
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether an error (an OSError or a StoreError) comes from a full disk."""
+    import errno
+
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return isinstance(exc, StoreError) and "disk" in str(exc) and "full" in str(exc)
+
+
+def io_error_text(exc: OSError) -> str:
+    """One line for an I/O error a front end meets (no traceback): what failed and the fix."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    if disk_full(exc):
+        return f"the disk is full{where}; free some space and try again"
+    return f"I/O error{where}: {exc.strerror or exc}"

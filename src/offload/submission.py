@@ -19,6 +19,7 @@ from offload.policies.commands import CommandPolicy, check_command, compile_poli
 from offload.policies.environment import check_task_env
 from offload.policies.limits import check_group, check_priority, check_timeout
 from offload.policies.paths import resolve_inside
+from offload.policies.submitter_env import capture_environ
 from offload.queue.models import LLM_TYPES, TASK_TYPES, TaskSpec
 
 __all__ = ["MAX_BATCH", "MAX_COMMAND_BYTES", "MAX_SPEC_BYTES", "Submitter", "FIELDS"]
@@ -109,11 +110,18 @@ class Submitter:
         configured = [Path(os.path.expanduser(r)).resolve() for r in self.settings.workspace_roots]
         return [self.workspace, *configured]
 
-    def build(self, raw: Mapping[str, Any], resolve_id: Callable[[str], str]) -> TaskSpec:
+    def build(
+        self,
+        raw: Mapping[str, Any],
+        resolve_id: Callable[[str], str],
+        environ: Mapping[str, str] | None = None,
+    ) -> TaskSpec:
         """Validates `raw` (the fields of ARCHITECTURE §3) into a TaskSpec.
 
         `resolve_id` turns a task id or prefix into the full id of an existing task (for
-        `depends_on` and `parent_id`) or raises NotFound/AmbiguousId.
+        `depends_on` and `parent_id`) or raises NotFound/AmbiguousId. `environ` is the
+        submitting front end's environment: the task runs with its captured part
+        (`capture_environ`); without it the task runs with the supervisor's.
 
         Raises:
             InvalidInput: for a missing, malformed or out-of-range field.
@@ -159,6 +167,7 @@ class Submitter:
             large_context=_boolean("large_context", fields.get("large_context", False)),
             max_turns=_turns(fields.get("max_turns"), self.settings.agent_max_turns),
             parent_id=_parent_id(fields.get("parent_id"), resolve_id),
+            environ={} if environ is None else capture_environ(environ, self.settings.env_allow),
         )
 
     def _env(self, value: Any) -> dict[str, str]:

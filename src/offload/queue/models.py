@@ -30,7 +30,7 @@ __all__ = [
 
 
 class State(StrEnum):
-    """Where a task is in its life; ARCHITECTURE §3 lists the legal moves."""
+    """Where a task is in its life; docs/architecture.md draws the legal moves."""
 
     PENDING = "pending"  # queued, waiting for a slot, its group or its dependencies
     RUNNING = "running"  # claimed by the supervisor; its process tree exists
@@ -59,7 +59,7 @@ def new_task_id() -> str:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What a submitter asks for; validated by `offload.queue.submission` before it is stored."""
+    """What a submitter asks for; validated by `offload.submission` before it is stored."""
 
     type: str = "shell"
     command: str | list[str] | None = None
@@ -79,6 +79,9 @@ class TaskSpec:
     large_context: bool = False
     max_turns: int | None = None
     parent_id: str | None = None
+    policy: Mapping[str, Any] | None = None  # the submitter's TaskPolicy, as JSON
+    environ: Mapping[str, str] = field(default_factory=dict)  # the submitter's environment
+    run_on: tuple[str, ...] = ()  # host labels the executing supervisor must have
 
 
 def _loads(value: Any, default: Any) -> Any:
@@ -134,6 +137,10 @@ class Task:
     model_used: str | None
     files_written: tuple[str, ...]
     result: str | None
+    policy: dict[str, Any] | None = None
+    environ: dict[str, str] = field(default_factory=dict)
+    containment: str | None = None
+    run_on: tuple[str, ...] = ()
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any], depends_on: Sequence[str] = ()) -> Task:
@@ -187,6 +194,10 @@ class Task:
             model_used=row["model_used"],
             files_written=tuple(_loads(row["files_written"], [])),
             result=row["result"],
+            policy=_loads(row["policy"], None),
+            environ=_loads(row["environ"], {}),
+            containment=row["containment"],
+            run_on=tuple(_loads(row["run_on"], [])),
         )
 
     @property
@@ -207,7 +218,7 @@ class Task:
         """A JSON-ready dict of every field (states as strings)."""
         out = {k: getattr(self, k) for k in self.__dataclass_fields__}
         out["state"] = self.state.value
-        for key in ("depends_on", "labels", "context_files", "files_written"):
+        for key in ("depends_on", "labels", "context_files", "files_written", "run_on"):
             out[key] = list(out[key])
         return out
 

@@ -87,5 +87,14 @@ _V2 = """
 ALTER TABLE tasks ADD COLUMN tokens_cached INTEGER
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# Policies and environments travel with the task; the supervisor records the containment
+# it ran under; `run_on` lists the host labels a task needs.
+_V3 = """
+ALTER TABLE tasks ADD COLUMN policy TEXT;
+ALTER TABLE tasks ADD COLUMN environ TEXT;
+ALTER TABLE tasks ADD COLUMN containment TEXT;
+ALTER TABLE tasks ADD COLUMN run_on TEXT
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import builtins
 import json
-import os
-import shutil
 import sqlite3
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -26,12 +24,11 @@ from offload.queue.models import (
     TaskSpec,
     new_task_id,
 )
-from offload.queue.sqlite_db import now_ms
 from offload.queue.sqlite_supervisor import SqliteSupervisorSide
 from offload.queue.stats import read_stats
 from offload.queue.store import Stats, Store
 
-__all__ = ["SqliteStore", "now_ms"]
+__all__ = ["SqliteStore"]
 
 MAX_ROWS = 2**62  # LIMIT and OFFSET are clamped to this: more rows than any queue holds
 
@@ -55,8 +52,10 @@ class SqliteStore(SqliteSupervisorSide, Store):
         row = db.execute(
             """INSERT INTO tasks (id, type, state, command, spec, cwd, workspace, timeout_seconds,
                    priority, grp, env, name, labels, output_path, context_files, model,
-                   large_context, max_turns, parent_id, created_at, updated_at)
-               VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   large_context, max_turns, parent_id, created_at, updated_at, policy,
+                   environ, run_on)
+               VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                       ?, ?, ?)
                RETURNING *""",
             (
                 task_id,
@@ -79,6 +78,9 @@ class SqliteStore(SqliteSupervisorSide, Store):
                 spec.parent_id,
                 now,
                 now,
+                _dump(dict(spec.policy) if spec.policy is not None else None),
+                _dump(dict(spec.environ)) if spec.environ else None,
+                _dump(list(spec.run_on)) if spec.run_on else None,
             ),
         ).fetchone()
         db.executemany(
@@ -254,8 +256,6 @@ class SqliteStore(SqliteSupervisorSide, Store):
             for task in purged:
                 db.execute("DELETE FROM deps WHERE task_id = ?", (task.id,))
                 self._event(db, task.id, "purged", now, state=task.state.value)
-        for task in purged:
-            _unlink_quietly(task.log_path)
         return purged
 
     # -- the change feed ---------------------------------------------------------------
@@ -281,16 +281,3 @@ class SqliteStore(SqliteSupervisorSide, Store):
 def _clamp_rows(count: int) -> int:
     """A LIMIT or OFFSET within 0..MAX_ROWS, so no count overflows SQLite's 64-bit integer."""
     return max(0, min(count, MAX_ROWS))
-
-
-def _unlink_quietly(path: str | None) -> None:
-    """Removes a task's log, its agent transcript and its agent staging directory."""
-    if not path:
-        return
-    base = path[: -len(".log")] if path.endswith(".log") else path
-    for name in (path, base + ".turns.jsonl"):
-        try:
-            os.unlink(name)
-        except OSError:
-            pass
-    shutil.rmtree(base + ".staging", ignore_errors=True)

@@ -15,26 +15,21 @@ import json
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from offload.clock import now_ms
 from offload.errors import AmbiguousId, IllegalTransition, NotFound, StoreError
 from offload.queue.models import State, Task
 from offload.queue.schema import MIGRATIONS, SCHEMA_VERSION
 
-__all__ = ["BUSY_TIMEOUT_MS", "MIN_PREFIX", "SqliteDb", "now_ms"]
+__all__ = ["BUSY_TIMEOUT_MS", "MIN_PREFIX", "SqliteDb"]
 
 BUSY_TIMEOUT_MS = 15_000
 MIN_PREFIX = 6
 _T = TypeVar("_T")
-
-
-def now_ms() -> int:
-    """Current UTC time in milliseconds, written by the app (SQLite 3.40 lacks `subsec`)."""
-    return time.time_ns() // 1_000_000
 
 
 class SqliteDb:
@@ -86,27 +81,44 @@ class SqliteDb:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                raise StoreError(f"queue database is unavailable: {exc}") from exc
+                raise _store_error("is unavailable", exc) from exc
             try:
                 yield self._db
             except BaseException as exc:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 if isinstance(exc, sqlite3.Error):
-                    raise StoreError(f"queue database write failed: {exc}") from exc
+                    raise _store_error("write failed", exc) from exc
                 raise
             else:
                 try:
                     self._db.execute("COMMIT")
                 except sqlite3.Error as exc:
-                    self._db.execute("ROLLBACK")
-                    raise StoreError(f"queue database write failed: {exc}") from exc
+                    self._rollback()
+                    raise _store_error("write failed", exc) from exc
+
+    def _rollback(self) -> None:
+        """Rolls back what is left of a failed transaction.
+
+        On a full disk or an I/O error SQLite has often rolled back already; a second
+        ROLLBACK would replace the real cause with "no transaction is active".
+        """
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # the connection is unusable for this transaction either way
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a statement waits on another process's lock before failing."""
+        with self._lock:
+            self._db.execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}")
 
     def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         with self._lock:
             try:
                 return fn(self._db)
             except sqlite3.Error as exc:
-                raise StoreError(f"queue database read failed: {exc}") from exc
+                raise _store_error("read failed", exc) from exc
 
     def _event(
         self, db: sqlite3.Connection, task_id: str | None, kind: str, now: int, **detail: Any
@@ -169,6 +181,17 @@ class SqliteDb:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _store_error(what: str, exc: sqlite3.Error) -> StoreError:
+    """One line for a failed database call; a full disk says so and what to do."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL or "disk is full" in str(exc):
+        return StoreError(
+            "the disk holding the queue database is full; free some space and try again "
+            "(offload resumes by itself)"
+        )
+    return StoreError(f"queue database {what}: {exc}")
 
 
 def _past(verb: str) -> str:

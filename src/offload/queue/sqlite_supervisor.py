@@ -79,12 +79,13 @@ class SqliteSupervisorSide(SqliteDb):
         proc_start: float | None,
         cgroup: str | None,
         log_path: str,
+        containment: str | None = None,
     ) -> None:
         with self._write() as db:
             db.execute(
                 "UPDATE tasks SET pid = ?, pgid = ?, proc_start = ?, cgroup = ?, log_path = ?, "
-                "updated_at = ? WHERE id = ?",
-                (pid, pgid, proc_start, cgroup, log_path, self._clock(), task_id),
+                "containment = ?, updated_at = ? WHERE id = ?",
+                (pid, pgid, proc_start, cgroup, log_path, containment, self._clock(), task_id),
             )
 
     def finish(

@@ -107,8 +107,9 @@ class Store(ABC):
         proc_start: float | None,
         cgroup: str | None,
         log_path: str,
+        containment: str | None = None,
     ) -> None:
-        """Records the process a running task was spawned as."""
+        """Records the process a running task was spawned as, and what contains it."""
 
     @abstractmethod
     def finish(

@@ -8,10 +8,10 @@ import signal
 import sys
 import time
 
+from offload.clock import now_ms
 from offload.config import Settings
 from offload.errors import OffloadError, SupervisorRunning
 from offload.queue.models import State
-from offload.queue.sqlite import now_ms
 from offload.queue.store import Store
 from offload.supervisor.wake import poke, supervisor_pid
 
@@ -36,23 +36,36 @@ def _run(settings: Settings, store: Store, detached: bool) -> int:
 
 
 def _status(settings: Settings, store: Store, as_json: bool) -> int:
-    alive = poke(settings.home)
-    pid = supervisor_pid(settings.home) if alive else None
+    from offload.supervisor.liveness import supervisor_state
+
+    found = supervisor_state(settings.home, store)
     info = store.supervisor_info() or {}
     by_state = store.stats(now_ms(), days=1).counts  # one GROUP BY, however many tasks
     counts = {s.value: by_state.get(s.value, 0) for s in (State.PENDING, State.RUNNING)}
     if as_json:
-        from offload.render import print_json
+        from offload.cli.render import print_json
 
-        print_json({"running": alive, "pid": pid, "heartbeat_ms": info.get("at"), **counts})
-    elif alive:
+        print_json(
+            {
+                "running": found.state == "running",
+                "state": found.state,
+                "pid": found.pid if found.alive else None,
+                "heartbeat_ms": info.get("at"),
+                **counts,
+            }
+        )
+    elif found.alive:
+        what = "running" if found.state == "running" else "stopped (SIGSTOP: it runs nothing)"
         sys.stdout.write(
-            f"supervisor running (pid {pid}); {counts['running']} running, "
+            f"supervisor {what} (pid {found.pid}); {counts['running']} running, "
             f"{counts['pending']} pending\n"
         )
+        if found.state == "stopped":
+            sys.stdout.write(f"`kill -CONT {found.pid}` resumes it\n")
     else:
-        sys.stdout.write(f"no supervisor running for {settings.home}\n")
-    return 0 if alive else 3
+        dead = f" (pid {found.pid} died)" if found.state == "dead" else ""
+        sys.stdout.write(f"no supervisor running for {settings.home}{dead}\n")
+    return 0 if found.state == "running" else 3
 
 
 def _stop(settings: Settings, drain: bool, timeout: float) -> int:
@@ -62,6 +75,7 @@ def _stop(settings: Settings, drain: bool, timeout: float) -> int:
         return 0
     try:
         os.kill(pid, signal.SIGUSR1 if drain else signal.SIGTERM)
+        os.kill(pid, signal.SIGCONT)  # a stopped (SIGSTOP) supervisor acts on it only now
     except ProcessLookupError:
         sys.stdout.write("no supervisor running\n")
         return 0

@@ -1,8 +1,10 @@
 """The supervisor's table of running task processes: reaping, finishing and killing.
 
 Everything here is driven by the loop in `daemon.py`, one step at a time, with `now`
-passed in; nothing blocks. A finish the Store refused (a locked or full database) is
-kept and retried, so no task is left `running` because one write failed.
+passed in; nothing blocks. A finish the Store could not write (a locked or full database)
+is kept and retried every second, so no task is left `running` because one write failed;
+a finish the Store refused for good (the row was changed outside this supervisor) is
+logged once and dropped.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from offload.errors import OffloadError
+from offload.errors import IllegalTransition, NotFound, OffloadError
 from offload.queue.models import State, Task
 from offload.queue.store import Store
 from offload.supervisor import outcome
@@ -24,6 +27,7 @@ from offload.supervisor.tree import TaskTree, adopted_children
 __all__ = ["Running", "Tracker"]
 
 UNKILLABLE_GIVE_UP_SECONDS = 10.0
+RECORD_RETRY_SECONDS = 1.0
 
 
 @dataclass
@@ -54,13 +58,15 @@ class Tracker:
         self.lingering: list[TaskTree] = []
         self.unrecorded: dict[str, tuple[State, dict[str, Any]]] = {}
         self.freed = False  # a slot opened since the last claim
+        self.retry_at = 0.0  # when unrecorded finishes are tried again (monotonic)
+        self.on_finish: Any = None  # called with (run, state) just before a finish is written
         self._candidates: list[Any] | None = None
 
     # -- bookkeeping ---------------------------------------------------------------------
     @property
     def busy(self) -> bool:
         """True while something needs the loop's fast poll (a kill or a cleanup)."""
-        return bool(self.lingering or self.unrecorded) or any(
+        return bool(self.lingering) or any(
             r.kill_state or r.status is not None for r in self.running.values()
         )
 
@@ -81,20 +87,26 @@ class Tracker:
         try:
             self.store.finish(task_id, state, **kw)
             self.unrecorded.pop(task_id, None)
+        except (IllegalTransition, NotFound) as exc:  # final: retrying cannot help
+            self.unrecorded.pop(task_id, None)
+            self.log.error("finish_refused", task_id=task_id, error=str(exc))
         except OffloadError as exc:
+            if task_id not in self.unrecorded:
+                self.log.error("finish_failed", task_id=task_id, error=str(exc))
             self.unrecorded[task_id] = (state, kw)
-            self.log.error("finish_failed", task_id=task_id, error=str(exc))
+            self.retry_at = time.monotonic() + RECORD_RETRY_SECONDS
         self.freed = True
 
     def step(self, now: float) -> None:
         """Reaps, finishes exited tasks, advances kills and cleans up leftovers."""
         self._candidates = None
         self._reap()
-        for task_id, (state, kw) in list(self.unrecorded.items()):
-            self.record(task_id, state, **kw)
         self._finish_exited()
         self._advance_kills(now)
         self._sweep_lingering()
+        if self.unrecorded and time.monotonic() >= self.retry_at:
+            for task_id, (state, kw) in list(self.unrecorded.items()):
+                self.record(task_id, state, **kw)
 
     def _reap(self) -> None:
         while True:
@@ -113,6 +125,8 @@ class Tracker:
         run = self.running.pop(pid)
         if run.tree.cgroup and not run.tree.alive([]):
             CgroupRoot.remove(run.tree.cgroup)
+        if self.on_finish is not None:
+            self.on_finish(run, state)
         self.record(run.task.id, state, **kw)
         self.log.info("finished", task_id=run.task.id, state=state.value, **kw)
 

@@ -24,12 +24,19 @@ _LOCK_RETRY_SECONDS = 0.05
 
 
 def supervisor_pid(home: Path) -> int | None:
-    """The pid written in the lock file, if it parses."""
+    """The pid written in the lock file (`pid start-time`), if it parses."""
     try:
-        text = (home / LOCK_NAME).read_text().strip()
-        return int(text) if text else None
+        words = (home / LOCK_NAME).read_text().split()
+        return int(words[0]) if words else None
     except (OSError, ValueError):
         return None
+
+
+def _lock_text() -> bytes:
+    from offload.supervisor.liveness import process_start
+
+    start = process_start(os.getpid())
+    return f"{os.getpid()} {start:.3f}\n".encode() if start else f"{os.getpid()}\n".encode()
 
 
 class SupervisorLock:
@@ -64,8 +71,32 @@ class SupervisorLock:
                     ) from None
                 time.sleep(_LOCK_RETRY_SECONDS)  # waiting on the holder to exit, bounded
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.write(fd, _lock_text())
         self._fd = fd
+
+    def restore(self) -> bool:
+        """Takes the lock again if its file was deleted or replaced under us.
+
+        Returns False when the new file is locked by someone else (who must then have
+        started without seeing us) or cannot be created.
+        """
+        if self._fd is None:
+            return False
+        try:
+            if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
+                return True
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        old, self._fd = self._fd, None
+        try:
+            self.acquire(0.0)
+        except (OSError, SupervisorRunning):
+            self._fd = old
+            return False
+        os.close(old)
+        return True
 
     def release(self) -> None:
         """Drops the lock (the pid stays in the file; the lock is what counts)."""
@@ -96,6 +127,13 @@ class WakeFifo:
     def close(self) -> None:
         """Closes the FIFO: from now on front ends see that no supervisor runs."""
         os.close(self.fd)
+
+    def replaced(self) -> bool:
+        """True when the FIFO's path no longer leads to the FIFO we hold open."""
+        try:
+            return os.stat(self.path).st_ino != os.fstat(self.fd).st_ino
+        except OSError:
+            return True
 
 
 def poke(home: Path) -> bool:

@@ -50,12 +50,12 @@ def _runner(task_type: str) -> Callable[..., Any]:
 
 def _run(task_id: str) -> int:
     from offload.config import load_settings
-    from offload.queue.sqlite import SqliteStore
+    from offload.queue import open_store
     from offload.workers.llm import WorkerContext
     from offload.workers.redact import scrub
 
     settings = load_settings()
-    store = SqliteStore(settings.db_path)
+    store = open_store(settings)
     try:
         task = store.get(task_id)
         ctx = WorkerContext(settings=settings, store=store, environ=os.environ, out=sys.stdout)
@@ -101,13 +101,14 @@ def _record_early_failure(task_id: str, message: str) -> None:
     """Stores why the task could not even start (an invalid config file, most likely)."""
     from pathlib import Path
 
-    from offload.queue.sqlite import SqliteStore
+    from offload.config import Settings
+    from offload.queue import open_store
 
-    db_path = Path(os.path.expanduser(os.environ.get("OFFLOAD_HOME") or "~/.offload")) / "queue.db"
-    if not db_path.is_file():
+    home = Path(os.path.expanduser(os.environ.get("OFFLOAD_HOME") or "~/.offload"))
+    if not (home / "queue.db").is_file():
         return
     try:
-        store = SqliteStore(db_path)
+        store = open_store(Settings(home=home))
     except OffloadError:
         return
     try:

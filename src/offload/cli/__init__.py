@@ -1,0 +1,47 @@
+"""The `offload` command: the person's door to the queue.
+
+`main` parses the arguments and dispatches to `offload.cli.commands`, where each command
+calls the service layer and renders its answer. Exit codes scripts can rely on:
+0 success, 1 an offload error (message on stderr), 2 bad usage, 124 a wait timed out;
+`submit --wait` exits with the task's own exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from offload.cli.commands import EXIT_ERROR, EXIT_USAGE, parse_duration
+from offload.errors import OffloadError
+
+__all__ = ["main", "parse_duration"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the `offload` command; returns its exit code."""
+    from offload.cli.commands import COMMANDS, App
+    from offload.cli.parser import build_parser
+    from offload.config import load_settings
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = COMMANDS.get(getattr(args, "handler", None) or "")
+    if handler is None:
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return int(handler(App(load_settings()), args))
+    except OffloadError as exc:
+        sys.stderr.write(f"offload: {exc}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except OSError as exc:  # a full disk, a vanished data dir: one line, no traceback
+        from offload.errors import io_error_text
+
+        sys.stderr.write(f"offload: {io_error_text(exc)}\n")
+        return EXIT_ERROR

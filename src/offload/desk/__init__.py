@@ -1,0 +1,78 @@
+"""The service layer every front end shares: `Desk`, built by `open_desk`.
+
+The CLI, the MCP server, the HTTP API and an agent task's `submit_task` tool are thin
+adapters over a desk; see `offload.desk.desk` for the verbs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from offload.clock import now_ms
+from offload.config import Settings
+from offload.desk.desk import MAX_LIST, MIN_PREFIX, STATE_FILTERS, Desk, check_task_id
+from offload.desk.output import LocalOutput, TaskOutput, log_path
+from offload.queue.store import Store
+
+__all__ = [
+    "MAX_LIST",
+    "MIN_PREFIX",
+    "STATE_FILTERS",
+    "Desk",
+    "LocalOutput",
+    "TaskOutput",
+    "check_task_id",
+    "log_path",
+    "open_desk",
+    "wake_supervisor",
+]
+
+
+def wake_supervisor(settings: Settings) -> None:
+    """Wakes the supervisor of this data dir, starting one when none runs (the one place)."""
+    from offload.supervisor.launch import ensure_supervisor
+
+    ensure_supervisor(settings.home)
+
+
+def open_desk(
+    settings: Settings,
+    *,
+    workspace: Path | str,
+    confined: bool,
+    store: Store | None = None,
+    wake: Callable[[], object] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Desk:
+    """A desk on the queue the settings name.
+
+    Args:
+        settings: The loaded settings (data dir, policy, backend).
+        workspace: The directory submissions run in and are checked against.
+        confined: True to see only tasks of `workspace` (MCP, agents); False for all.
+        store: The queue to use; by default the one `open_store(settings)` opens.
+        wake: Wakes (or starts) the supervisor; by default `wake_supervisor`.
+        environ: The front end's environment, which tasks submitted here run with
+            (scrubbed); None: they run with the supervisor's.
+
+    Raises:
+        ConfigError: An allow/deny pattern is not a valid regex.
+        StoreError: The queue database cannot be opened.
+    """
+    from offload.queue import open_store
+    from offload.submission import Submitter
+
+    submitter = Submitter.for_workspace(settings, workspace)
+    return Desk(
+        settings=settings,
+        store=store if store is not None else open_store(settings),
+        output=LocalOutput(settings),
+        submitter=submitter,
+        scope=str(submitter.workspace) if confined else None,
+        wake=wake if wake is not None else (lambda: wake_supervisor(settings)),
+        clock_ms=now_ms,
+        sleep=time.sleep,
+        environ=environ,
+    )
