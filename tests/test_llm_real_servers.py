@@ -25,7 +25,7 @@ from conftest import wait_until
 from offload.queue.models import State
 from offload.queue.sqlite import SqliteStore
 
-pytestmark = [pytest.mark.slow, pytest.mark.llm_real]
+pytestmark = [pytest.mark.slow, pytest.mark.llm_real, pytest.mark.timeout(300)]
 
 FAKE_KEY_ID = "AKIAREALSERVERTEST01"
 FAKE_SECRET = "real-server-test-secret-0123456789"
