@@ -84,7 +84,7 @@ def test_the_issue_example_through_the_cli(
     (workspace / "src").mkdir()
     (workspace / "src/util.py").write_text(UNTYPED)
     _script_example(llm_env.bedrock)
-    start_supervisor(max_concurrent="2")
+    start_supervisor(max_concurrent="2", openai_base_url_is_openai="1")
     submitted = cli("submit", "--type", "agent", "--spec", EXAMPLE)
     assert submitted.returncode == 0, submitted.stderr
     task_id = submitted.stdout.strip()
@@ -131,7 +131,7 @@ def test_agent_task_through_mcp(
     llm_env.without_aws()
     llm_env.openai.reply_tool_calls([("write_file", {"path": "notes.md", "content": "# N\n"})])
     llm_env.openai.reply_text("Wrote the notes.")
-    start_supervisor()
+    start_supervisor(openai_base_url_is_openai="1")
 
     async def scenario() -> None:
         async with Client(make_server(workspace)) as client:
@@ -164,7 +164,7 @@ def test_cancel_mid_loop_kills_the_task_and_its_command(
     fake = llm_env.openai
     fake.reply_tool_calls([("write_file", {"path": "a.py", "content": "A = 2\n"})])
     fake.reply_tool_calls([("run_command", {"command": "sleep 60; echo never"})])
-    start_supervisor()
+    start_supervisor(openai_base_url_is_openai="1")
     submitted = cli("submit", "--type", "agent", "--spec", "slow work")
     task_id = submitted.stdout.strip()
 

@@ -31,7 +31,7 @@ from offload.workers.providers import Message, Provider, Stop, ToolCall, ToolRes
 
 pytest_plugins = ["fakes.fixtures"]
 
-SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+SONNET = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"  # the default: a profile
 CONVERSATION = [
     Message.user("fix it"),
     Message.assistant("Looking.", (ToolCall("c1", "read_file", {"path": "a.py"}),)),

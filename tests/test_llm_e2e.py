@@ -25,7 +25,7 @@ from offload.submission import Submitter
 
 pytest_plugins = ["fakes.fixtures"]
 
-SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+SONNET = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"  # the default: a profile
 DEADLINE_SECONDS = 90.0
 ANSWERS = {
     "write_file": "# Notes\n\nNothing yet.",
@@ -110,7 +110,7 @@ def test_every_task_type_runs_end_to_end(
         for kind in ANSWERS
     ]
     tasks = _submit(store, workspace, raws)
-    start_supervisor(max_concurrent="2")
+    start_supervisor(max_concurrent="2", openai_base_url_is_openai="1")
     done = {t.type: t for t in _wait_final(store, [t.id for t in tasks])}
 
     assert {k: t.state for k, t in done.items()} == dict.fromkeys(ANSWERS, State.COMPLETED)
@@ -180,7 +180,7 @@ def test_seed_batches_through_the_cli_on_bedrock(
     (workspace / "src/auth").mkdir(parents=True)
     (workspace / "src/auth/tokens.py").write_text("def issue(user):\n    return 'tok-' + user\n")
     llm_env.bedrock.respond_with(_seed_responder(llm_env.bedrock))
-    start_supervisor()
+    start_supervisor(openai_base_url_is_openai="1")
     submitted = cli("submit", "--batch", "-", input="\n".join(json.dumps(r) for r in SEED_BATCH))
     assert submitted.returncode == 0, submitted.stderr
     ids = submitted.stdout.split()
@@ -191,7 +191,7 @@ def test_seed_batches_through_the_cli_on_bedrock(
     assert [s["state"] for s in shown] == ["completed", "completed"]
     assert (workspace / "tests/test_tokens.py").read_text().startswith("from auth.tokens import")
     assert "refactor(auth)" in (workspace / "CHANGELOG.md").read_text()
-    cost = (2000 * 3 + 300 * 15) * 1.1 / 1e6  # Sonnet 4.5, regional endpoint
+    cost = (2000 * 3 + 300 * 15) / 1e6  # Sonnet 4.5, global profile: no regional markup
     for task in shown:
         assert task["model_used"] == SONNET
         assert (task["tokens_in"], task["tokens_out"]) == (2000, 300)
@@ -228,7 +228,7 @@ def test_bad_request_fails_and_cancel_kills_a_waiting_task(
             {"type": "review", "spec": "slow one"},
         ],
     )
-    start_supervisor(max_concurrent="2")
+    start_supervisor(max_concurrent="2", openai_base_url_is_openai="1")
     [failed] = _wait_final(store, [bad.id])
     assert failed.state is State.FAILED
     assert failed.error == (
@@ -256,7 +256,7 @@ def test_budget_refusal_end_to_end(
     store.record_usage(spent.id, tokens_in=10, tokens_out=10, cost_usd=2.5, model_used="gpt-4o")
     store.finish(spent.id, State.COMPLETED, exit_code=0)
     [task] = _submit(store, workspace, [{"type": "review", "spec": "x"}])
-    start_supervisor(max_daily_cost_usd="2.0")
+    start_supervisor(max_daily_cost_usd="2.0", openai_base_url_is_openai="1")
     [refused] = _wait_final(store, [task.id])
     assert refused.state is State.FAILED
     assert refused.error and refused.error.startswith("daily LLM budget reached: $2.5000 spent")

@@ -24,7 +24,7 @@ def test_seed_batch_through_mcp_writes_both_files_and_bills_them(
     (workspace / "src/auth").mkdir(parents=True)
     (workspace / "src/auth/tokens.py").write_text("def issue(user):\n    return 'tok-' + user\n")
     llm_env.bedrock.respond_with(e2e._seed_responder(llm_env.bedrock))
-    start_supervisor()
+    start_supervisor(openai_base_url_is_openai="1")
 
     async def scenario() -> dict[str, Any]:
         async with Client(make_server(workspace)) as client:
@@ -44,7 +44,7 @@ def test_seed_batch_through_mcp_writes_both_files_and_bills_them(
     assert [d["state"] for d in result["details"]] == ["completed", "completed"]
     assert (workspace / "tests/test_tokens.py").read_text().startswith("from auth.tokens import")
     assert "refactor(auth)" in (workspace / "CHANGELOG.md").read_text()
-    cost = (2000 * 3 + 300 * 15) * 1.1 / 1e6  # Sonnet 4.5 on a regional endpoint
+    cost = (2000 * 3 + 300 * 15) / 1e6  # Sonnet 4.5, global profile: no regional markup
     assert sum(d["cost_usd"] for d in result["details"]) == pytest.approx(2 * cost)
     assert result["stats"]["cost_today_usd"] == pytest.approx(2 * cost, abs=1e-6)
     assert llm_env.bedrock.model_ids() == [e2e.SONNET, e2e.SONNET]

@@ -22,7 +22,7 @@ from offload.workers.providers.retry import RetryPolicy, call_with_retries
 from offload.workers.providers.routing import Route, plan_route
 from offload.workers.redact import remember_secrets, scrub
 
-SONNET = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+SONNET = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"  # the default: a profile
 
 
 def _settings(**kw: object) -> Settings:
@@ -52,7 +52,9 @@ NO_AWS = lambda: False  # noqa: E731
         ),
         ("llama3.1:8b", False, True, "openai:llama3.1:8b", None),
         ("bedrock:custom-model", False, False, "bedrock:custom-model", None),
-        ("gpt-4o", True, True, "openai:gpt-4.1", None),
+        # large_context's default `auto`: Claude with the 1M beta on Bedrock, else gpt-4.1
+        ("gpt-4o", True, True, f"bedrock:{SONNET}", "openai:gpt-4.1"),
+        ("gpt-4o", True, False, "openai:gpt-4.1", None),
         ("smart", False, True, f"bedrock:{SONNET}", "openai:gpt-4o-mini"),
     ],
 )
@@ -134,15 +136,38 @@ def test_wait_is_jittered_exponential_capped_and_honours_retry_after(
 # -- prices ----------------------------------------------------------------------------------
 def test_prices_file_is_dated_and_prices_known_models() -> None:
     table = load_prices()
-    assert table.as_of == "2026-11-23"
+    assert table.as_of == "2025-11"
     usage = Usage(tokens_in=1_000_000, tokens_out=1_000_000)
     assert table.cost("openai", "gpt-4o", usage) == pytest.approx(12.50)
     assert table.cost("openai", "gpt-4o-mini", usage) == pytest.approx(0.75)
     assert table.cost("openai", "o3-mini", usage) == pytest.approx(5.50)
     assert table.cost("openai", "gpt-4.1", usage) == pytest.approx(10.00)
     assert table.cost("openai", "x", usage, "gpt-4o-2024-08-06") == pytest.approx(12.50)
-    assert table.cost("bedrock", f"global.{SONNET}", usage) == pytest.approx(18.00)
-    assert table.cost("bedrock", f"us.{SONNET}", usage) == pytest.approx(19.80)
+    assert table.cost("bedrock", SONNET, usage) == pytest.approx(18.00)
+    assert table.cost("bedrock", SONNET.replace("global.", "us."), usage) == pytest.approx(19.80)
+    # the refreshed table: mainstream models, each entry with its source and date
+    for model, total in [
+        ("gpt-5", 11.25),
+        ("gpt-5-mini", 2.25),
+        ("gpt-4.1-nano", 0.50),
+        ("o3", 10.00),
+        ("o4-mini", 5.50),
+    ]:
+        assert table.cost("openai", model, usage) == pytest.approx(total), model
+    assert table.cost("bedrock", "global.anthropic.claude-opus-4-5-20251101-v1:0", usage) == (
+        pytest.approx(30.00)
+    )
+    assert table.cost("bedrock", "global.anthropic.claude-opus-4-1-20250805-v1:0", usage) == (
+        pytest.approx(90.00)
+    )
+    assert table.cost("bedrock", "amazon.nova-pro-v1:0", usage) == pytest.approx(4.40)
+    import json
+    from importlib import resources
+
+    raw = json.loads(
+        resources.files("offload.workers.providers").joinpath("prices.json").read_text()
+    )
+    assert all(entry.get("source") and entry.get("as_of") for entry in raw["models"].values())
     assert table.cost("bedrock", "global.anthropic.claude-haiku-4-5-20251001-v1:0", usage) == (
         pytest.approx(6.00)
     )
@@ -290,7 +315,7 @@ def test_the_documented_config_example_loads_and_routes(offload_home: Path) -> N
     assert settings.max_daily_cost_usd == 5.0 and settings.rules_files == ()
     assert settings.model_routes == Settings().model_routes
     sonnet = plan_route("sonnet", False, settings, NO_AWS).primary
-    assert sonnet == Route("bedrock", f"global.{SONNET}")
+    assert sonnet == Route("bedrock", SONNET)
     assert plan_route("local", False, settings, AWS).primary == Route("openai", "llama3.1:8b")
     assert str(plan_route("smart", False, settings, AWS).fallback) == "openai:gpt-4o-mini"
     usage = Usage(tokens_in=1000, tokens_out=1000)

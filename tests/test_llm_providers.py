@@ -135,7 +135,7 @@ def test_bedrock_client_signs_converse_and_reads_usage(llm_env: LlmEnv) -> None:
     assert request.headers["authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIA")
     assert llm_env.bedrock.model_ids() == [SONNET]
     body = request.json()
-    assert body["system"] == [{"text": "be brief"}]
+    assert body["system"] == [{"text": "be brief"}, {"cachePoint": {"type": "default"}}]
     assert body["inferenceConfig"] == {"maxTokens": 64}
 
 

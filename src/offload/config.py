@@ -18,7 +18,13 @@ from typing import Any, NamedTuple, get_args, get_type_hints
 
 from offload.errors import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = [
+    "TASK_LLM_SETTINGS",
+    "Settings",
+    "load_settings",
+    "task_setting_env",
+    "with_task_settings",
+]
 
 
 def _default_concurrency() -> int:
@@ -74,8 +80,9 @@ class Settings:
     database_url: str | None = None
     # LLM tasks (see README "LLM tasks"); routing tables are plain data, not code.
     default_model: str = "auto"
-    large_context_model: str = "gpt-4.1"
-    bedrock_model: str = "anthropic.claude-sonnet-4-5-20250929-v1:0"
+    large_context_model: str = "auto"
+    # An inference profile: Bedrock refuses on-demand calls to the bare Claude 4.x ids.
+    bedrock_model: str = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
     openai_model: str = "gpt-4o-mini"
     openai_base_url: str | None = None
     aliases: dict[str, str] = field(default_factory=dict)
@@ -119,6 +126,21 @@ class Settings:
     agent_read_max_bytes: int = 200_000
     agent_link_dirs: tuple[str, ...] = (".venv", "venv", "node_modules", ".tox", ".nox")
     agent_max_subtasks: int = 10
+    # LLM calls (docs/llm.md): large-context routes, streaming with an idle timeout, prompt
+    # caching, thinking and effort, and the price charged for tokens of unpriced models.
+    bedrock_large_context_model: str = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"
+    openai_large_context_model: str = "gpt-4.1"
+    llm_stream: bool = True
+    llm_idle_timeout_seconds: float = 120.0
+    bedrock_prompt_cache: bool = True
+    bedrock_thinking_budget_tokens: int = 0
+    bedrock_additional_fields: dict[str, Any] = field(default_factory=dict)
+    openai_reasoning_effort: str | None = None
+    # True when openai_base_url/OPENAI_BASE_URL is a proxy in front of OpenAI itself, so
+    # OpenAI's packaged prices apply; a local or other server is priced only by [prices].
+    openai_base_url_is_openai: bool = False
+    unpriced_input_usd_per_mtok: float = 15.0
+    unpriced_output_usd_per_mtok: float = 75.0
 
     @property
     def db_path(self) -> Path:
@@ -242,7 +264,20 @@ _RANGES: dict[str, _Range] = {
     "agent_command_output_bytes": _COUNT,
     "agent_read_max_bytes": _COUNT,
     "agent_max_subtasks": _Range(_WHOLE, 0),  # 0: agents may not queue sub-tasks
+    "llm_idle_timeout_seconds": _POSITIVE_SECONDS,
 }
+# The settings a task may set for itself through its env, as `LLM_<NAME>` with NAME's
+# own `llm_` left off (`LLM_STREAM`, `LLM_OPENAI_REASONING_EFFORT`): OFFLOAD_* names are
+# reserved for offload, so a task cannot set those.
+TASK_LLM_SETTINGS = (
+    "llm_stream",
+    "llm_idle_timeout_seconds",
+    "bedrock_prompt_cache",
+    "bedrock_thinking_budget_tokens",
+    "openai_reasoning_effort",
+    "max_output_tokens",
+)
+REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 _DEFAULT_RANGE = _Range("a finite number", 0)
 
 
@@ -304,6 +339,7 @@ def _validate(settings: Settings) -> Settings:
         settings = dataclasses.replace(settings, sandbox=mode)
     if settings.agent_run_commands_in not in {"staging", "workspace"}:
         raise ConfigError("setting agent_run_commands_in must be 'staging' or 'workspace'")
+    _validate_llm(settings)
     return settings
 
 
@@ -311,6 +347,45 @@ def _validate(settings: Settings) -> Settings:
 def _settings_hints() -> dict[str, Any]:
     """Settings' field types, resolved once per process (resolving compiles each one)."""
     return get_type_hints(Settings)
+
+
+def _validate_llm(settings: Settings) -> None:
+    effort = settings.openai_reasoning_effort
+    if effort is not None and effort not in REASONING_EFFORTS:
+        raise ConfigError(
+            f"setting openai_reasoning_effort = {effort!r} is invalid: use one of "
+            f"{', '.join(REASONING_EFFORTS)} (or unset)"
+        )
+    budget = settings.bedrock_thinking_budget_tokens
+    if budget and budget < 1024:
+        raise ConfigError(
+            f"setting bedrock_thinking_budget_tokens = {budget} is invalid: must be 0 (off) "
+            "or at least 1024"
+        )
+
+
+def task_setting_env(name: str) -> str:
+    """The task env variable that sets LLM setting `name` for one task."""
+    return "LLM_" + name.upper().removeprefix("LLM_")
+
+
+def with_task_settings(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """`settings` with the LLM settings a task set in its env (`task_setting_env(name)`).
+
+    Only `TASK_LLM_SETTINGS` may be set so.
+
+    Raises:
+        ConfigError: naming the variable and what it allows.
+    """
+    hints = get_type_hints(Settings)
+    typed: dict[str, Any] = {}
+    for name in TASK_LLM_SETTINGS:
+        key = task_setting_env(name)
+        if key in env:
+            typed[name] = _coerce(key, hints[name], env[key])
+    if not typed:
+        return settings
+    return _validate(dataclasses.replace(settings, **typed))
 
 
 def load_settings(

@@ -9,6 +9,9 @@ answers `default_text`.
 from __future__ import annotations
 
 import itertools
+import json
+import struct
+import zlib
 from typing import Any
 from urllib.parse import unquote
 
@@ -22,7 +25,7 @@ _ids = itertools.count(1)
 def model_id(request: Request) -> str | None:
     """The model id of a Converse request (URL-decoded), or None for any other path."""
     parts = request.path.split("?")[0].split("/")
-    if len(parts) == 4 and parts[1] == "model" and parts[3] == "converse":
+    if len(parts) == 4 and parts[1] == "model" and parts[3] in ("converse", "converse-stream"):
         return unquote(parts[2])
     return None
 
@@ -126,6 +129,12 @@ class FakeBedrock(ScriptedServer):
     def default_reply(self, request: Request) -> Reply:
         return self.text(self.default_text)
 
+    def _next(self, request: Request) -> Reply:
+        reply = super()._next(request)
+        if request.path.split("?")[0].endswith("/converse-stream") and reply.status == 200:
+            return _streamed(reply)
+        return reply
+
     def model_ids(self) -> list[str]:
         """The model id of every Converse request received, in order."""
         return [m for m in (model_id(r) for r in self.requests) if m]
@@ -133,3 +142,48 @@ class FakeBedrock(ScriptedServer):
     def bodies(self) -> list[dict[str, Any]]:
         """The JSON bodies of the Converse requests received."""
         return [r.json() for r in self.requests if model_id(r)]
+
+
+def _event(event_type: str, payload: dict[str, Any]) -> bytes:
+    """One AWS event-stream message (what ConverseStream sends), with its CRCs."""
+    headers = b""
+    for name, value in (
+        (":message-type", "event"),
+        (":event-type", event_type),
+        (":content-type", "application/json"),
+    ):
+        raw = value.encode()
+        headers += bytes([len(name)]) + name.encode() + b"\x07" + struct.pack(">H", len(raw)) + raw
+    body = json.dumps(payload).encode()
+    total = 12 + len(headers) + len(body) + 4
+    prelude = struct.pack(">II", total, len(headers))
+    prelude += struct.pack(">I", zlib.crc32(prelude))
+    message = prelude + headers + body
+    return message + struct.pack(">I", zlib.crc32(message))
+
+
+def stream_events(converse_body: dict[str, Any]) -> bytes:
+    """A Converse response body re-sent as the ConverseStream events that carry it."""
+    out = [_event("messageStart", {"role": "assistant"})]
+    blocks = converse_body["output"]["message"]["content"]
+    for index, block in enumerate(blocks):
+        if "toolUse" in block:
+            use = block["toolUse"]
+            start = {"toolUse": {"toolUseId": use["toolUseId"], "name": use["name"]}}
+            out.append(_event("contentBlockStart", {"start": start, "contentBlockIndex": index}))
+            delta: dict[str, Any] = {"toolUse": {"input": json.dumps(use["input"])}}
+        else:
+            delta = {"text": block.get("text", "")}
+        out.append(_event("contentBlockDelta", {"delta": delta, "contentBlockIndex": index}))
+        out.append(_event("contentBlockStop", {"contentBlockIndex": index}))
+    out.append(_event("messageStop", {"stopReason": converse_body["stopReason"]}))
+    out.append(_event("metadata", {"usage": converse_body["usage"], "metrics": {"latencyMs": 1}}))
+    return b"".join(out)
+
+
+def _streamed(reply: Reply) -> Reply:
+    def body(request: Request) -> bytes:
+        return stream_events(json.loads(reply.render(request)))
+
+    headers = {"Content-Type": "application/vnd.amazon.eventstream", **reply.headers}
+    return Reply(200, body, headers, reply.delay)

@@ -96,6 +96,7 @@ def point_sdks_at(
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_REGION": "us-east-1",
         "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": fake_bedrock.url,
+        "OFFLOAD_OPENAI_BASE_URL_IS_OPENAI": "1",  # the fake stands for OpenAI itself
         "NO_PROXY": "127.0.0.1,localhost",
         "no_proxy": "127.0.0.1,localhost",
     }

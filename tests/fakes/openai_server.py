@@ -149,6 +149,13 @@ class FakeOpenAI(ScriptedServer):
             return self.error(404, f"no route {request.method} {request.path}", type="not_found")
         return None
 
+    def _next(self, request: Request) -> Reply:
+        reply = super()._next(request)
+        body = request.json() if request.body else None
+        if isinstance(body, dict) and body.get("stream") and reply.status == 200:
+            return _streamed(reply)
+        return reply
+
     def default_reply(self, request: Request) -> Reply:
         return self.text(self.default_text)
 
@@ -156,3 +163,43 @@ class FakeOpenAI(ScriptedServer):
     def bodies(self) -> list[dict[str, Any]]:
         """The JSON bodies of the chat completion requests received."""
         return [r.json() for r in self.requests if r.path.split("?")[0] in _PATHS]
+
+
+def stream_chunks(completion: dict[str, Any]) -> bytes:
+    """A chat.completion re-sent as the SSE chunks of a streamed answer (text in pieces,
+    tool calls as fragments, usage in a last chunk as `stream_options.include_usage`)."""
+    base = {k: completion[k] for k in ("id", "created", "model")}
+    base["object"] = "chat.completion.chunk"
+    choice = completion["choices"][0]
+    message = choice["message"]
+    deltas: list[dict[str, Any]] = [{"role": "assistant"}]
+    text = message.get("content") or ""
+    deltas += [{"content": text[i : i + 5]} for i in range(0, len(text), 5)]
+    for index, call in enumerate(message.get("tool_calls") or ()):
+        head = {
+            "index": index,
+            "id": call["id"],
+            "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": ""},
+        }
+        args = call["function"]["arguments"]
+        deltas.append({"tool_calls": [head]})
+        deltas.append({"tool_calls": [{"index": index, "function": {"arguments": args}}]})
+    if message.get("refusal"):
+        deltas.append({"refusal": message["refusal"]})
+    events = [
+        {**base, "choices": [{"index": 0, "delta": d, "finish_reason": None}]} for d in deltas
+    ]
+    events.append(
+        {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": choice["finish_reason"]}]}
+    )
+    events.append({**base, "choices": [], "usage": completion["usage"]})
+    lines = [f"data: {json.dumps(e)}\n\n" for e in events] + ["data: [DONE]\n\n"]
+    return "".join(lines).encode()
+
+
+def _streamed(reply: Reply) -> Reply:
+    def body(request: Request) -> bytes:
+        return stream_chunks(json.loads(reply.render(request)))
+
+    return Reply(200, body, {"Content-Type": "text/event-stream", **reply.headers}, reply.delay)

@@ -13,16 +13,28 @@ import contextlib
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from offload.errors import InvalidInput, OffloadError
+from offload.errors import InvalidInput, OffloadError, PolicyRefused
 from offload.policies.paths import resolve_inside
 
-__all__ = ["FileWrite", "WriteFailed", "plan_writes", "replace_all", "write_files"]
+__all__ = [
+    "PROTECTED_NAMES",
+    "FileWrite",
+    "Snapshot",
+    "WriteFailed",
+    "plan_writes",
+    "replace_all",
+    "write_files",
+]
 
 _TEMP_PREFIX = ".offload-tmp-"
+# Directories no answer may write into: a file there runs later (a git hook runs on the
+# next commit or push), so model output or an injected context file must never land there.
+PROTECTED_NAMES = frozenset({".git", ".hg", ".svn"})
 
 
 class WriteFailed(OffloadError):
@@ -71,12 +83,60 @@ def plan_writes(
     resolved: list[Path] = []
     for item in writes:
         path = resolve_inside(item.path, roots, base=base, forbidden=forbidden)
+        inside = _relative_to_root(path, roots)
+        if PROTECTED_NAMES.intersection(inside.parts):
+            raise PolicyRefused(
+                f"the answer writes {item.path}, inside a version-control directory "
+                f"({', '.join(sorted(PROTECTED_NAMES))}); nothing was written"
+            )
         if path in resolved:
             raise InvalidInput(f"the answer writes {item.path} twice")
         if path.is_dir():
             raise InvalidInput(f"the answer writes {item.path}, which is a directory")
         resolved.append(path)
     return resolved
+
+
+def _relative_to_root(path: Path, roots: Sequence[Path]) -> Path:
+    for root in roots:
+        if path.is_relative_to(root.resolve()):
+            return path.relative_to(root.resolve())
+    return path
+
+
+class Snapshot:
+    """The files a task read or will write, as they were before the model was called, so
+    an edit made while the model answered is never overwritten (all-or-nothing refusal).
+
+    Files it did not record must not have changed since `started_ns` either.
+    """
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.started_ns = time.time_ns()
+        self._before = {path: _read(path) for path in paths}
+
+    def check(self, paths: Sequence[Path], shown: Callable[[Path], str]) -> None:
+        """Raises WriteFailed when any of `paths` changed since the snapshot."""
+        for path in paths:
+            if path in self._before:
+                changed = _read(path) != self._before[path]
+            else:
+                try:
+                    changed = path.stat().st_mtime_ns >= self.started_ns
+                except FileNotFoundError:
+                    changed = False
+            if changed:
+                raise WriteFailed(
+                    f"{shown(path)} changed while the task ran; nothing was written, so "
+                    "the edit is kept: retry the task to build on it"
+                )
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
 
 
 def _prepare(items: Sequence[tuple[Path, bytes]]) -> list[_Target]:
@@ -166,6 +226,7 @@ def write_files(
     base: Path,
     *,
     forbidden: Sequence[Path] = (),
+    snapshot: Snapshot | None = None,
 ) -> list[Path]:
     """Writes every file of an answer, or none of them.
 
@@ -173,6 +234,9 @@ def write_files(
         writes: The files and their contents.
         roots: The allowed workspace roots.
         base: What relative paths are relative to.
+        forbidden: Directories never written (offload's data dir).
+        snapshot: When given, the targets must not have changed since it was taken
+            (checked again just before the renames).
 
     Returns:
         The absolute paths written, in answer order.
@@ -183,8 +247,15 @@ def write_files(
         WriteFailed: the disk refused (nothing changed).
     """
     paths = plan_writes(writes, roots, base, forbidden=forbidden)
+    check = None
+    if snapshot is not None:
+        snapshot.check(paths, str)
+        check = lambda: snapshot.check(paths, str)  # noqa: E731
     try:
-        replace_all([(p, w.content.encode("utf-8")) for p, w in zip(paths, writes, strict=True)])
+        replace_all(
+            [(p, w.content.encode("utf-8")) for p, w in zip(paths, writes, strict=True)],
+            check,
+        )
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         raise WriteFailed(

@@ -14,15 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from offload.config import Settings
+from offload.config import Settings, with_task_settings
 from offload.errors import OffloadError
 from offload.policies.paths import resolve_inside
 from offload.queue.models import Task
 from offload.queue.store import Store
-from offload.workers.answers import AnswerRejected, file_content, parse_files
+from offload.workers.answers import AnswerRejected, check_promises, file_content, parse_files
 from offload.workers.budget import check_budget
 from offload.workers.context import ContextFile, display_path, read_context, read_one
-from offload.workers.files import FileWrite, write_files
+from offload.workers.files import FileWrite, Snapshot, write_files
+from offload.workers.live import LiveText
 from offload.workers.prompts import build_prompt
 from offload.workers.providers import (
     Completion,
@@ -30,6 +31,7 @@ from offload.workers.providers import (
     Provider,
     ProviderError,
     Usage,
+    call_options,
     make_provider,
 )
 from offload.workers.providers.pricing import PriceTable, load_prices
@@ -119,6 +121,7 @@ class _Prepared:
     workspace: Path
     roots: list[Path]
     forbidden: list[Path]  # offload's data dir: never read or written, even inside a root
+    snapshot: Snapshot  # the files as they were before the call: edits made meanwhile win
 
 
 def _prepare(task: Task, ctx: WorkerContext) -> _Prepared:
@@ -141,6 +144,8 @@ def _prepare(task: Task, ctx: WorkerContext) -> _Prepared:
     )
     ctx.say(f"[1/{STEPS}] preparing: {_describe(rules, context, workspace)}")
     check_budget(ctx.store, task.id, settings.max_daily_cost_usd, ctx.now_ms())
+    seen = [c.path for c in context] + ([output] if output is not None else [])
+    snapshot = Snapshot(seen)
     prompt = build_prompt(
         kind,
         task.spec or "",
@@ -150,7 +155,7 @@ def _prepare(task: Task, ctx: WorkerContext) -> _Prepared:
         current_output=current,
         max_tokens=settings.max_output_tokens,
     )
-    return _Prepared(kind, prompt, output, workspace, roots, forbidden)
+    return _Prepared(kind, prompt, output, workspace, roots, forbidden, snapshot)
 
 
 def _output_path(
@@ -209,11 +214,7 @@ class _Caller:
                     first_error = exc
                     continue
                 if first_error is not None:
-                    raise ProviderError(
-                        f"{exc} (after falling back from: {first_error})",
-                        provider=exc.provider,
-                        kind=exc.kind,
-                    ) from None
+                    raise exc.after_fallback(first_error) from None
                 raise
         raise AssertionError("unreachable: a plan has at least one route")
 
@@ -226,11 +227,19 @@ class _Caller:
                 f"(attempt {attempt + 1}, llm_max_attempts is {self.policy.max_attempts})"
             )
 
+        live = LiveText(self.ctx.say)
+        options = call_options(
+            self.ctx.settings, large_context=self.task.large_context, on_text=live
+        )
+
+        def attempt() -> Completion:
+            try:
+                return provider.complete(route.model, prompt, options)
+            finally:
+                live.flush()
+
         completion = call_with_retries(
-            lambda: provider.complete(route.model, prompt),
-            self.policy,
-            on_retry=on_retry,
-            sleep=self.ctx.sleep,
+            attempt, self.policy, on_retry=on_retry, sleep=self.ctx.sleep
         )
         bill_call(
             self.ctx,
@@ -242,6 +251,21 @@ class _Caller:
             completion.response_model,
         )
         return completion
+
+
+def _packaged_prices_apply(ctx: WorkerContext, provider: str) -> bool:
+    """False for an OpenAI-compatible server that is not OpenAI's own: the packaged table
+    holds OpenAI's prices, not a local or third-party server's."""
+    if ctx.settings.openai_base_url_is_openai:
+        return True
+    client = ctx._providers.get(provider)
+    return bool(getattr(client, "official", True))
+
+
+def _model_used(model: str, response_model: str | None) -> str:
+    if response_model and not response_model.startswith(model):
+        return f"{model} (answered by {response_model})"
+    return model
 
 
 def bill_call(
@@ -256,26 +280,41 @@ def bill_call(
     """Records one provider call's tokens and cost on the task and says so in its log.
 
     Every LLM and agent call is billed here, once, so cached tokens and the price source
-    are recorded the same way for both. Returns the cost (None: no known price).
+    are recorded the same way for both. A model without a price is charged a conservative
+    estimate (`unpriced_*_usd_per_mtok`, by default the dearest mainstream model's
+    prices), so a daily budget still stops it; its `model_used` says `[unpriced,
+    estimated]`, which `offload stats` shows next to the cost. Returns the cost.
     """
-    cost = prices.cost(provider, model, usage, response_model)
+    packaged = _packaged_prices_apply(ctx, provider)
+    cost = prices.cost(provider, model, usage, response_model, packaged=packaged)
+    used = _model_used(model, response_model)
+    settings = ctx.settings
+    if usage.reported_cost_usd is not None:
+        shown = f"${cost:.6f} (reported by the provider)"
+    elif cost is None:
+        rate_in, rate_out = (
+            settings.unpriced_input_usd_per_mtok,
+            settings.unpriced_output_usd_per_mtok,
+        )
+        cost = (usage.tokens_in * rate_in + usage.tokens_out * rate_out) / 1_000_000
+        used += " [unpriced, estimated]"
+        shown = (
+            f"~${cost:.6f} estimated (no price for this model; charged at ${rate_in:g}/"
+            f"${rate_out:g} per 1M tokens against the budget; add its price under [prices])"
+        )
+    else:
+        shown = f"${cost:.6f} (prices as of {prices.as_of})"
     ctx.store.record_usage(
         task_id,
         tokens_in=usage.tokens_in,
         tokens_out=usage.tokens_out,
         cost_usd=cost,
-        model_used=model,
+        model_used=used,
         tokens_cached=usage.cached_in,
     )
-    if usage.reported_cost_usd is not None:
-        shown = f"${cost:.6f} (reported by the provider)"
-    elif cost is None:
-        shown = "unknown (no price for this model; add one under [prices])"
-    else:
-        shown = f"${cost:.6f} (prices as of {prices.as_of})"
     ctx.say(
-        f"usage: {usage.tokens_in} tokens in ({usage.cached_in} cached), "
-        f"{usage.tokens_out} out; cost {shown}"
+        f"usage: {usage.tokens_in} tokens in ({usage.cached_in} cached, "
+        f"{usage.cache_write_in} written to the cache), {usage.tokens_out} out; cost {shown}"
     )
     return cost
 
@@ -283,6 +322,8 @@ def bill_call(
 def _check_answer(completion: Completion, settings: Settings) -> str:
     if completion.refusal:
         raise AnswerRejected(f"the model declined the task: {completion.refusal}")
+    if completion.failure:
+        raise AnswerRejected(completion.failure)
     if completion.truncated:
         raise AnswerRejected(
             f"the answer was cut off at max_output_tokens ({settings.max_output_tokens}); "
@@ -306,6 +347,7 @@ def _deliver(task: Task, prep: _Prepared, text: str, ctx: WorkerContext) -> Outc
                 prep.roots,
                 prep.workspace,
                 forbidden=prep.forbidden,
+                snapshot=prep.snapshot,
             )
         else:
             ctx.say(f"[3/{STEPS}] storing the answer as the task's result")
@@ -317,9 +359,17 @@ def _deliver(task: Task, prep: _Prepared, text: str, ctx: WorkerContext) -> Outc
     else:
         answer = parse_files(text)
         writes, summary = answer.files, answer.summary
-    names = ", ".join(w.path for w in writes)
-    ctx.say(f"[3/{STEPS}] writing {len(writes)} file(s): {names}")
-    written = write_files(writes, prep.roots, prep.workspace, forbidden=prep.forbidden)
+    shown_names = [
+        display_path(prep.output, prep.workspace)
+        if kind.contract is Contract.FILE and prep.output
+        else w.path
+        for w in writes
+    ]
+    check_promises([FileWrite(n, w.content) for n, w in zip(shown_names, writes, strict=True)])
+    ctx.say(f"[3/{STEPS}] writing {len(writes)} file(s): {', '.join(shown_names)}")
+    written = write_files(
+        writes, prep.roots, prep.workspace, forbidden=prep.forbidden, snapshot=prep.snapshot
+    )
     shown = ", ".join(display_path(p, prep.workspace) for p in written)
     result = f"wrote {shown}" + (f"\n\n{summary}" if summary else "")
     return Outcome(result, [str(p) for p in written])
@@ -332,6 +382,7 @@ def run_llm_task(task: Task, ctx: WorkerContext) -> Outcome:
         OffloadError: any reason the task failed (budget, context rule, provider error,
             answer that breaks the contract, path escape); nothing was written.
     """
+    ctx.settings = with_task_settings(ctx.settings, task.env)
     prep = _prepare(task, ctx)
     plan = plan_route(task.model, task.large_context, ctx.settings, ctx.has_bedrock_credentials)
     prices = load_prices(ctx.settings.prices)

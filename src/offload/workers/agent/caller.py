@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from offload.queue.models import Task
+from offload.workers.live import LiveText
 from offload.workers.llm import WorkerContext, bill_call
-from offload.workers.providers import Message, ProviderError, Reply, Tool
+from offload.workers.providers import Message, ProviderError, Reply, Tool, call_options
 from offload.workers.providers.pricing import PriceTable, load_prices
 from offload.workers.providers.retry import RetryPolicy, call_with_retries
 from offload.workers.providers.routing import Route, plan_route, should_fall_back
@@ -65,11 +66,7 @@ class Caller:
                     self.routes = self.routes[1:]
                     continue
                 if self.first_error is not None:
-                    raise ProviderError(
-                        f"{exc} (after falling back from: {self.first_error})",
-                        provider=exc.provider,
-                        kind=exc.kind,
-                    ) from None
+                    raise exc.after_fallback(self.first_error) from None
                 raise
 
     def _attempt(
@@ -81,11 +78,19 @@ class Caller:
         max_tokens: int,
     ) -> Reply:
         provider = self.ctx.provider(route.provider)
+        live = LiveText(self.ctx.say)
+        options = call_options(
+            self.ctx.settings, large_context=self.task.large_context, on_text=live
+        )
+
+        def attempt() -> Reply:
+            try:
+                return provider.converse(route.model, system, messages, tools, max_tokens, options)
+            finally:
+                live.flush()
+
         return call_with_retries(
-            lambda: provider.converse(route.model, system, messages, tools, max_tokens),
-            self.policy,
-            on_retry=self._on_retry,
-            sleep=self.ctx.sleep,
+            attempt, self.policy, on_retry=self._on_retry, sleep=self.ctx.sleep
         )
 
     def _on_retry(self, error: ProviderError, attempt: int, seconds: float) -> None:

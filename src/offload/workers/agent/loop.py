@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from offload.config import with_task_settings
 from offload.errors import OffloadError
 from offload.policies.enforce import stored_policy
 from offload.queue.models import Task
@@ -44,6 +45,8 @@ __all__ = ["AgentFailed", "run_agent_task", "staging_path"]
 _CUT_OFF_NUDGE = (
     "Your reply was cut off at the output-token limit. Go on; write large files in smaller steps."
 )
+_MALFORMED_NUDGE = "Your last tool call was malformed and could not be read. Send it again."
+MAX_SAME_FAILURES = 3  # the same failing tool call this often ends the task
 
 
 class AgentFailed(OffloadError):
@@ -67,6 +70,8 @@ class _Agent:
     max_turns: int
     messages: list[Message] = field(default_factory=list)
     spent_usd: float = 0.0
+    failures: dict[str, int] = field(default_factory=dict)  # failing call -> times seen
+    malformed: int = 0
 
     # -- one turn ---------------------------------------------------------------------
     def _check_budget(self) -> None:
@@ -139,6 +144,8 @@ class _Agent:
                 result = self.tools.run(call)
                 outcome = "error" if result.is_error else "ok"
                 self.ctx.say(f"  {call.name} {_brief(call.arguments)} -> {outcome}")
+                if result.is_error:
+                    self._count_failure(call, result)
             results.append(result)
         self.messages.append(Message.user(results=tuple(results)))
         return [
@@ -152,6 +159,40 @@ class _Agent:
             for call, result in zip(reply.tool_calls, results, strict=True)
         ]
 
+    def _count_failure(self, call: ToolCall, result: ToolResult) -> None:
+        """Ends the task when the model repeats the same failing call MAX_SAME_FAILURES times."""
+        key = json.dumps([call.name, call.arguments, call.invalid], sort_keys=True, default=str)
+        self.failures[key] = self.failures.get(key, 0) + 1
+        if self.failures[key] >= MAX_SAME_FAILURES:
+            raise AgentFailed(
+                f"the model repeated the same failing tool call {MAX_SAME_FAILURES} times: "
+                f"{call.name} {_brief(call.arguments)} -> {_brief(result.content)}; nothing "
+                "was applied"
+            )
+
+    def _stopped_short(self, reply: Reply) -> bool:
+        """Handles a reply that stopped without finishing; True to go on with the loop."""
+        if reply.stop is Stop.REFUSED:
+            raise AgentFailed(f"the model declined to go on: {_brief(reply.text)}")
+        if reply.stop is Stop.CONTEXT_EXCEEDED:
+            raise AgentFailed(
+                "the conversation outgrew the model's context window; nothing was applied: "
+                "split the task or use a model with a larger context (large_context)"
+            )
+        if reply.stop is Stop.MALFORMED:
+            self.malformed += 1
+            if self.malformed >= MAX_SAME_FAILURES:
+                raise AgentFailed(
+                    f"the model's tool calls were malformed {self.malformed} times; nothing "
+                    "was applied"
+                )
+            self.messages.append(Message.user(_MALFORMED_NUDGE))
+            return True
+        if reply.stop is Stop.MAX_TOKENS:
+            self.messages.append(Message.user(_CUT_OFF_NUDGE))
+            return True
+        return False
+
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> Outcome:
         for index in range(1, self.max_turns + 1):
@@ -164,10 +205,7 @@ class _Agent:
                 self._record(index, reply, tool_calls=calls, cost_usd=cost)
                 continue
             self._record(index, reply, cost_usd=cost)
-            if reply.stop is Stop.REFUSED:
-                raise AgentFailed(f"the model declined to go on: {_brief(reply.text)}")
-            if reply.stop is Stop.MAX_TOKENS:
-                self.messages.append(Message.user(_CUT_OFF_NUDGE))
+            if self._stopped_short(reply):
                 continue
             return self._finish(reply.text, index)
         raise AgentFailed(
@@ -271,6 +309,7 @@ def run_agent_task(task: Task, ctx: WorkerContext) -> Outcome:
             apply, a bad rules or context file); the workspace was not touched and the
             staged files are kept in `<logs_dir>/<task-id>.staging/`.
     """
+    ctx.settings = with_task_settings(ctx.settings, task.env)
     agent = _prepare(task, ctx)
     try:
         return agent.run()

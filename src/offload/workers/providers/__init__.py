@@ -6,10 +6,11 @@ nothing a CLI call would notice.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from offload.config import Settings
 from offload.workers.providers.base import (
+    CallOptions,
     Completion,
     ErrorKind,
     Prompt,
@@ -27,6 +28,7 @@ from offload.workers.providers.conversation import (
 )
 
 __all__ = [
+    "CallOptions",
     "Completion",
     "ErrorKind",
     "Message",
@@ -39,6 +41,7 @@ __all__ = [
     "ToolCall",
     "ToolResult",
     "Usage",
+    "call_options",
     "make_provider",
 ]
 
@@ -50,7 +53,11 @@ def make_provider(name: str, settings: Settings, environ: Mapping[str, str]) -> 
         ProviderError: when the client cannot be built (no key, no region).
         ValueError: for a provider offload does not have.
     """
-    timeout = settings.llm_request_timeout_seconds
+    # A socket read timeout: while streaming, the longest silence; otherwise the whole call.
+    if settings.llm_stream:
+        timeout = settings.llm_idle_timeout_seconds
+    else:
+        timeout = settings.llm_request_timeout_seconds
     if name == "openai":
         from offload.workers.providers.openai_chat import OpenAIChat
 
@@ -61,11 +68,26 @@ def make_provider(name: str, settings: Settings, environ: Mapping[str, str]) -> 
             max_tokens_param=settings.openai_max_tokens_param,
         )
     if name == "bedrock":
-        from offload.workers.providers.bedrock import BedrockConverse
+        from offload.workers.providers.bedrock import BedrockConverse, bedrock_region
 
         return BedrockConverse(
-            region=settings.bedrock_region,
+            region=bedrock_region(settings.bedrock_region, environ),
             endpoint_url=settings.bedrock_endpoint_url,
             timeout_seconds=timeout,
         )
     raise ValueError(f"unknown provider {name!r}")
+
+
+def call_options(
+    settings: Settings, *, large_context: bool = False, on_text: Callable[[str], None] | None = None
+) -> CallOptions:
+    """The call controls a task's (already task-adjusted) settings ask for."""
+    return CallOptions(
+        stream=settings.llm_stream,
+        on_text=on_text if settings.llm_stream else None,
+        thinking_budget_tokens=settings.bedrock_thinking_budget_tokens,
+        reasoning_effort=settings.openai_reasoning_effort,
+        additional_fields=dict(settings.bedrock_additional_fields),
+        large_context=large_context,
+        prompt_cache=settings.bedrock_prompt_cache,
+    )

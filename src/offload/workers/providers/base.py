@@ -7,10 +7,10 @@ a one-line, secret-free message at the boundary.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from offload.errors import OffloadError
 from offload.workers.redact import scrub
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from offload.workers.providers.conversation import Message, Reply, Tool
 
 __all__ = [
+    "CallOptions",
     "Completion",
     "ErrorKind",
     "Prompt",
@@ -62,11 +63,22 @@ class ProviderError(OffloadError):
         detail = " ".join(scrub(message).split()) or "no message"
         label = " ".join(str(p) for p in (status, code) if p not in (None, ""))
         super().__init__(f"{provider} {label}: {detail}" if label else f"{provider}: {detail}")
+        self.detail = detail
         self.provider = provider
         self.kind = kind
         self.status = status
         self.code = code
         self.retry_after = retry_after
+
+    def after_fallback(self, first: ProviderError) -> ProviderError:
+        """This error, saying which error of the first route made the task fall back."""
+        return ProviderError(
+            f"{self.detail} (after falling back from: {first})",
+            provider=self.provider,
+            kind=self.kind,
+            status=self.status,
+            code=self.code,
+        )
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,29 @@ class Prompt:
     system: str
     user: str
     max_tokens: int
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """How to call: streaming, thinking and effort controls (from settings or the task).
+
+    Attributes:
+        stream: Stream the answer (output shown live; `idle_timeout_seconds` applies).
+        on_text: Told each piece of streamed answer text, as it arrives.
+        thinking_budget_tokens: Bedrock Claude extended thinking budget (0: off).
+        reasoning_effort: OpenAI reasoning models' effort (`minimal` ... `high`), or None.
+        additional_fields: Extra Bedrock `additionalModelRequestFields`, sent as they are.
+        large_context: The task asked for a large context (Bedrock Claude: the 1M beta).
+        prompt_cache: Mark Bedrock cache points on the system prompt, tools and history.
+    """
+
+    stream: bool = False
+    on_text: Callable[[str], None] | None = None
+    thinking_budget_tokens: int = 0
+    reasoning_effort: str | None = None
+    additional_fields: Mapping[str, Any] = field(default_factory=dict)
+    large_context: bool = False
+    prompt_cache: bool = True
 
 
 @dataclass(frozen=True)
@@ -105,6 +140,8 @@ class Completion:
         usage: Tokens and any reported cost.
         truncated: True when the answer stopped at the output-token cap.
         refusal: The model's refusal text, when it declined to answer.
+        failure: Why the answer cannot be used although the call succeeded (the context
+            window overflowed, the model's output was malformed).
     """
 
     text: str
@@ -114,6 +151,7 @@ class Completion:
     usage: Usage
     truncated: bool = False
     refusal: str | None = None
+    failure: str | None = None
 
 
 class Provider(Protocol):
@@ -126,7 +164,9 @@ class Provider(Protocol):
 
     name: str
 
-    def complete(self, model: str, prompt: Prompt) -> Completion:
+    def complete(
+        self, model: str, prompt: Prompt, options: CallOptions | None = None
+    ) -> Completion:
         """Sends `prompt` to `model`.
 
         Raises:
@@ -141,6 +181,7 @@ class Provider(Protocol):
         messages: Sequence[Message],
         tools: Sequence[Tool],
         max_tokens: int,
+        options: CallOptions | None = None,
     ) -> Reply:
         """Sends a conversation to `model` and returns its next turn.
 
@@ -150,6 +191,7 @@ class Provider(Protocol):
             messages: The conversation so far, starting with a user message.
             tools: The tools the model may call.
             max_tokens: The answer's token cap.
+            options: Streaming, thinking, effort and caching controls.
 
         Raises:
             ProviderError: classified by kind, with a secret-free message.

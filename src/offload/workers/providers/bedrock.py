@@ -8,13 +8,32 @@ are off (one attempt): one tenacity policy owns retries.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from offload.workers.providers.base import Completion, ErrorKind, Prompt, ProviderError, Usage
-from offload.workers.providers.conversation import Message, Reply, Stop, Tool, ToolCall
+from offload.workers.providers.base import (
+    CallOptions,
+    Completion,
+    ErrorKind,
+    Prompt,
+    ProviderError,
+)
+from offload.workers.providers.bedrock_wire import (
+    Answer,
+    build_request,
+    read_answer,
+    read_stream,
+)
+from offload.workers.providers.conversation import Message, Reply, Stop, Tool
 
-__all__ = ["BedrockConverse", "bedrock_credentials_available", "classify_code"]
+__all__ = [
+    "BedrockConverse",
+    "bedrock_credentials_available",
+    "bedrock_region",
+    "classify_code",
+    "profile_for",
+]
 
 _NAME = "bedrock"
 _THROTTLED = frozenset({"ThrottlingException", "TooManyRequestsException"})
@@ -36,6 +55,40 @@ _DENIED = frozenset(
     }
 )
 _INVALID = frozenset({"ValidationException"})
+_NEEDS_PROFILE = re.compile(r"inference profile", re.IGNORECASE)
+_HAS_PROFILE = re.compile(r"^(global|us|us-gov|eu|apac|jp|au|ca)\.|^arn:")
+_FAILURES = {
+    Stop.CONTEXT_EXCEEDED: "the prompt and answer outgrew the model's context window "
+    "(stop reason model_context_window_exceeded); nothing was written: send fewer "
+    "context files or use large_context",
+    Stop.MALFORMED: "the model's output was malformed (stop reason malformed_model_output); "
+    "nothing was written",
+}
+
+
+def bedrock_region(configured: str | None, environ: Mapping[str, str]) -> str | None:
+    """The region to call: `bedrock_region`, else `AWS_REGION`, else `AWS_DEFAULT_REGION`
+    (botocore itself reads only the last; the AWS CLI and SDKs read `AWS_REGION`)."""
+    return configured or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None
+
+
+def _geo_prefix(region: str | None) -> str:
+    region = region or ""
+    for start, prefix in (("us-gov-", "us-gov"), ("us-", "us"), ("eu-", "eu"), ("ap-", "apac")):
+        if region.startswith(start):
+            return prefix
+    return "global"
+
+
+def profile_for(model: str, region: str | None, exc: Exception) -> str | None:
+    """The inference-profile id to retry a bare model id with, when Bedrock refused the
+    bare id for on-demand use (`ValidationException` naming an inference profile)."""
+    error = getattr(exc, "response", {}).get("Error", {})
+    if error.get("Code") != "ValidationException" or _HAS_PROFILE.match(model):
+        return None
+    if not _NEEDS_PROFILE.search(str(error.get("Message") or "")):
+        return None
+    return f"{_geo_prefix(region)}.{model}"
 
 
 def classify_code(code: str, status: int | None) -> ErrorKind:
@@ -77,10 +130,14 @@ def _translate(exc: Exception) -> ProviderError:
         error = exc.response.get("Error", {})
         code = str(error.get("Code") or "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        message = str(error.get("Message") or exc)
+        kind = classify_code(code, status)
+        if kind is ErrorKind.INVALID and _NEEDS_PROFILE.search(message):
+            kind = ErrorKind.DENIED  # this account cannot call the model so: fall back
         return ProviderError(
-            str(error.get("Message") or exc),
+            message,
             provider=_NAME,
-            kind=classify_code(code, status),
+            kind=kind,
             status=status,
             code=code or None,
         )
@@ -103,75 +160,6 @@ def _translate(exc: Exception) -> ProviderError:
     return ProviderError(str(exc), provider=_NAME, kind=ErrorKind.OTHER)
 
 
-def _usage(raw: Mapping[str, Any]) -> Usage:
-    """Token counts; Converse's `inputTokens` excludes cache reads and writes."""
-    plain = int(raw.get("inputTokens") or 0)
-    cached = int(raw.get("cacheReadInputTokens") or 0)
-    written = int(raw.get("cacheWriteInputTokens") or 0)
-    return Usage(
-        tokens_in=plain + cached + written,
-        tokens_out=int(raw.get("outputTokens") or 0),
-        cached_in=cached,
-        cache_write_in=written,
-    )
-
-
-_STOPS = {
-    "tool_use": Stop.TOOL_USE,
-    "max_tokens": Stop.MAX_TOKENS,
-    "guardrail_intervened": Stop.REFUSED,
-    "content_filtered": Stop.REFUSED,
-}
-
-
-def _wire_message(message: Message) -> dict[str, Any]:
-    """One message as Converse content blocks (`text`, `toolUse`, `toolResult`)."""
-    content: list[dict[str, Any]] = []
-    for result in message.tool_results:
-        content.append(
-            {
-                "toolResult": {
-                    "toolUseId": result.call_id,
-                    "content": [{"text": result.content or "(no output)"}],
-                    "status": "error" if result.is_error else "success",
-                }
-            }
-        )
-    if message.text:
-        content.append({"text": message.text})
-    for call in message.tool_calls:
-        content.append(
-            {"toolUse": {"toolUseId": call.id, "name": call.name, "input": call.arguments}}
-        )
-    if not content:
-        content.append({"text": "(empty)"})  # Converse refuses a message with no content
-    return {"role": message.role, "content": content}
-
-
-def _wire_tools(tools: Sequence[Tool]) -> dict[str, Any]:
-    return {
-        "tools": [
-            {
-                "toolSpec": {
-                    "name": tool.name,
-                    "description": tool.description,
-                    "inputSchema": {"json": tool.parameters},
-                }
-            }
-            for tool in tools
-        ]
-    }
-
-
-def _tool_call(block: Mapping[str, Any]) -> ToolCall:
-    call_id = str(block.get("toolUseId") or "")
-    name = str(block.get("name") or "")
-    arguments = block.get("input")
-    if not isinstance(arguments, dict):
-        return ToolCall(call_id, name, invalid="arguments must be a JSON object")
-    return ToolCall(call_id, name, arguments)
-
-
 class BedrockConverse:
     """Converse client for the models Bedrock serves."""
 
@@ -181,6 +169,9 @@ class BedrockConverse:
         self, *, region: str | None, endpoint_url: str | None, timeout_seconds: float
     ) -> None:
         """Creates the boto3 client (imported here: the CLI never pays for it).
+
+        `timeout_seconds` bounds each socket read: for a streamed answer that is the
+        longest silence allowed (an idle timeout), for a whole answer its total time.
 
         Raises:
             ProviderError: when boto3 cannot build a client (no region, bad config).
@@ -203,32 +194,70 @@ class BedrockConverse:
             )
         except BotoCoreError as exc:
             raise _translate(exc) from None
+        self._region = self._client.meta.region_name
+        self._profiles: dict[str, str] = {}
 
-    def complete(self, model: str, prompt: Prompt) -> Completion:
-        """Sends one system + user turn; see `Provider.complete`."""
+    def _profiled(self, model: str) -> str:
+        return self._profiles.get(model, model)
+
+    def _send(self, request: dict[str, Any], options: CallOptions) -> Answer:
+        """One call (streamed or not); a bare model id that needs an inference profile is
+        retried once with the profile of the client's region, which is then kept."""
         from botocore.exceptions import BotoCoreError, ClientError
 
+        model = request["modelId"]
+        request = {**request, "modelId": self._profiled(model)}
         try:
-            response = self._client.converse(
-                modelId=model,
-                system=[{"text": prompt.system}],
-                messages=[{"role": "user", "content": [{"text": prompt.user}]}],
-                inferenceConfig={"maxTokens": prompt.max_tokens},
-            )
+            try:
+                return self._invoke(request, options)
+            except ClientError as exc:
+                profile = profile_for(request["modelId"], self._region, exc)
+                if profile is None:
+                    raise
+                self._profiles[model] = profile
+                return self._invoke({**request, "modelId": profile}, options)
         except (BotoCoreError, ClientError) as exc:
             raise _translate(exc) from None
-        content = response.get("output", {}).get("message", {}).get("content", [])
-        text = "".join(part.get("text", "") for part in content if isinstance(part, dict))
-        stop = response.get("stopReason")
-        filtered = stop in ("guardrail_intervened", "content_filtered")
+
+    def _invoke(self, request: dict[str, Any], options: CallOptions) -> Answer:
+        if not options.stream:
+            return read_answer(self._client.converse(**request))
+        response = self._client.converse_stream(**request)
+        answer = read_stream(response.get("stream") or (), options.on_text)
+        if not answer.stop_reason:
+            raise ProviderError(
+                "the stream ended without a stop reason (messageStop): the answer is "
+                "incomplete; set llm_stream = false if this endpoint does not stream",
+                provider=_NAME,
+                kind=ErrorKind.TRANSIENT,
+            )
+        return answer
+
+    def complete(
+        self, model: str, prompt: Prompt, options: CallOptions | None = None
+    ) -> Completion:
+        """Sends one system + user turn; see `Provider.complete`."""
+        options = options or CallOptions()
+        request = build_request(
+            model,
+            prompt.system,
+            [Message.user(prompt.user)],
+            (),
+            prompt.max_tokens,
+            options,
+            cache_history=False,
+        )
+        answer = self._send(request, options)
+        stop = answer.stop
         return Completion(
-            text=text,
+            text=answer.text,
             provider=_NAME,
             model=model,
-            response_model=None,
-            usage=_usage(response.get("usage", {})),
-            truncated=stop == "max_tokens",
-            refusal="the content was filtered" if filtered else None,
+            response_model=self._profiles.get(model),
+            usage=answer.usage,
+            truncated=stop is Stop.MAX_TOKENS,
+            refusal="the content was filtered" if stop is Stop.REFUSED else None,
+            failure=_FAILURES.get(stop),
         )
 
     def converse(
@@ -238,37 +267,23 @@ class BedrockConverse:
         messages: Sequence[Message],
         tools: Sequence[Tool],
         max_tokens: int,
+        options: CallOptions | None = None,
     ) -> Reply:
         """Sends a tool-calling conversation; see `Provider.converse`."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        extra: dict[str, Any] = {"toolConfig": _wire_tools(tools)} if tools else {}
-        try:
-            response = self._client.converse(
-                modelId=model,
-                system=[{"text": system}],
-                messages=[_wire_message(m) for m in messages],
-                inferenceConfig={"maxTokens": max_tokens},
-                **extra,
-            )
-        except (BotoCoreError, ClientError) as exc:
-            raise _translate(exc) from None
-        content = response.get("output", {}).get("message", {}).get("content", [])
-        blocks = [part for part in content if isinstance(part, dict)]
-        calls = tuple(
-            _tool_call(b["toolUse"]) for b in blocks if isinstance(b.get("toolUse"), dict)
+        options = options or CallOptions()
+        request = build_request(
+            model, system, messages, tools, max_tokens, options, cache_history=True
         )
-        stop = _STOPS.get(str(response.get("stopReason") or ""), Stop.END)
-        if calls and stop is Stop.END:
-            stop = Stop.TOOL_USE
+        answer = self._send(request, options)
         return Reply(
-            text="".join(str(b.get("text", "")) for b in blocks),
-            tool_calls=calls,
-            stop=stop,
+            text=answer.text,
+            tool_calls=answer.tool_calls,
+            stop=answer.stop,
             provider=_NAME,
             model=model,
-            response_model=None,
-            usage=_usage(response.get("usage", {})),
+            response_model=self._profiles.get(model),
+            usage=answer.usage,
+            reasoning=answer.reasoning,
         )
 
     def close(self) -> None:

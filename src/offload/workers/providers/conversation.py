@@ -25,6 +25,8 @@ class Stop(StrEnum):
     TOOL_USE = "tool_use"  # it asked for tool calls and waits for their results
     MAX_TOKENS = "max_tokens"  # cut off at the output-token cap
     REFUSED = "refused"  # a content filter or guardrail stopped it
+    MALFORMED = "malformed"  # the model's tool call or output could not be parsed
+    CONTEXT_EXCEEDED = "context_exceeded"  # the conversation outgrew the context window
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,9 @@ class Message:
     text: str = ""
     tool_calls: tuple[ToolCall, ...] = ()
     tool_results: tuple[ToolResult, ...] = ()
+    # Provider blocks that must be sent back as they came (Bedrock reasoning with its
+    # signature, required when thinking and tools are used together); others ignore them.
+    reasoning: tuple[dict[str, Any], ...] = ()
 
     @classmethod
     def user(cls, text: str = "", results: tuple[ToolResult, ...] = ()) -> Message:
@@ -81,9 +86,14 @@ class Message:
         return cls("user", text, (), results)
 
     @classmethod
-    def assistant(cls, text: str = "", calls: tuple[ToolCall, ...] = ()) -> Message:
+    def assistant(
+        cls,
+        text: str = "",
+        calls: tuple[ToolCall, ...] = (),
+        reasoning: tuple[dict[str, Any], ...] = (),
+    ) -> Message:
         """An assistant message."""
-        return cls("assistant", text, calls, ())
+        return cls("assistant", text, calls, (), reasoning)
 
 
 @dataclass(frozen=True)
@@ -107,7 +117,8 @@ class Reply:
     model: str
     response_model: str | None
     usage: Usage
+    reasoning: tuple[dict[str, Any], ...] = ()
 
     def as_message(self) -> Message:
         """The assistant message to append to the conversation."""
-        return Message.assistant(self.text, self.tool_calls)
+        return Message.assistant(self.text, self.tool_calls, self.reasoning)

@@ -10,16 +10,39 @@ placeholder is sent.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from offload.workers.providers.base import Completion, ErrorKind, Prompt, ProviderError, Usage
+from offload.workers.providers.base import (
+    CallOptions,
+    Completion,
+    ErrorKind,
+    Prompt,
+    ProviderError,
+    Usage,
+)
 from offload.workers.providers.conversation import Message, Reply, Stop, Tool, ToolCall
+from offload.workers.providers.openai_stream import Streamed, read_chunks
 
-__all__ = ["NO_KEY_PLACEHOLDER", "OpenAIChat", "classify_status"]
+__all__ = [
+    "NO_KEY_PLACEHOLDER",
+    "OFFICIAL_URL",
+    "OpenAIChat",
+    "classify_status",
+    "is_reasoning_model",
+]
 
 NO_KEY_PLACEHOLDER = "offload-no-key"
+OFFICIAL_URL = "https://api.openai.com/v1"
 _NAME = "openai"
+# OpenAI's reasoning models take `reasoning_effort`; the others refuse it.
+_REASONING = re.compile(r"^(o\d|gpt-5)")
+
+
+def is_reasoning_model(model: str) -> bool:
+    """True for OpenAI models that take `reasoning_effort` (o1, o3, o4-mini, gpt-5...)."""
+    return bool(_REASONING.match(model))
 
 
 def classify_status(status: int) -> ErrorKind:
@@ -47,8 +70,8 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-def _translate(exc: Exception) -> ProviderError:
-    """Turns an openai SDK exception into a ProviderError."""
+def _translate(exc: Exception, url: str = OFFICIAL_URL) -> ProviderError:
+    """Turns an openai SDK exception into a ProviderError (naming `url` when unreachable)."""
     import openai
 
     if isinstance(exc, openai.APIStatusError):
@@ -67,10 +90,14 @@ def _translate(exc: Exception) -> ProviderError:
             retry_after=_retry_after(exc.response.headers),
         )
     if isinstance(exc, openai.APITimeoutError):
-        return ProviderError("request timed out", provider=_NAME, kind=ErrorKind.TRANSIENT)
+        return ProviderError(
+            f"request to {url} timed out (no data within the timeout)",
+            provider=_NAME,
+            kind=ErrorKind.TRANSIENT,
+        )
     if isinstance(exc, openai.APIConnectionError):
         cause = exc.__cause__ or exc.__context__
-        detail = f"{exc.message} ({cause})" if cause else exc.message
+        detail = f"cannot reach {url}: {exc.message}" + (f" ({cause})" if cause else "")
         return ProviderError(detail, provider=_NAME, kind=ErrorKind.TRANSIENT)
     return ProviderError(str(exc), provider=_NAME, kind=ErrorKind.OTHER)
 
@@ -170,7 +197,8 @@ class OpenAIChat:
             base_url: The server's URL (ending in `/v1`); None lets the SDK use
                 `OPENAI_BASE_URL` or api.openai.com.
             api_key: The key; None lets the SDK read `OPENAI_API_KEY`.
-            timeout_seconds: Per-request timeout.
+            timeout_seconds: The longest wait for data: for a streamed answer the longest
+                silence allowed (an idle timeout), for a whole answer its total time.
             max_tokens_param: `max_completion_tokens` (OpenAI, required by reasoning
                 models) or `max_tokens` for older compatible servers.
 
@@ -181,9 +209,10 @@ class OpenAIChat:
 
         if not api_key and base_url:
             api_key = NO_KEY_PLACEHOLDER
+        timeout = openai.Timeout(timeout_seconds, connect=min(timeout_seconds, 30.0))
         try:
             self._client = openai.OpenAI(
-                base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout_seconds
+                base_url=base_url, api_key=api_key, max_retries=0, timeout=timeout
             )
         except openai.OpenAIError as exc:
             raise ProviderError(
@@ -193,35 +222,62 @@ class OpenAIChat:
                 kind=ErrorKind.DENIED,
             ) from None
         self._max_tokens_param = max_tokens_param
+        self.url = str(self._client.base_url).rstrip("/")
+        self.official = self.url == OFFICIAL_URL
 
-    def complete(self, model: str, prompt: Prompt) -> Completion:
-        """Sends one system + user turn; see `Provider.complete`."""
+    def _params(self, model: str, max_tokens: int, options: CallOptions) -> dict[str, Any]:
+        params: dict[str, Any] = {self._max_tokens_param: max_tokens}
+        if options.reasoning_effort and is_reasoning_model(model):
+            params["reasoning_effort"] = options.reasoning_effort
+        if options.stream:
+            params["stream"] = True
+            params["stream_options"] = {"include_usage": True}
+        return params
+
+    def _create(
+        self, model: str, messages: list[Any], params: dict[str, Any], options: CallOptions
+    ) -> Streamed:
+        """One Chat Completions call, streamed or not, read into one shape."""
         import openai
 
+        try:
+            response = self._client.chat.completions.create(
+                model=model, messages=messages, **params
+            )
+            if options.stream:
+                streamed = read_chunks(response, options.on_text)
+                if streamed.finish_reason is None:
+                    raise ProviderError(
+                        f"{self.url} sent no complete streamed answer (no finish_reason; "
+                        "the server may not stream this request): set llm_stream = false",
+                        provider=_NAME,
+                        kind=ErrorKind.OTHER,
+                    )
+                return streamed
+            return Streamed.from_completion(response)
+        except openai.OpenAIError as exc:
+            raise _translate(exc, self.url) from None
+
+    def complete(
+        self, model: str, prompt: Prompt, options: CallOptions | None = None
+    ) -> Completion:
+        """Sends one system + user turn; see `Provider.complete`."""
+        options = options or CallOptions()
         messages: list[Any] = [
             {"role": "system", "content": prompt.system},
             {"role": "user", "content": prompt.user},
         ]
-        limit: dict[str, Any] = {self._max_tokens_param: prompt.max_tokens}
-        try:
-            response = self._client.chat.completions.create(
-                model=model,
-                messages=messages,
-                **limit,
-            )
-        except openai.OpenAIError as exc:
-            raise _translate(exc) from None
-        if not response.choices:
-            raise ProviderError("the response had no choices", provider=_NAME, kind=ErrorKind.OTHER)
-        choice = response.choices[0]
+        answer = self._create(
+            model, messages, self._params(model, prompt.max_tokens, options), options
+        )
         return Completion(
-            text=choice.message.content or "",
+            text=answer.text,
             provider=_NAME,
             model=model,
-            response_model=response.model,
-            usage=_usage(response.usage),
-            truncated=choice.finish_reason == "length",
-            refusal=getattr(choice.message, "refusal", None) or None,
+            response_model=answer.model,
+            usage=_usage(answer.usage),
+            truncated=answer.finish_reason == "length",
+            refusal=answer.refusal,
         )
 
     def converse(
@@ -231,37 +287,26 @@ class OpenAIChat:
         messages: Sequence[Message],
         tools: Sequence[Tool],
         max_tokens: int,
+        options: CallOptions | None = None,
     ) -> Reply:
         """Sends a tool-calling conversation; see `Provider.converse`."""
-        import openai
-
-        extra: dict[str, Any] = {self._max_tokens_param: max_tokens}
+        options = options or CallOptions()
+        params = self._params(model, max_tokens, options)
         if tools:
-            extra["tools"] = _wire_tools(tools)
-        try:
-            response = self._client.chat.completions.create(
-                model=model,
-                messages=_wire_messages(system, messages),  # type: ignore[arg-type]
-                **extra,
-            )
-        except openai.OpenAIError as exc:
-            raise _translate(exc) from None
-        if not response.choices:
-            raise ProviderError("the response had no choices", provider=_NAME, kind=ErrorKind.OTHER)
-        choice = response.choices[0]
-        calls = tuple(_tool_call(c) for c in (choice.message.tool_calls or ()))
-        stop = _STOPS.get(choice.finish_reason or "", Stop.END)
+            params["tools"] = _wire_tools(tools)
+        answer = self._create(model, _wire_messages(system, messages), params, options)
+        calls = tuple(_tool_call(c) for c in answer.tool_calls)
+        stop = _STOPS.get(answer.finish_reason or "", Stop.END)
         if calls and stop is Stop.END:
             stop = Stop.TOOL_USE  # some compatible servers say "stop" with tool calls
-        text = choice.message.content or getattr(choice.message, "refusal", None) or ""
         return Reply(
-            text=text,
+            text=answer.text or answer.refusal or "",
             tool_calls=calls,
-            stop=Stop.REFUSED if getattr(choice.message, "refusal", None) else stop,
+            stop=Stop.REFUSED if answer.refusal else stop,
             provider=_NAME,
             model=model,
-            response_model=response.model,
-            usage=_usage(response.usage),
+            response_model=answer.model,
+            usage=_usage(answer.usage),
         )
 
     def close(self) -> None:

@@ -81,8 +81,14 @@ class PriceTable:
     bedrock_regional_markup: float = 1.0
     configured: frozenset[str] = frozenset()  # keys from the config: taken as the final price
 
-    def lookup(self, provider: str, model: str) -> tuple[Price, float] | None:
-        """The price of `model` and the markup that applies, or None when unknown."""
+    def lookup(
+        self, provider: str, model: str, packaged: bool = True
+    ) -> tuple[Price, float] | None:
+        """The price of `model` and the markup that applies, or None when unknown.
+
+        `packaged=False` looks only at the config's prices: the packaged table describes
+        OpenAI's and Bedrock's own prices, not a local or third-party server's.
+        """
         markup = 1.0
         names = [model]
         if provider == "bedrock":
@@ -93,7 +99,8 @@ class PriceTable:
                 markup = self.bedrock_regional_markup
         names += [_DATE_SUFFIX.sub("", n) for n in names if _DATE_SUFFIX.search(n)]
         for key in self._matching_keys(names):
-            return self.models[key], 1.0 if key in self.configured else markup
+            if packaged or key in self.configured:
+                return self.models[key], 1.0 if key in self.configured else markup
         return None
 
     def _matching_keys(self, names: list[str]) -> Iterator[str]:
@@ -104,7 +111,9 @@ class PriceTable:
                 if any(c in key for c in "*?[") and fnmatch.fnmatchcase(name, key):
                     yield key
 
-    def cost(self, provider: str, model: str, usage: Usage, *also: str | None) -> float | None:
+    def cost(
+        self, provider: str, model: str, usage: Usage, *also: str | None, packaged: bool = True
+    ) -> float | None:
         """USD for one call: the reported cost, else priced tokens, else None (unknown).
 
         Args:
@@ -112,12 +121,14 @@ class PriceTable:
             model: The model id the request named.
             usage: Tokens and any reported cost.
             also: Other names for the model to try (the one the response reported).
+            packaged: Whether the packaged table applies (False for a server that is not
+                the provider's own: only the config's prices are used).
         """
         if usage.reported_cost_usd is not None:
             return usage.reported_cost_usd
         for name in (model, *also):
             if name:
-                found = self.lookup(provider, name)
+                found = self.lookup(provider, name, packaged)
                 if found:
                     price, markup = found
                     return price.cost(usage, markup)

@@ -1,6 +1,8 @@
 """Which provider and model a task's `model` field means. Pure: the data lives in Settings.
 
-- `large_context = true` replaces the model with `large_context_model`.
+- `large_context = true` replaces the model with `large_context_model`; its default `auto`
+  is `bedrock_large_context_model` (Claude with the 1M-token context beta) when AWS
+  credentials exist, with `openai_large_context_model` as fallback, else the latter.
 - A name in `aliases` becomes its target (aliases may chain; loops are refused).
 - `auto` is Bedrock's `bedrock_model` when AWS credentials exist, with `openai_model` as
   fallback; else `openai_model` alone.
@@ -108,9 +110,13 @@ def plan_route(
     if name != AUTO:
         route = resolve_name(name, settings)
         return Plan(route, None, f"{why} {name} -> {route.provider}")
-    openai_route = resolve_name(f"openai:{settings.openai_model}", settings)
+    bedrock_model, openai_model = settings.bedrock_model, settings.openai_model
+    if large_context:
+        bedrock_model = settings.bedrock_large_context_model
+        openai_model = settings.openai_large_context_model
+    openai_route = resolve_name(f"openai:{openai_model}", settings)
     if bedrock_available():
-        bedrock_route = Route("bedrock", settings.bedrock_model)
+        bedrock_route = Route("bedrock", bedrock_model)
         return Plan(bedrock_route, openai_route, "auto: AWS credentials found")
     return Plan(openai_route, None, "auto: no AWS credentials, using OpenAI")
 
