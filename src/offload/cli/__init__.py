@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from offload.cli.commands import (
+from offload.cli.app import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
