@@ -133,6 +133,7 @@ def test_malformed_tool_use_never_ends_an_agent_normally(
 
 
 # -- 4. unpriced models count against the budget -----------------------------------------------
+@pytest.mark.slow
 def test_unpriced_model_spends_the_daily_budget(
     llm_env: LlmEnv, store: SqliteStore, workspace: Path
 ) -> None:
