@@ -74,6 +74,7 @@ def test_a_person_may_ask_for_the_sandbox_or_turn_it_off(
     assert (_policy(store, cut.id).sandbox, _policy(store, cut.id).network) == (True, False)
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_mcp_refuses_to_lift_the_network_cut(workspace: Path) -> None:
     async def scenario() -> None:
         server = make_server(workspace, wake=lambda: None, sandbox_network=False)

@@ -21,6 +21,10 @@ from offload.supervisor.sandbox import command_sandbox, probe_sandbox
 from offload.supervisor.wake import poke
 from offload.workers.agent.commands import run_shell
 
+# The interpreter a sandboxed command runs: the venv's own base interpreter, since a venv
+# under /tmp (a CI clone there) is hidden by the sandbox's private /tmp.
+_PYTHON = os.path.realpath(sys.executable)
+
 pytestmark = pytest.mark.skipif(
     not probe_sandbox().available, reason=f"no sandbox here: {probe_sandbox().reason}"
 )
@@ -153,7 +157,7 @@ def test_network_off_means_loopback_only(
 ) -> None:
     start_supervisor()
     probe = (
-        f"{sys.executable} -c \"import socket; socket.create_connection(('127.0.0.1', "
+        f"{_PYTHON} -c \"import socket; socket.create_connection(('127.0.0.1', "
         f"{loopback_server}), timeout=5); print('connected')\""
     )
     done, log = _run(store, offload_home, workspace, probe, network=network)
@@ -185,8 +189,8 @@ def test_pip_install_into_a_workspace_venv_works_inside(
     start_supervisor()
     wheel = _tiny_wheel(workspace)
     command = (
-        f"{sys.executable} -m venv --without-pip venv && "
-        f"{sys.executable} -m pip --python venv/bin/python install --no-index "
+        f"{_PYTHON} -m venv --without-pip venv && "
+        f"{_PYTHON} -m pip --python venv/bin/python install --no-index "
         f"--no-cache-dir -q {wheel.name} && "
         "venv/bin/python -c 'import offloadprobe; print(offloadprobe.ANSWER)'"
     )
