@@ -5,9 +5,13 @@ that applies failed (or a "n/a" one starts to pass: then this table is stale).""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
+# The suite names each result folder "server-<scenario>-<ISO time>", e.g.
+# server-ping-2026-11-28T08-27-20-123Z; the time may itself hold "-20".
+STAMP = re.compile(r"-\d{4}-\d{2}-\d{2}T.*$")
 FIXTURE = "calls the suite's own fixture {} (offload serves its 11 task tools, not the fixture)"
 NOT_APPLICABLE = {
     "logging-set-level": "offload does not declare logging (deprecated in 2026-07-28)",
@@ -40,7 +44,7 @@ def main(results: Path) -> int:
     bad = 0
     counts = {"pass": 0, "FAIL": 0, "n/a": 0}
     for folder in sorted(results.iterdir()):
-        name = folder.name.removeprefix("server-").rsplit("-20", 1)[0]
+        name = STAMP.sub("", folder.name.removeprefix("server-"))
         checks = json.loads((folder / "checks.json").read_text())
         failed = [c for c in checks if c["status"] in ("FAILURE", "ERROR")]
         passed = sum(1 for c in checks if c["status"] == "SUCCESS")
