@@ -113,6 +113,23 @@ def test_full_groups_do_not_block_other_groups_or_the_default_limit(s: Store) ->
     assert [t.id for t in s.claim(10, "sup", {"build": 2})] == [build[1].id]
 
 
+def test_claim_takes_only_tasks_whose_labels_the_claimer_has(s: Store) -> None:
+    anywhere, gpu, gpu_linux = s.submit(
+        [spec("true"), spec("true", run_on=("gpu",)), spec("true", run_on=("gpu", "linux"))]
+    )
+    assert [t.id for t in s.claim(5, "plain", {})] == [anywhere.id]
+    assert s.claim(5, "linux-only", {}, labels=("linux",)) == []
+    assert [t.id for t in s.claim(5, "gpu", {}, labels=("gpu",))] == [gpu.id]
+    claimed = s.claim(5, "both", {}, labels=("linux", "gpu", "big"))
+    assert [t.id for t in claimed] == [gpu_linux.id]
+
+
+def test_a_labelled_task_does_not_hold_a_group_slot_from_others(s: Store) -> None:
+    gpu, free = s.submit([spec("true", group="g", run_on=("gpu",)), spec("true", group="g")])
+    assert [t.id for t in s.claim(5, "plain", {"g": 1})] == [free.id]
+    assert gpu.state is State.PENDING
+
+
 def test_claim_cost_does_not_grow_per_task_with_the_full_groups(tmp_path: Path) -> None:
     """Skipping a task of a full group is one cheap check, not a count of the group.
 

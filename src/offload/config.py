@@ -78,6 +78,12 @@ class Settings:
     max_output_bytes: int | None = 1 << 30
     # Several hosts: `postgresql://user@host/db` selects the PostgreSQL queue (else SQLite).
     database_url: str | None = None
+    # This host's labels (`offload supervisor --labels gpu,linux`): a task submitted with
+    # `--on LABEL` runs only where every label it names is present.
+    labels: tuple[str, ...] = ()
+    # How long a supervisor's membership lasts unless renewed (PostgreSQL; renewed every
+    # third of it). A member whose lease runs out has its running tasks interrupted.
+    lease_seconds: float = 30.0
     # LLM tasks (see README "LLM tasks"); routing tables are plain data, not code.
     default_model: str = "auto"
     large_context_model: str = "auto"
@@ -249,6 +255,7 @@ _RANGES: dict[str, _Range] = {
     "nice": _Range(_WHOLE, 0, high=19),
     "idle_exit_seconds": _Range(_SECONDS, 0),  # 0: never exit when idle
     "poll_seconds": _POSITIVE_SECONDS,
+    "lease_seconds": _Range(_SECONDS, 1),
     "max_output_bytes": _COUNT,
     "max_rules_bytes": _COUNT,
     "max_context_file_bytes": _COUNT,

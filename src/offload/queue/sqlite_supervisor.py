@@ -38,6 +38,9 @@ UPDATE tasks
        AND (t.grp IS NULL OR t.grp NOT IN full_groups)
        AND NOT EXISTS (SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
                         WHERE d.task_id = t.id AND p.state != 'completed')
+       AND (t.run_on IS NULL OR NOT EXISTS (
+            SELECT 1 FROM json_each(t.run_on) need
+             WHERE need.value NOT IN (SELECT value FROM json_each(:labels))))
      ORDER BY t.priority, t.seq
      LIMIT 1)
 RETURNING *
@@ -53,9 +56,11 @@ class SqliteSupervisorSide(SqliteDb):
         supervisor_id: str,
         group_limits: Mapping[str, int],
         default_group_limit: int = 1,
+        labels: Sequence[str] = (),
     ) -> list[Task]:
         now = self._clock()
         params = {
+            "labels": json.dumps(list(labels)),
             "now": now,
             "sup": supervisor_id,
             "limits": json.dumps(dict(group_limits)),

@@ -94,10 +94,12 @@ class Store(ABC):
         supervisor_id: str,
         group_limits: Mapping[str, int],
         default_group_limit: int = 1,
+        labels: Sequence[str] = (),
     ) -> builtins.list[Task]:
         """Atomically moves up to `n` ready pending tasks to running and returns them.
 
-        Ready means: every dependency completed and the task's group below its limit.
+        Ready means: every dependency completed, the task's group below its limit, and
+        every label the task must run on (`run_on`) among the claimer's `labels`.
         Order: priority (1 first), then submission order.
         """
 

@@ -413,7 +413,11 @@ class Supervisor:
             return
         self._claim_needed = False
         claimed = self.store.claim(
-            free, self.id, self.settings.groups, self.settings.default_group_limit
+            free,
+            self.id,
+            self.settings.groups,
+            self.settings.default_group_limit,
+            labels=self.settings.labels,
         )
         for task in claimed:
             try:

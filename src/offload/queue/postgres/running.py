@@ -27,8 +27,11 @@ SELECT g.grp FROM groups g
    FOR UPDATE SKIP LOCKED
 """
 
+# Ready: every dependency completed, and every label the task asks for (`--on`) is one
+# of the claiming supervisor's.
 _READY = """NOT EXISTS (SELECT 1 FROM deps d JOIN tasks p ON p.id = d.depends_on
-                        WHERE d.task_id = t.id AND p.state <> 'completed')"""
+                        WHERE d.task_id = t.id AND p.state <> 'completed')
+       AND (t.run_on IS NULL OR t.run_on::jsonb <@ %(labels)s::jsonb)"""
 
 # `held` are the groups whose row locks this transaction holds; from each, only its first
 # ready tasks, as many as it has free slots, may be taken (an index walk of `free` rows).
@@ -72,6 +75,7 @@ class PgRunning(PgDb):
         supervisor_id: str,
         group_limits: Mapping[str, int],
         default_group_limit: int = 1,
+        labels: Sequence[str] = (),
     ) -> list[Task]:
         if n <= 0:
             return []
@@ -88,6 +92,7 @@ class PgRunning(PgDb):
                     "now": now,
                     "sup": supervisor_id,
                     "n": n,
+                    "labels": json.dumps(list(labels)),
                 },
             )
             rows.sort(key=lambda r: (r["priority"], r["seq"]))
