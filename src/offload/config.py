@@ -84,6 +84,9 @@ class Settings:
     # How long a supervisor's membership lasts unless renewed (PostgreSQL; renewed every
     # third of it). A member whose lease runs out has its running tasks interrupted.
     lease_seconds: float = 30.0
+    # The name this host's supervisor registers under (default: the machine's host name);
+    # two supervisors on one machine with their own data dirs may pose as two hosts.
+    host_name: str | None = None
     # LLM tasks (see README "LLM tasks"); routing tables are plain data, not code.
     default_model: str = "auto"
     large_context_model: str = "auto"
