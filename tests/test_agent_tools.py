@@ -5,7 +5,6 @@ staged files, and the transcript's masking."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from fakes.agent import AgentRun, openai_results, submit_agent
 from fakes.environment import LlmEnv
+from offload import records
 from offload.config import load_settings
 from offload.queue.models import State
 from offload.queue.sqlite import SqliteStore
@@ -48,7 +48,7 @@ def test_path_escapes_and_refused_commands_are_tool_errors_and_the_loop_goes_on(
     fake.reply_tool_calls([("read_file", "{not json")])
     fake.reply_tool_calls([("run_command", {"command": "echo fine"})])
     fake.reply_text("Gave up on the forbidden parts.")
-    front_end = dataclasses.replace(load_settings(), allow=(r"^echo\b",), deny=(r"^rm\b",))
+    front_end = records.replace(load_settings(), allow=(r"^echo\b",), deny=(r"^rm\b",))
     task = submit_agent(store, workspace, settings=front_end)
     outcome = AgentRun(store)(task)  # the worker's own settings allow anything: not used
     assert outcome.result == "Gave up on the forbidden parts.\n\nno files changed"

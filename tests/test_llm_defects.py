@@ -5,7 +5,6 @@ be needed for (proven against botocore's service model and openai's own types)."
 from __future__ import annotations
 
 import base64
-import dataclasses
 import io
 import os
 import typing
@@ -18,6 +17,7 @@ from botocore.stub import Stubber
 
 from fakes.agent import AgentRun, submit_agent
 from fakes.environment import LlmEnv
+from offload import records
 from offload.config import Settings, load_settings, with_task_settings
 from offload.errors import ConfigError, OffloadError, PolicyRefused
 from offload.queue.sqlite import SqliteStore
@@ -45,7 +45,7 @@ def _submit(store: SqliteStore, workspace: Path, **fields: Any) -> Any:
 def _run(store: SqliteStore, task: Any, **settings: Any) -> tuple[Any, str]:
     log = io.StringIO()
     ctx = WorkerContext(
-        settings=dataclasses.replace(load_settings(), **settings),
+        settings=records.replace(load_settings(), **settings),
         store=store,
         environ=os.environ,
         out=log,

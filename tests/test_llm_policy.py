@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from offload import records
 from offload.config import Settings, load_settings
 from offload.errors import ConfigError, InvalidInput, PolicyRefused
 from offload.workers import files as files_module
@@ -26,7 +27,7 @@ SONNET = "global.anthropic.claude-sonnet-4-5-20250929-v1:0"  # the default: a pr
 
 
 def _settings(**kw: object) -> Settings:
-    return dataclasses.replace(Settings(), **kw)
+    return records.replace(Settings(), **kw)
 
 
 # -- routing ----------------------------------------------------------------------------------

@@ -3,7 +3,6 @@ fakes (request shape, usage, error classification, no SDK retries, credentials).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Iterator, Mapping
 
@@ -11,6 +10,7 @@ import pytest
 
 from fakes import FakeBedrock, FakeOpenAI
 from fakes.environment import FAKE_OPENAI_KEY, LlmEnv
+from offload import records
 from offload.config import Settings
 from offload.workers.providers import ErrorKind, Prompt, Provider, ProviderError, Usage
 from offload.workers.providers import make_provider as _make_provider
@@ -42,7 +42,7 @@ def _close_providers() -> Iterator[None]:
 
 
 def _settings(**kw: object) -> Settings:
-    return dataclasses.replace(Settings(), **kw)
+    return records.replace(Settings(), **kw)
 
 
 # -- the real SDK clients against the fakes -------------------------------------------------

@@ -4,7 +4,6 @@ secrets, and the `python -m offload.workers` entry point's bookkeeping."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from fakes import FakeBedrock, FakeOpenAI
 from fakes.environment import LlmEnv
+from offload import records
 from offload.config import Settings, load_settings
 from offload.errors import InvalidInput, OffloadError, PolicyRefused
 from offload.queue.models import State, Task
@@ -41,7 +41,7 @@ class Run:
 
     def __init__(self, store: SqliteStore, **settings: Any) -> None:
         self.store = store
-        self.settings: Settings = dataclasses.replace(load_settings(), **settings)
+        self.settings: Settings = records.replace(load_settings(), **settings)
         self.log = io.StringIO()
         self.sleeps: list[float] = []
 

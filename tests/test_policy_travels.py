@@ -4,13 +4,13 @@ spawn and on retry."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
 
 from fakes.agent import AgentRun, openai_results, submit_agent
 from fakes.environment import LlmEnv
+from offload import records
 from offload.config import Settings, load_settings
 from offload.errors import PolicyRefused
 from offload.policies.enforce import recheck, stored_policy
@@ -28,7 +28,7 @@ pytest_plugins = ["fakes.fixtures"]
 
 
 def _front_end(**changes: object) -> Settings:
-    return dataclasses.replace(load_settings(), **changes)  # type: ignore[arg-type]
+    return records.replace(load_settings(), **changes)  # type: ignore[arg-type]
 
 
 def test_the_submitter_stores_its_effective_policy(workspace: Path) -> None:

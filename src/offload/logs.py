@@ -14,10 +14,10 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import InvalidInput
+from offload.records import record
 
 __all__ = [
     "MAX_TAIL_BYTES",
@@ -62,7 +62,7 @@ _CANDIDATE_RE = re.compile(rb"[0-9](?:[ \t]?%|[ \t]*/[ \t]*[0-9]|[ \t]+of[ \t]+[
 _ANSI_CSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 
 
-@dataclass(frozen=True)
+@record
 class Tail:
     """The end of a log file, ready to show.
 
@@ -81,7 +81,7 @@ class Tail:
     size: int
 
 
-@dataclass(frozen=True)
+@record
 class Progress:
     """A task's progress as read from its own output.
 

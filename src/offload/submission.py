@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from offload.policies.paths import resolve_inside
 from offload.policies.submitter_env import capture_environ
 from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import LLM_TYPES, TASK_TYPES, TaskSpec
+from offload.records import record
 
 __all__ = ["MAX_BATCH", "MAX_COMMAND_BYTES", "MAX_SPEC_BYTES", "Submitter", "FIELDS"]
 
@@ -89,7 +89,7 @@ def _strings(name: str, value: Any, limit: int) -> tuple[str, ...]:
     return tuple(_text(name, v, 4096) for v in value)
 
 
-@dataclass(frozen=True)
+@record
 class Submitter:
     """Validates submissions for one workspace under one effective policy.
 

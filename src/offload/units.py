@@ -10,7 +10,6 @@ this PATH, because a service manager starts with a bare environment in which the
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import plistlib
 import sys
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.config import Settings
+from offload.records import replace
 
 __all__ = ["SERVICES", "ServiceFile", "main", "service_files"]
 
@@ -236,4 +236,4 @@ def main(
 
 
 def _absolute(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, home=settings.home.expanduser().absolute())
+    return replace(settings, home=settings.home.expanduser().absolute())

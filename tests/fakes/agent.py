@@ -3,12 +3,12 @@ what the fakes were sent back as tool results."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 from pathlib import Path
 from typing import Any
 
+from offload import records
 from offload.config import Settings, load_settings
 from offload.queue.models import Task
 from offload.queue.sqlite import SqliteStore
@@ -44,7 +44,7 @@ class AgentRun:
 
     def __init__(self, store: SqliteStore, **settings: Any) -> None:
         self.store = store
-        self.settings: Settings = dataclasses.replace(load_settings(), **settings)
+        self.settings: Settings = records.replace(load_settings(), **settings)
         self.log = io.StringIO()
         self.sleeps: list[float] = []
 

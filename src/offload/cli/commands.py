@@ -150,9 +150,8 @@ def cmd_show(app: App, args: argparse.Namespace) -> int:
 
 
 def cmd_stats(app: App, args: argparse.Namespace) -> int:
-    from dataclasses import asdict
-
     from offload.cli import render
+    from offload.records import asdict
 
     stats = app.desk.stats()
     if args.json:

@@ -14,7 +14,6 @@ import itertools
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +23,7 @@ from offload.errors import InvalidInput, NotFound, OffloadError, PolicyRefused
 from offload.logs import Tail
 from offload.queue.models import ACTIVE_STATES, FINAL_STATES, PURGEABLE_STATES, State, Task
 from offload.queue.store import Stats, Store
+from offload.records import mutable_record, replace
 
 if TYPE_CHECKING:
     from offload.submission import Submitter
@@ -62,7 +62,7 @@ def check_task_id(task_id: object) -> str:
     return key
 
 
-@dataclass
+@mutable_record
 class Desk:
     """The queue as one front end sees it.
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+
+from offload.records import field, record
 
 __all__ = ["MAX_NESTING", "Unjudgeable", "View", "deny_matches", "views"]
 
@@ -42,7 +43,7 @@ class Unjudgeable(Exception):
     """A command whose program or inner command is known only when the shell runs it."""
 
 
-@dataclass(frozen=True)
+@record
 class _Wrapper:
     """How a wrapper program names the command it runs."""
 
@@ -94,7 +95,7 @@ _WRAPPERS: dict[str, _Wrapper] = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class View:
     """One command a simple command would run, as normalised words.
 

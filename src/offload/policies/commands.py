@@ -15,7 +15,6 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from offload.errors import ConfigError, PolicyRefused
@@ -23,6 +22,7 @@ from offload.policies.argv import Unjudgeable, View, deny_matches, views
 from offload.policies.redirects import judge_redirects
 from offload.policies.shell import split_simple_commands
 from offload.policies.shell_words import SimpleCommand, Word, parse_simple
+from offload.records import record
 
 __all__ = [
     "MAX_SIMPLE_COMMANDS",
@@ -39,7 +39,7 @@ _MAX_SHOWN_CHARS = 120
 MAX_SIMPLE_COMMANDS = 1000
 
 
-@dataclass(frozen=True)
+@record
 class CommandPolicy:
     """Compiled rules for command lines; empty tuples mean "no rule of that kind".
 
@@ -65,7 +65,7 @@ class CommandPolicy:
         return tuple(layer for layer in (self.allow, *self.more_allow) if layer)
 
 
-@dataclass(frozen=True)
+@record
 class Decision:
     """The verdict on one command.
 
@@ -165,7 +165,7 @@ def check_command(
 # --- policy helpers ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class _Parsed:
     """A command ready for matching: its simple commands and the texts deny rules see."""
 

@@ -13,9 +13,9 @@ import math
 import os
 import re
 import resource
-from dataclasses import dataclass
 
 from offload.errors import ConfigError, InvalidInput
+from offload.records import record
 
 __all__ = [
     "GROUP_RE",
@@ -43,7 +43,7 @@ _GROUP = re.compile(GROUP_RE)
 _RLIMIT_AS: int | None = getattr(resource, "RLIMIT_AS", None)
 
 
-@dataclass(frozen=True)
+@record
 class Limits:
     """What one task process may use; ``None`` leaves a limit as the supervisor has it.
 

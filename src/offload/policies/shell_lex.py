@@ -15,9 +15,9 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from offload.errors import PolicyRefused
+from offload.records import record
 
 __all__ = ["BLANKS", "WORD_ENDS", "ShellLexer", "unparseable"]
 
@@ -36,7 +36,7 @@ def unparseable(why: str) -> PolicyRefused:
     return PolicyRefused(f"cannot parse command: {why}; {_PARSE_HINT}")
 
 
-@dataclass(frozen=True)
+@record
 class _Heredoc:
     delimiter: str
     literal: bool  # a quoted delimiter: the body is not expanded

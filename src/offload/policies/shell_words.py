@@ -12,9 +12,9 @@ linear in the text; pure.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from offload.policies.shell_lex import unparseable
+from offload.records import record
 
 __all__ = ["Redirect", "SimpleCommand", "Word", "parse_simple"]
 
@@ -28,7 +28,7 @@ _SPECIAL_PARAMS = frozenset("@*#?-$!")
 _LITERAL_RUN = re.compile(r"[^ \t\n'\"\\$`<>*?~\[\]{}]+")  # characters that stand for themselves
 
 
-@dataclass(frozen=True)
+@record
 class Word:
     """One shell word.
 
@@ -48,7 +48,7 @@ class Word:
         return self.value is not None
 
 
-@dataclass(frozen=True)
+@record
 class Redirect:
     """One redirection: ``[fd]op target``.
 
@@ -74,7 +74,7 @@ class Redirect:
         return False
 
 
-@dataclass(frozen=True)
+@record
 class SimpleCommand:
     """A simple command read into words.
 

@@ -10,9 +10,10 @@ pass, deny lists and hidden paths add up, the sandbox and a cut network stay on.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from offload.records import fields, record
 
 if TYPE_CHECKING:
     from offload.config import Settings
@@ -25,7 +26,7 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value or ())
 
 
-@dataclass(frozen=True)
+@record
 class TaskPolicy:
     """A front end's effective policy, as stored with each task it submits.
 
@@ -97,9 +98,8 @@ class TaskPolicy:
         Raises:
             PolicyRefused: An agent asked to loosen its containment.
         """
-        from dataclasses import replace
-
         from offload.errors import PolicyRefused
+        from offload.records import replace
 
         chosen = self
         if sandbox is True or network is False:

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
+
+from offload.records import record
 
 __all__ = ["LEASE_SECONDS", "Member", "lease_lost_error", "utc_text"]
 
 LEASE_SECONDS = 30.0
 
 
-@dataclass(frozen=True)
+@record
 class Member:
     """One registered supervisor and its lease (times in UTC milliseconds)."""
 

@@ -1,8 +1,8 @@
 """Immutable records of the queue: states, task submissions, tasks and events.
 
-Plain frozen dataclasses (not pydantic) because the CLI imports them on every call and
-must start in well under 300 ms; the MCP and HTTP front ends wrap them in pydantic models
-at their own boundary.
+Frozen records (`offload.records`), not pydantic models or dataclasses, because every CLI
+call imports them and must start in tens of milliseconds; the MCP and HTTP front ends wrap
+them in pydantic models at their own boundary.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from offload.records import field, fields, record
 
 __all__ = [
     "ACTIVE_STATES",
@@ -57,7 +58,7 @@ def new_task_id() -> str:
     return os.urandom(16).hex()  # os.urandom is what `secrets` uses, without its imports
 
 
-@dataclass(frozen=True)
+@record
 class TaskSpec:
     """What a submitter asks for; validated by `offload.submission` before it is stored."""
 
@@ -88,7 +89,7 @@ def _loads(value: Any, default: Any) -> Any:
     return json.loads(value) if value else default
 
 
-@dataclass(frozen=True)
+@record
 class Task:
     """A task as the Store holds it: the submitted fields plus what the system set."""
 
@@ -216,14 +217,14 @@ class Task:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field (states as strings)."""
-        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
         out["state"] = self.state.value
         for key in ("depends_on", "labels", "context_files", "files_written", "run_on"):
             out[key] = list(out[key])
         return out
 
 
-@dataclass(frozen=True)
+@record
 class Event:
     """One entry of the append-only change feed."""
 

@@ -12,18 +12,18 @@ import builtins
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from offload.queue.members import LEASE_SECONDS, Member
 from offload.queue.models import PURGEABLE_STATES, Event, State, Task, TaskSpec
+from offload.records import field, record
 
 __all__ = ["DayCost", "Stats", "Store"]
 
 _EVENT_POLL_SECONDS = 0.05
 
 
-@dataclass(frozen=True)
+@record
 class DayCost:
     """Tasks finished and USD spent on one UTC day, split by model and task type."""
 
@@ -34,7 +34,7 @@ class DayCost:
     by_type: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@record
 class Stats:
     """Counts by state and spending, as `offload stats` and `queue_stats` show them."""
 

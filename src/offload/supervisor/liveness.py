@@ -19,12 +19,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from offload.config import Settings
 from offload.queue.models import State
 from offload.queue.store import Store
+from offload.records import record
 
 __all__ = [
     "Liveness",
@@ -43,7 +43,7 @@ FIFO_NAME = "wake.fifo"
 _STOPPED = {"T", "t"}  # stopped by a signal, or by a tracer
 
 
-@dataclass(frozen=True)
+@record
 class Liveness:
     """The state of the supervisor of one data dir.
 

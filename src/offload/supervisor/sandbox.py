@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from offload.errors import OffloadError
+from offload.records import record
 
 if TYPE_CHECKING:
     from offload.config import Settings
@@ -78,7 +78,7 @@ def _real(path: str) -> str:
     return os.path.realpath(os.path.expanduser(path))
 
 
-@dataclass(frozen=True)
+@record
 class Sandbox:
     """A working bwrap, or the reason there is none (`path` is None then)."""
 

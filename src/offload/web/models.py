@@ -1,18 +1,18 @@
 """The HTTP API's answers as pydantic models, so `/openapi.json` says exactly what is sent.
 
-They wrap the Store's frozen dataclasses at this boundary. A task's environment values
+They wrap the Store's frozen records at this boundary. A task's environment values
 are never sent (they may hold secrets a submitter passed with ``--env``): only the names.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import typing
 from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, create_model
 
+from offload import records
 from offload.logs import Tail
 from offload.queue.models import Event, State, Task
 from offload.queue.store import Stats
@@ -82,7 +82,7 @@ def _task_out_fields() -> dict[str, Any]:
     """Every field of `Task`, so a field added to the domain reaches the API by itself."""
     hints = typing.get_type_hints(Task)
     fields: dict[str, Any] = {}
-    for f in dataclasses.fields(Task):
+    for f in records.fields(Task):
         name = _NAMES_ONLY.get(f.name, f.name)
         kind = list[str] if f.name in _NAMES_ONLY else _json_type(hints[f.name])
         fields[name] = (kind, Field(description=_DESCRIPTIONS.get(name)))
