@@ -12,10 +12,13 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple, get_args, get_type_hints
 
 from offload.errors import ConfigError
 from offload.records import field, fields, record, replace
+
+TYPE_CHECKING = False  # typing costs ~3 ms to import; mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "TASK_LLM_SETTINGS",
@@ -31,13 +34,13 @@ def _default_concurrency() -> int:
 
 
 def _default_writable() -> tuple[str, ...]:
-    from offload.supervisor.sandbox import default_writable
+    from offload.supervisor.sandbox_paths import default_writable
 
     return default_writable()
 
 
 def _default_hide() -> tuple[str, ...]:
-    from offload.supervisor.sandbox import DEFAULT_HIDE
+    from offload.supervisor.sandbox_paths import DEFAULT_HIDE
 
     return DEFAULT_HIDE
 
@@ -164,9 +167,11 @@ class Settings:
 _ENV_PREFIX = "OFFLOAD_"
 
 
-def _coerce(name: str, kind: Any, value: Any) -> Any:
-    """Converts a TOML or environment value to the setting's type, or raises ConfigError."""
-    text = str(kind)
+def _coerce(name: str, text: str, value: Any) -> Any:
+    """Converts a TOML or environment value to the setting's type, or raises ConfigError.
+
+    `text` is the setting's annotation as written (`int | None`, `tuple[str, ...]`).
+    """
     try:
         if value is None or (isinstance(value, str) and value == "" and "None" in text):
             return None
@@ -176,7 +181,7 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
             return _coerce_mapping(value)
         if "tuple" in text:
             return _coerce_list(value)
-        if text.startswith("bool") or kind is bool:
+        if text.startswith("bool"):
             return _coerce_bool(value)
         if "float" in text:
             return float(value)
@@ -222,7 +227,8 @@ def _coerce_mapping(value: Any) -> dict[str, Any]:
     raise ValueError("expected a table or name=value pairs")
 
 
-class _Range(NamedTuple):
+@record
+class _Range:
     """What one numeric setting allows: `what` from `low` (`above`: strictly more) to `high`."""
 
     what: str
@@ -290,10 +296,10 @@ REASONING_EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
 _DEFAULT_RANGE = _Range("a finite number", 0)
 
 
-def _numeric_type(hint: Any) -> type | None:
+def _numeric_type(text: str) -> type | None:
     """`int` or `float` for a setting typed `int`, `float` or either `| None`; else None."""
-    kinds = [k for k in (get_args(hint) or (hint,)) if k is not type(None)]
-    return kinds[0] if len(kinds) == 1 and kinds[0] in (int, float) else None
+    kinds = [k.strip() for k in text.split("|") if k.strip() != "None"]
+    return {"int": int, "float": float}.get(kinds[0]) if len(kinds) == 1 else None
 
 
 def _finite_number(value: Any, kind: type) -> bool:
@@ -329,10 +335,10 @@ def _validate(settings: Settings) -> Settings:
     Raises:
         ConfigError: naming the setting, its value and what is allowed.
     """
-    for name, hint in _settings_hints().items():
-        kind = _numeric_type(hint)
+    for name, text in _setting_types().items():
+        kind = _numeric_type(text)
         if kind is not None:
-            _check_number(name, kind, getattr(settings, name), type(None) in get_args(hint))
+            _check_number(name, kind, getattr(settings, name), "None" in text.split(" | "))
     for group, limit in settings.groups.items():
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(
@@ -353,9 +359,13 @@ def _validate(settings: Settings) -> Settings:
 
 
 @functools.cache
-def _settings_hints() -> dict[str, Any]:
-    """Settings' field types, resolved once per process (resolving compiles each one)."""
-    return get_type_hints(Settings)
+def _setting_types() -> dict[str, str]:
+    """Each setting's annotation as written: all `_coerce` and `_validate` need to know.
+
+    Read as text rather than resolved with `typing.get_type_hints`, which imports typing and
+    compiles every annotation: milliseconds the CLI would pay on every call.
+    """
+    return {f.name: f.type for f in fields(Settings)}
 
 
 def _validate_llm(settings: Settings) -> None:
@@ -386,12 +396,12 @@ def with_task_settings(settings: Settings, env: Mapping[str, str]) -> Settings:
     Raises:
         ConfigError: naming the variable and what it allows.
     """
-    hints = get_type_hints(Settings)
+    types = _setting_types()
     typed: dict[str, Any] = {}
     for name in TASK_LLM_SETTINGS:
         key = task_setting_env(name)
         if key in env:
-            typed[name] = _coerce(key, hints[name], env[key])
+            typed[name] = _coerce(key, types[name], env[key])
     if not typed:
         return settings
     return _validate(replace(settings, **typed))
@@ -416,8 +426,8 @@ def load_settings(
             values.update(tomllib.loads(config_file.read_text()))
         except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read {config_file}: {exc}") from exc
-    hints = _settings_hints()
-    names = {f.name for f in fields(Settings)}
+    types = _setting_types()
+    names = set(types)
     unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"{config_file}: unknown setting(s) {', '.join(unknown)}")
@@ -427,5 +437,5 @@ def load_settings(
             values[name] = env[key]
     values.update(overrides or {})
     values["home"] = home if "home" not in (overrides or {}) else values["home"]
-    typed = {name: _coerce(name, hints[name], value) for name, value in values.items()}
+    typed = {name: _coerce(name, types[name], value) for name, value in values.items()}
     return _validate(replace(Settings(), **typed))

@@ -11,6 +11,7 @@ Stdlib only, and nothing heavy: the CLI imports this module on every call.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Iterator
@@ -47,19 +48,30 @@ _NEWLINE = 0x0A
 # ("step 3 of 10"). The look-arounds keep out numbers glued to words, versions and addresses
 # ("1.2.3%", "10.0.0.1/24"), path segments ("src/3/10") and dates ("2026/11/23"), and
 # signed deltas ("-5%"). Digit runs are bounded so int() never meets a giant literal.
-_MARKER_RE = re.compile(
-    r"""
+_MARKER = r"""
     (?<![\w.+\-])(?P<pct>[0-9]{1,3}(?:\.[0-9]+)?)[ \t]?%(?!\w)
     | (?<![\w./])(?P<done>[0-9]{1,12})[ \t]*/[ \t]*(?P<total>[0-9]{1,12})(?![\w./])
     | (?<![\w.])(?P<of_done>[0-9]{1,12})[ \t]+of[ \t]+(?P<of_total>[0-9]{1,12})(?![\w.])
-    """,
-    re.VERBOSE | re.IGNORECASE,
-)
+    """
 # Where a marker may be, found at C speed (a leading digit lets the engine skip ahead);
 # only the lines it hits are parsed with the full pattern.
-_CANDIDATE_RE = re.compile(rb"[0-9](?:[ \t]?%|[ \t]*/[ \t]*[0-9]|[ \t]+of[ \t]+[0-9])", re.I)
+_CANDIDATE = rb"[0-9](?:[ \t]?%|[ \t]*/[ \t]*[0-9]|[ \t]+of[ \t]+[0-9])"
 # Colour and cursor escapes (CSI sequences) that progress bars wrap around their text.
-_ANSI_CSI_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+_ANSI_CSI = r"\x1b\[[0-?]*[ -/]*[@-~]"
+
+
+@functools.cache
+def _regexes() -> tuple[re.Pattern[str], re.Pattern[bytes], re.Pattern[str]]:
+    """The marker, candidate and escape patterns, compiled on first use.
+
+    Most commands that import this module (`offload list`, `show`) never look for
+    progress, and compiling the patterns costs a millisecond of every call.
+    """
+    return (
+        re.compile(_MARKER, re.VERBOSE | re.IGNORECASE),
+        re.compile(_CANDIDATE, re.IGNORECASE),
+        re.compile(_ANSI_CSI),
+    )
 
 
 @record
@@ -204,7 +216,7 @@ def parse_progress(text: str) -> Progress | None:
         The progress, or None when no line holds a marker.
     """
     for raw_line in _lines_from_end(text):
-        line = _ANSI_CSI_RE.sub("", _last_segment(raw_line)).strip()
+        line = _regexes()[2].sub("", _last_segment(raw_line)).strip()
         fraction = _last_fraction(line)
         if fraction is not None:
             return Progress(fraction, line[:_MESSAGE_MAX_CHARS])
@@ -264,7 +276,7 @@ def final_progress(path: Path, max_scan_bytes: int = FINAL_SCAN_BYTES) -> Progre
 
 def _last_marker(block: bytes, start: int) -> Progress | None:
     """The marker of the last line of `block[start:]` that holds a valid one."""
-    hits = [m.start() for m in _CANDIDATE_RE.finditer(block, start)]
+    hits = [m.start() for m in _regexes()[1].finditer(block, start)]
     checked_from = len(block) + 1
     for hit in reversed(hits):
         if hit >= checked_from:
@@ -382,7 +394,7 @@ def _last_segment(line: str) -> str:
 def _last_fraction(line: str) -> float | None:
     """Returns the fraction of the rightmost valid progress marker in ``line``."""
     found: float | None = None
-    for match in _MARKER_RE.finditer(line):
+    for match in _regexes()[0].finditer(line):
         fraction = _fraction_of(match)
         if fraction is not None:
             found = fraction

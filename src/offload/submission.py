@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from offload.config import Settings
 from offload.errors import InvalidInput, PolicyRefused
-from offload.policies.commands import CommandPolicy
 from offload.policies.enforce import check_env_names, check_task_command
 from offload.policies.environment import check_task_env
 from offload.policies.limits import check_group, check_priority, check_timeout
@@ -23,6 +21,12 @@ from offload.policies.submitter_env import capture_environ
 from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import LLM_TYPES, TASK_TYPES, TaskSpec
 from offload.records import record
+
+TYPE_CHECKING = False  # typing costs ~3 ms of every CLI call; mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any
+
+    from offload.policies.commands import CommandPolicy
 
 __all__ = ["MAX_BATCH", "MAX_COMMAND_BYTES", "MAX_SPEC_BYTES", "Submitter", "FIELDS"]
 

@@ -22,7 +22,30 @@ from offload.cli.app import (
 )
 from offload.errors import OffloadError
 
-__all__ = ["main", "parse_duration"]
+__all__ = ["main", "parse_duration", "run"]
+
+# Commands that end as soon as their answer is written; see `run`.
+_QUICK = frozenset({"submit", "list", "show", "logs", "wait", "cancel", "retry", "purge", "stats"})
+
+
+def run() -> None:
+    """The `offload` script: `main`, then, after a quick command, an exit without teardown.
+
+    An interpreter's orderly exit frees every module and object one by one: ~6 ms, a
+    tenth of an `offload list`. A quick command has written its answer and committed
+    its transaction by then, and holds no thread, log handler or child to wind down, so
+    it flushes its streams and leaves at once. The long-running commands (`supervisor`,
+    `mcp`, `serve`) exit the ordinary way.
+    """
+    code = main()
+    if sys.argv[1:2] and sys.argv[1] in _QUICK:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # a closed pipe: nothing more can be said
+            code = code or EXIT_ERROR
+        os._exit(code)
+    sys.exit(code)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from offload.errors import InvalidInput
 
+TYPE_CHECKING = False  # typing costs ~3 ms of every CLI call; mypy reads this as True
 if TYPE_CHECKING:
     from offload.config import Settings
     from offload.desk import Desk

@@ -10,13 +10,6 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from offload.errors import InvalidInput
-from offload.queue.models import PURGEABLE_STATES, State, Task
-
-if TYPE_CHECKING:
-    pass
 
 from offload.cli.app import (
     EXIT_ERROR,
@@ -29,6 +22,8 @@ from offload.cli.app import (
     require_cwd,
 )
 from offload.cli.submit import cmd_submit, follow
+from offload.errors import InvalidInput
+from offload.queue.models import PURGEABLE_STATES, State, Task
 
 __all__ = [
     "COMMANDS",

@@ -14,11 +14,13 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TextIO
 
 from offload.queue.models import State, Task
 
+TYPE_CHECKING = False  # typing costs ~3 ms of every CLI call; mypy reads this as True
 if TYPE_CHECKING:
+    from typing import Any, TextIO
+
     from offload.queue.store import Stats
 
 __all__ = [

@@ -8,13 +8,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-from offload.errors import InvalidInput
-from offload.queue.models import State
-
-if TYPE_CHECKING:
-    pass
 
 from offload.cli.app import (
     EXIT_ERROR,
@@ -25,6 +18,12 @@ from offload.cli.app import (
     parse_duration,
     require_cwd,
 )
+from offload.errors import InvalidInput
+from offload.queue.models import State
+
+TYPE_CHECKING = False  # typing costs ~3 ms of every CLI call; mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["cmd_submit", "follow"]
 

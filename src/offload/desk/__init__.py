@@ -9,7 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from offload.clock import now_ms
 from offload.config import Settings
@@ -17,6 +16,7 @@ from offload.desk.desk import MAX_LIST, MIN_PREFIX, STATE_FILTERS, Desk, check_t
 from offload.desk.output import LocalOutput, TaskOutput, log_path
 from offload.queue.store import Store
 
+TYPE_CHECKING = False  # typing costs ~3 ms of every CLI call; mypy reads this as True
 if TYPE_CHECKING:
     from offload.policies.task_policy import TaskPolicy
     from offload.submission import Submitter

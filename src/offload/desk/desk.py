@@ -15,7 +15,6 @@ import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
 
 from offload.config import Settings
 from offload.desk.output import TaskOutput
@@ -25,7 +24,10 @@ from offload.queue.models import ACTIVE_STATES, FINAL_STATES, PURGEABLE_STATES, 
 from offload.queue.store import Stats, Store
 from offload.records import mutable_record, replace
 
+TYPE_CHECKING = False  # typing costs ~3 ms of every CLI call; mypy reads this as True
 if TYPE_CHECKING:
+    from typing import Any
+
     from offload.submission import Submitter
 
 __all__ = ["MAX_LIST", "MIN_PREFIX", "STATE_FILTERS", "Desk", "check_task_id"]

@@ -13,16 +13,18 @@ is a pure function of its arguments.
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Sequence
 from pathlib import Path
 
 from offload.errors import ConfigError, PolicyRefused
-from offload.policies.argv import Unjudgeable, View, deny_matches, views
-from offload.policies.redirects import judge_redirects
-from offload.policies.shell import split_simple_commands
-from offload.policies.shell_words import SimpleCommand, Word, parse_simple
 from offload.records import record
+
+# The shell parser and the argv views load on first use: a plain command line under no
+# allow or deny list (`offload submit -- make test`) needs neither (see `_plain`).
+TYPE_CHECKING = False  # typing costs ~3 ms of every CLI call; mypy reads this as True
+if TYPE_CHECKING:
+    from offload.policies.argv import View
+    from offload.policies.shell_words import SimpleCommand
 
 __all__ = [
     "MAX_SIMPLE_COMMANDS",
@@ -145,6 +147,8 @@ def check_command(
     ``policy.forbidden``. Relative targets resolve against `cwd` (default: the first
     root). Never raises.
     """
+    if isinstance(command, str) and _plain(command) and not (policy.deny or policy.allow_layers):
+        return Decision(allowed=True)  # one simple command, no redirection: nothing to judge
     parsed = _parse_line(command) if isinstance(command, str) else _parse_argv(command)
     if isinstance(parsed, Decision):
         return parsed
@@ -152,6 +156,8 @@ def check_command(
     if reason is None and policy.allow_layers:
         reason = _allow_reason(policy.allow_layers, parsed)
     if reason is None:
+        from offload.policies.redirects import judge_redirects
+
         reason = judge_redirects(
             parsed.commands,
             strict=bool(policy.allow_layers),
@@ -160,6 +166,36 @@ def check_command(
             cwd=cwd,
         )
     return Decision(allowed=False, reason=reason) if reason else Decision(allowed=True)
+
+
+# A line of words made of letters, digits and `_ . , : + @ % / -` (later words may hold
+# `=` too), separated by blanks, whose first word is no reserved word: the shell runs it as
+# one simple command with no redirection, expansion, glob, comment or separator in it.
+_PLAIN = re.compile(r"[ \t]*([\w.,:+@%/-]+)(?:[ \t]+[\w.,:=+@%/-]+)*[ \t]*", re.ASCII)
+_RESERVED = frozenset(
+    "if then else elif fi case esac for while until do done in function select time".split()
+)
+
+
+def _plain(line: str) -> bool:
+    """True for a line of plain words (see `_PLAIN`).
+
+    Only an allow or deny list could refuse such a line, so without lists it needs no
+    parsing (`offload submit -- make test`).
+    """
+    match = _PLAIN.fullmatch(line)
+    return match is not None and match.group(1) not in _RESERVED
+
+
+def split_simple_commands(line: str) -> list[str]:
+    """The simple commands of a ``/bin/sh`` line (`offload.policies.shell`).
+
+    Raises:
+        PolicyRefused: The line cannot be split with confidence.
+    """
+    from offload.policies.shell import split_simple_commands as split
+
+    return split(line)
 
 
 # --- policy helpers ---------------------------------------------------------------------
@@ -196,11 +232,15 @@ def parse_commands(line: str) -> list[SimpleCommand]:
     Raises:
         PolicyRefused: The line cannot be parsed with confidence.
     """
+    from offload.policies.shell_words import parse_simple
+
     return [parse_simple(text) for text in split_simple_commands(line)]
 
 
 def _line_argvs(line: str) -> list[tuple[tuple[str | None, ...], tuple[str, ...]]]:
     """The argv (values, raws) of each simple command of a nested shell line."""
+    from offload.policies.argv import Unjudgeable
+
     try:
         commands = parse_commands(line)
     except PolicyRefused as exc:
@@ -220,6 +260,8 @@ def _parse_line(line: str) -> _Parsed | Decision:
         return Decision(allowed=False, reason="empty command")
     if "\0" in line:
         return Decision(allowed=False, reason="command contains a NUL byte")
+    from offload.policies.shell_words import parse_simple
+
     try:
         texts = split_simple_commands(line)
         if len(texts) > MAX_SIMPLE_COMMANDS:
@@ -246,6 +288,10 @@ def _parse_argv(argv: object) -> _Parsed | Decision:
         return Decision(allowed=False, reason="empty command")
     if any("\0" in word for word in words):
         return Decision(allowed=False, reason="command contains a NUL byte")
+    import shlex
+
+    from offload.policies.shell_words import SimpleCommand, Word
+
     joined = shlex.join(words)
     # argv words are never expanded: each is its own value, whatever it holds
     cmd = SimpleCommand(joined, (), tuple(Word(shlex.quote(w), w) for w in words), ())
@@ -254,10 +300,14 @@ def _parse_argv(argv: object) -> _Parsed | Decision:
 
 
 def _views(cmd: SimpleCommand) -> list[View]:
+    from offload.policies.argv import views
+
     return views([w.value for w in cmd.words], [w.raw for w in cmd.words], _line_argvs)
 
 
 def _deny_reason(deny: Sequence[re.Pattern[str]], parsed: _Parsed) -> str | None:
+    from offload.policies.argv import Unjudgeable, deny_matches
+
     for form in parsed.deny_forms:
         for pattern in deny:
             if pattern.search(form):
@@ -280,6 +330,8 @@ def _deny_reason(deny: Sequence[re.Pattern[str]], parsed: _Parsed) -> str | None
 
 
 def _allow_reason(layers: Sequence[Sequence[re.Pattern[str]]], parsed: _Parsed) -> str | None:
+    from offload.policies.argv import Unjudgeable
+
     if parsed.error:
         return parsed.error
     for cmd in parsed.commands:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from offload.records import fields, record
 
+TYPE_CHECKING = False  # typing costs ~3 ms of every CLI call; mypy reads this as True
 if TYPE_CHECKING:
+    from typing import Any
+
     from offload.config import Settings
     from offload.policies.commands import CommandPolicy
 

@@ -7,11 +7,10 @@ when chosen, so a CLI call never pays for a driver it does not use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from offload.queue.models import FINAL_STATES, State, Task, TaskSpec
 from offload.queue.store import Stats, Store
 
+TYPE_CHECKING = False  # typing costs ~3 ms of every CLI call; mypy reads this as True
 if TYPE_CHECKING:
     from offload.config import Settings
 

@@ -11,9 +11,12 @@ import json
 import os
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import Any
 
 from offload.records import field, fields, record
+
+TYPE_CHECKING = False  # typing costs ~3 ms of every CLI call; mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "ACTIVE_STATES",

@@ -11,11 +11,14 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from offload.errors import LeaseLost, NotFound
 from offload.queue.models import State, Task
 from offload.queue.sqlite_db import SqliteDb
+
+TYPE_CHECKING = False  # typing costs ~3 ms of every CLI call; mypy reads this as True
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["SqliteSupervisorSide"]
 

@@ -15,7 +15,6 @@ offload's own `OFFLOAD_*` settings.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 from collections.abc import Mapping, MutableMapping
@@ -44,6 +43,8 @@ def is_key_name(name: str) -> bool:
 def make_undumpable() -> bool:
     """`prctl(PR_SET_DUMPABLE, 0)`: no core dumps, no /proc/PID/mem or ptrace by peers."""
     try:
+        import ctypes  # lazily: front ends import this module only to start a supervisor
+
         libc = ctypes.CDLL(None, use_errno=True)
         return bool(libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
     except (OSError, AttributeError):
@@ -132,6 +133,8 @@ def _wipe_initial_environ(names: set[str]) -> None:
     The block is ordinary writable memory at the top of our stack (setproctitle writes
     argv the same way); after `os.environ.pop` nothing refers to these strings any more.
     """
+    import ctypes
+
     block = _env_block()
     if block is None:
         return

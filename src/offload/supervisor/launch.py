@@ -6,7 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-from offload.supervisor.keys import KEYS_FD_VAR, is_key_name, keys_pipe
 from offload.supervisor.wake import poke
 
 __all__ = ["ensure_supervisor"]
@@ -31,6 +30,8 @@ def ensure_supervisor(home: Path) -> bool:
     """
     if poke(home):
         return False
+    from offload.supervisor.keys import KEYS_FD_VAR, is_key_name, keys_pipe  # only to start one
+
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     out = str(home / "supervisor.out")
     keys = {k: v for k, v in os.environ.items() if is_key_name(k)}

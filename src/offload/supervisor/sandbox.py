@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from offload.errors import OffloadError
 from offload.records import record
+from offload.supervisor.sandbox_paths import DEFAULT_HIDE, default_writable
 
 if TYPE_CHECKING:
     from offload.config import Settings
@@ -41,37 +42,7 @@ class SandboxUnavailable(OffloadError):
     """A command must run sandboxed (setting `sandbox = on`) and bwrap cannot do it."""
 
 
-DEFAULT_HIDE: tuple[str, ...] = (
-    "~/.ssh",
-    "~/.aws",
-    "~/.gnupg",
-    "~/.netrc",
-    "~/.config/gh",
-    "~/.docker",
-    "~/.kube",
-    # other places that hold provider or registry credentials
-    "~/.azure",
-    "~/.config/gcloud",
-    "~/.git-credentials",
-    "~/.config/git/credentials",
-    "~/.pypirc",
-    "~/.npmrc",
-    "~/.cargo/credentials.toml",
-    "~/.cargo/credentials",
-    "~/.config/openai",
-    "~/.anthropic",
-    # a root-equivalent socket is a credential too
-    "/var/run/docker.sock",
-    "/run/docker.sock",
-)
-"""Paths a sandboxed task never sees (setting `sandbox_hide`)."""
-
 _PROBE_TIMEOUT_SECONDS = 10.0
-
-
-def default_writable() -> tuple[str, ...]:
-    """The user's cache dir, so pip/npm/cargo builds inside the sandbox keep working."""
-    return (os.environ.get("XDG_CACHE_HOME") or "~/.cache",)
 
 
 def _real(path: str) -> str:

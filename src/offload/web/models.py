@@ -80,7 +80,7 @@ def _json_type(hint: Any) -> Any:
 
 def _task_out_fields() -> dict[str, Any]:
     """Every field of `Task`, so a field added to the domain reaches the API by itself."""
-    hints = typing.get_type_hints(Task)
+    hints = typing.get_type_hints(Task, localns={"Any": Any})  # models.py imports no typing
     fields: dict[str, Any] = {}
     for f in records.fields(Task):
         name = _NAMES_ONLY.get(f.name, f.name)
