@@ -661,3 +661,64 @@ def test_apply_limits_cpu_limit_stops_a_busy_child() -> None:
         check=False,
     )
     assert child.returncode in (-signal.SIGXCPU, -signal.SIGKILL)
+
+
+# --- plain lines: one simple command of literal words, judged without the parser ---------
+PLAIN_LINES = [
+    ("make -j4 test", ["make", "-j4", "test"]),
+    ("  true  ", ["true"]),
+    ("python3 -m pytest tests/x.py::test_a -k a,b", None),  # `::` is fine, `,` too
+    ("env A=b run", ["env", "A=b", "run"]),
+    ("echo 50% done@host", ["echo", "50%", "done@host"]),
+]
+NOT_PLAIN = [
+    "",
+    "   ",
+    "A=b make",
+    "make > out",
+    "make 2>&1",
+    "echo $HOME",
+    "ls *.py",
+    "a; b",
+    "a && b",
+    "a | b",
+    "echo 'x'",
+    'echo "x"',
+    "# comment",
+    "cd ~",
+    "echo a\nb",
+    "if true",
+    "done",
+    "echo `id`",
+    "echo (x)",
+    "echo x\\ y",
+]
+
+
+@pytest.mark.parametrize(("line", "words"), PLAIN_LINES)
+def test_plain_lines_are_their_words(line: str, words: list[str] | None) -> None:
+    from offload.policies.commands import plain_words
+
+    assert plain_words(line) == (words if words is not None else line.split())
+
+
+@pytest.mark.parametrize("line", NOT_PLAIN)
+def test_anything_the_shell_reads_specially_is_not_plain(line: str) -> None:
+    from offload.policies.commands import plain_words
+
+    assert plain_words(line) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.from_regex(r"[A-Za-z0-9._/:=+@%,-]{1,6}", fullmatch=True), max_size=5))
+def test_a_plain_line_parses_to_exactly_its_words(words: list[str]) -> None:
+    from offload.policies.commands import parse_commands, plain_words
+
+    line = " ".join(words)
+    found = plain_words(line)
+    if found is None:
+        return
+    assert found == words
+    (command,) = parse_commands(line)
+    assert [w.value for w in command.words] == words
+    assert not command.redirects and not command.assignments

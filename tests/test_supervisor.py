@@ -418,3 +418,39 @@ def test_limits_reach_the_command_under_its_namespace_init(
     done = final(store, task.id)
     assert (done.containment or "").startswith("pid-namespace"), done.containment
     assert log_text(done).split() == ["37", str(4096 * 1024)]
+
+
+# -- plain lines: the namespace's init runs the words without a shell of their own ----------
+def _below_init(task: Task) -> list[str]:
+    """The names of the processes below a running task's init (its PID namespace's pid 1)."""
+    init = psutil.Process(task.pid or 0)
+    return sorted(p.name() for p in init.children(recursive=True))
+
+
+@pytest.mark.slow
+def test_a_plain_line_runs_under_the_init_as_a_shell_line_would(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start
+) -> None:
+    start_supervisor(grace_seconds="0.5")
+    plain = submit(store, offload_home, "sleep 30")
+    shell = submit(store, offload_home, "sleep 30; true")
+    for task in (plain, shell):
+        wait_until(lambda t=task: "sleep" in _below_init(running_with_pid(store, t.id)))
+    assert (store.get(plain.id).containment or "").startswith("pid-namespace")
+    assert _below_init(store.get(plain.id)) == ["sleep"]  # no `sh -c` between
+    assert _below_init(store.get(shell.id)) == ["sh", "sleep"]
+    for task in (plain, shell):
+        store.request_cancel(task.id)
+    poke(offload_home)
+    assert final(store, plain.id).state is State.CANCELLED
+    results = {
+        line: final(store, submit(store, offload_home, line).id)
+        for line in ("true", "false", "echo plain words a=b 50% x/y", "exit 3", "nosuchprogram")
+    }
+    assert results["true"].state is State.COMPLETED
+    assert results["false"].exit_code == 1
+    assert log_text(results["echo plain words a=b 50% x/y"]) == "plain words a=b 50% x/y\n"
+    assert results["exit 3"].exit_code == 3  # a builtin that acts on its shell gets its own
+    missing = results["nosuchprogram"]
+    assert missing.exit_code == 127
+    assert log_text(missing).startswith("/bin/sh: "), log_text(missing)  # as sh -c says it

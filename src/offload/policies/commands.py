@@ -34,6 +34,7 @@ __all__ = [
     "compile_policy",
     "parse_commands",
     "parse_pattern_list",
+    "plain_words",
     "split_simple_commands",
 ]
 
@@ -147,7 +148,8 @@ def check_command(
     ``policy.forbidden``. Relative targets resolve against `cwd` (default: the first
     root). Never raises.
     """
-    if isinstance(command, str) and _plain(command) and not (policy.deny or policy.allow_layers):
+    lists = policy.deny or policy.allow_layers
+    if not lists and isinstance(command, str) and plain_words(command) is not None:
         return Decision(allowed=True)  # one simple command, no redirection: nothing to judge
     parsed = _parse_line(command) if isinstance(command, str) else _parse_argv(command)
     if isinstance(parsed, Decision):
@@ -177,14 +179,17 @@ _RESERVED = frozenset(
 )
 
 
-def _plain(line: str) -> bool:
-    """True for a line of plain words (see `_PLAIN`).
+def plain_words(line: str) -> list[str] | None:
+    """The words of `line` when it is plain (see `_PLAIN`), else None.
 
-    Only an allow or deny list could refuse such a line, so without lists it needs no
-    parsing (`offload submit -- make test`).
+    `/bin/sh -c LINE` runs a plain line as exactly these words, unexpanded. So only an
+    allow or deny list could refuse it (without lists it needs no parsing), and the
+    supervisor may run the words without a shell of their own.
     """
     match = _PLAIN.fullmatch(line)
-    return match is not None and match.group(1) not in _RESERVED
+    if match is None or match.group(1) in _RESERVED:
+        return None
+    return line.split()
 
 
 def split_simple_commands(line: str) -> list[str]:

@@ -40,8 +40,9 @@ __all__ = [
 
 CLONE_NEWPID = 0x20000000
 # "$@" must not be the last word: a shell execs its last command, which would make the
-# task's command pid 1 again.
-INIT_ARGV = ("/bin/sh", "-c", '"$@"; exit $?', "offload-init")
+# task's command pid 1 again. The init's $0 is /bin/sh, so the shell's own messages ("not
+# found", "Permission denied") read as they would from `/bin/sh -c CMD`.
+INIT_ARGV = ("/bin/sh", "-c", '"$@"; exit $?', "/bin/sh")
 
 
 def init_argv(limits: Limits | None = None) -> list[str]:

@@ -21,6 +21,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from offload.policies.commands import plain_words
 from offload.policies.enforce import check_task, stored_policy
 from offload.policies.environment import TASK_ID_VAR, build_task_env
 from offload.policies.limits import Limits, apply_limits_to
@@ -71,6 +72,32 @@ def task_argv(task: Task) -> list[str]:
     if isinstance(task.command, list):
         return list(task.command)
     return ["/bin/sh", "-c", task.command or ""]
+
+
+# Shell builtins that act on the shell running them, or have no program of their own: a
+# line starting with one always gets its own `/bin/sh -c` (see `_direct_words`).
+_SHELL_BUILTINS = frozenset(
+    ". : alias bg break cd command continue eval exec exit export fc fg getopts hash jobs "
+    "local newgrp read readonly return set shift times trap type ulimit umask unalias unset "
+    "wait".split()
+)
+
+
+def _direct_words(task: Task) -> list[str] | None:
+    """A shell line the init may run as plain words, without a `/bin/sh -c` of its own.
+
+    In a PID namespace the init is already a shell that runs the command as its child
+    (`"$@"`); for a plain line (`make -j4 test`: no quoting, expansion, redirection or
+    separator, see `plain_words`), `sh -c LINE` would only run the same words, so the init
+    runs them itself: one exec fewer per task, the same tree, the same messages (the init
+    calls itself /bin/sh too). A builtin such as `true` or `echo` runs in the init.
+    """
+    if task.type != "shell" or not isinstance(task.command, str):
+        return None
+    words = plain_words(task.command)
+    if not words or words[0] in _SHELL_BUILTINS:
+        return None
+    return words
 
 
 def _open_log(path: Path) -> int:
@@ -163,6 +190,7 @@ def spawn_task(
         env[KEYS_FD_VAR] = str(keys_fd)
     argv = [*prefix, *task_argv(task)]
     _check_program(task_argv(task)[0], task.cwd, env, cgroup)
+    direct = None if prefix else _direct_words(task)
     log_fd = _open_log(log_path)
     try:
         with (
@@ -170,7 +198,7 @@ def spawn_task(
             containment.pidns.entered() as in_pidns,
         ):
             if in_pidns and (not prefix or init_needed_for(limits)):
-                argv = [*init_argv(limits), *argv]  # else bwrap is the init itself
+                argv = [*init_argv(limits), *(direct or argv)]  # else bwrap is the init
             popen = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -204,14 +232,17 @@ def spawn_task(
     return Spawned(popen, log_path, cgroup, described, in_pidns, own_ns)
 
 
+def _found(program: str, cwd: str, env: Mapping[str, str]) -> bool:
+    """True when `program` names an executable file, as an exec from `cwd` would find it."""
+    if os.sep in program:
+        path = os.path.join(cwd, program)
+        return os.path.isfile(path) and os.access(path, os.X_OK)
+    return shutil.which(program, path=env.get("PATH", os.defpath)) is not None
+
+
 def _check_program(program: str, cwd: str, env: Mapping[str, str], cgroup: str | None) -> None:
     """Refuses a program that cannot be found, as an exec would (an init would not)."""
-    if os.sep in program:
-        found = os.path.join(cwd, program)
-        missing = not (os.path.isfile(found) and os.access(found, os.X_OK))
-    else:
-        missing = shutil.which(program, path=env.get("PATH", os.defpath)) is None
-    if missing:
+    if not _found(program, cwd, env):
         _drop_cgroup(cgroup)
         raise SpawnError(f"command not found: {program}")
 
