@@ -88,8 +88,15 @@ class TaskSpec:
     run_on: tuple[str, ...] = ()  # host labels the executing supervisor must have
 
 
+_EMPTY_JSON = {"[]": list, "{}": dict}  # what most list and map columns hold
+
+
 def _loads(value: Any, default: Any) -> Any:
-    return json.loads(value) if value else default
+    """The JSON column `value` decoded, `default` when it is NULL or empty."""
+    if not value:
+        return default
+    empty = _EMPTY_JSON.get(value)
+    return empty() if empty is not None else json.loads(value)
 
 
 @record
