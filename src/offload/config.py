@@ -335,10 +335,8 @@ def _validate(settings: Settings) -> Settings:
     Raises:
         ConfigError: naming the setting, its value and what is allowed.
     """
-    for name, text in _setting_types().items():
-        kind = _numeric_type(text)
-        if kind is not None:
-            _check_number(name, kind, getattr(settings, name), "None" in text.split(" | "))
+    for name, (kind, optional) in _numeric_settings().items():
+        _check_number(name, kind, getattr(settings, name), optional)
     for group, limit in settings.groups.items():
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise ConfigError(
@@ -356,6 +354,17 @@ def _validate(settings: Settings) -> Settings:
         raise ConfigError("setting agent_run_commands_in must be 'staging' or 'workspace'")
     _validate_llm(settings)
     return settings
+
+
+@functools.cache
+def _numeric_settings() -> dict[str, tuple[type, bool]]:
+    """Each numeric setting's type (int or float) and whether it may be unset."""
+    found = {}
+    for name, text in _setting_types().items():
+        kind = _numeric_type(text)
+        if kind is not None:
+            found[name] = (kind, "None" in text.split(" | "))
+    return found
 
 
 @functools.cache

@@ -110,24 +110,34 @@ def _collect(cls: type) -> dict[str, Field]:
 
 def _init(self: Any, *args: Any, **kwargs: Any) -> None:
     specs: dict[str, Field] = getattr(type(self), _FIELDS)
+    if not args and kwargs.keys() == specs.keys():  # every field by name: `from_row`
+        self.__dict__.update(kwargs)
+    else:
+        self.__dict__.update(_values_for(type(self), specs, args, kwargs))
+    post_init = getattr(self, "__post_init__", None)
+    if post_init is not None:
+        post_init()
+
+
+def _values_for(
+    cls: type, specs: dict[str, Field], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
+    """Each field's value from positional and keyword arguments and the defaults."""
     if len(args) > len(specs):
-        raise TypeError(f"{type(self).__name__}() takes {len(specs)} arguments, got {len(args)}")
+        raise TypeError(f"{cls.__name__}() takes {len(specs)} arguments, got {len(args)}")
     values = dict(zip(specs, args, strict=False))
     for name in kwargs:
         if name in values:
-            raise TypeError(f"{type(self).__name__}() got {name!r} twice")
+            raise TypeError(f"{cls.__name__}() got {name!r} twice")
         if name not in specs:
-            raise TypeError(f"{type(self).__name__}() has no field {name!r}")
+            raise TypeError(f"{cls.__name__}() has no field {name!r}")
     values.update(kwargs)
     for name, spec in specs.items():
         if name not in values:
             if spec.required:
-                raise TypeError(f"{type(self).__name__}() needs the field {name!r}")
+                raise TypeError(f"{cls.__name__}() needs the field {name!r}")
             values[name] = spec.value()
-    self.__dict__.update(values)
-    post_init = getattr(self, "__post_init__", None)
-    if post_init is not None:
-        post_init()
+    return values
 
 
 def _repr(self: Any) -> str:
