@@ -22,6 +22,7 @@ from offload.policies.limits import check_group, check_priority, check_timeout
 from offload.policies.paths import resolve_inside
 from offload.policies.submitter_env import capture_environ
 from offload.policies.task_policy import TaskPolicy
+from offload.queue.members import check_labels
 from offload.queue.models import LLM_TYPES, TASK_TYPES, TaskSpec
 
 __all__ = ["MAX_BATCH", "MAX_COMMAND_BYTES", "MAX_SPEC_BYTES", "Submitter", "FIELDS"]
@@ -57,6 +58,7 @@ FIELDS = frozenset(
         "parent_id",
         "sandbox",
         "network",
+        "on",
     }
 )
 _ALIASES = {
@@ -212,6 +214,7 @@ class Submitter:
                 may_loosen=self.person,
             ).to_json(),
             environ={} if environ is None else capture_environ(environ, self.settings.env_allow),
+            run_on=check_labels(fields.get("on"), "on"),
         )
 
     def _env(self, value: Any) -> dict[str, str]:

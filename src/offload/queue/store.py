@@ -18,7 +18,7 @@ from typing import Any
 from offload.queue.members import LEASE_SECONDS, Member
 from offload.queue.models import PURGEABLE_STATES, Event, State, Task, TaskSpec
 
-__all__ = ["DayCost", "Stats", "Store"]
+__all__ = ["DayCost", "HostFigures", "Stats", "Store"]
 
 _EVENT_POLL_SECONDS = 0.05
 
@@ -35,8 +35,24 @@ class DayCost:
 
 
 @dataclass(frozen=True)
+class HostFigures:
+    """The tasks one host's supervisors are running and have finished (several hosts).
+
+    `host` is None for tasks whose supervisor has left the queue: a supervisor that
+    stops cleanly removes its member record, and with it the link to its host.
+    """
+
+    host: str | None
+    running: int
+    finished: int
+
+
+@dataclass(frozen=True)
 class Stats:
-    """Counts by state and spending, as `offload stats` and `queue_stats` show them."""
+    """Counts by state and spending, as `offload stats` and `queue_stats` show them.
+
+    `hosts` is filled only by a Store several hosts share (PostgreSQL), busiest first.
+    """
 
     counts: dict[str, int]
     total: int
@@ -45,6 +61,7 @@ class Stats:
     tokens_in: int
     tokens_out: int
     days: builtins.list[DayCost]
+    hosts: builtins.list[HostFigures] = field(default_factory=builtins.list)
 
 
 class Store(ABC):
@@ -56,6 +73,10 @@ class Store(ABC):
         InvalidInput: for submissions that break the queue's rules (unknown dependency).
         StoreError: when the underlying database fails (disk full, corrupt file).
     """
+
+    # True when supervisors of several hosts share this queue (members with leases are
+    # who runs it); False when one supervisor per data dir does (its lock file proves it).
+    several_hosts: bool = False
 
     # -- submitting and reading ------------------------------------------------------
     @abstractmethod

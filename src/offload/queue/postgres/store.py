@@ -26,6 +26,8 @@ class PostgresStore(PgOutput, Store):
             holds a queue of a newer schema; the message shows the URL without password.
     """
 
+    several_hosts = True
+
     def __init__(
         self,
         url: str,

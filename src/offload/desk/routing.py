@@ -1,0 +1,71 @@
+"""Routing by host labels: which pending tasks no live supervisor can take, and why.
+
+A task submitted with `on` labels (`submit --on gpu`) runs only on a supervisor that has
+every one of them (`offload supervisor --labels gpu,linux`). When no live supervisor has
+them, the task would wait in silence; every door shows the note `waiting` makes instead.
+The rule is here once: the doors only render it.
+
+Who counts as live: on a queue several hosts share, every member whose lease holds; on
+one host's SQLite queue, the supervisor of this data dir — its own record when it
+registered one, else the labels this data dir's settings give (which a supervisor
+started on demand would run with).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from offload.config import Settings
+from offload.queue.models import State, Task
+from offload.queue.store import Store
+
+__all__ = ["covered", "live_label_sets", "waiting_note", "waiting_notes"]
+
+
+def covered(run_on: Sequence[str], label_sets: Iterable[Sequence[str]]) -> bool:
+    """True when one of the label sets holds every label in `run_on`."""
+    needed = set(run_on)
+    return any(needed <= set(labels) for labels in label_sets)
+
+
+def waiting_note(run_on: Sequence[str]) -> str:
+    """The one line a task no live supervisor can take shows, with the fix."""
+    which = f"label {run_on[0]}" if len(run_on) == 1 else f"all of the labels {', '.join(run_on)}"
+    return (
+        f"waiting: no live supervisor has {which} — start one with "
+        f"`offload supervisor --labels {','.join(run_on)}`"
+    )
+
+
+def live_label_sets(settings: Settings, store: Store, now_ms: int) -> list[tuple[str, ...]]:
+    """The labels of each supervisor that is live now and may claim this queue's tasks."""
+    if store.several_hosts:
+        return [m.labels for m in store.members() if m.alive_at(now_ms)]
+    return [_local_labels(settings, store)]
+
+
+def _local_labels(settings: Settings, store: Store) -> tuple[str, ...]:
+    """The labels of this data dir's supervisor: its member record's, else the settings'."""
+    from offload.supervisor.liveness import supervisor_state
+
+    found = supervisor_state(settings.home, store)
+    if found.alive:
+        mine = [m for m in store.members() if m.pid == found.pid]
+        if mine:
+            return mine[-1].labels
+    return settings.labels
+
+
+def waiting_notes(
+    tasks: Iterable[Task], settings: Settings, store: Store, now_ms: int
+) -> dict[str, str]:
+    """The `waiting` note of each pending task whose labels no live supervisor has.
+
+    Reads the members only when some task is pending with labels, so a page without
+    such tasks costs nothing.
+    """
+    held = [t for t in tasks if t.state is State.PENDING and t.run_on]
+    if not held:
+        return {}
+    label_sets = live_label_sets(settings, store, now_ms)
+    return {t.id: waiting_note(t.run_on) for t in held if not covered(t.run_on, label_sets)}
