@@ -206,10 +206,12 @@ def show_tasks(tasks: Sequence[Task], stream: TextIO | None = None) -> None:
     out.write("".join(line + "\n" for line in lines))
 
 
-def _detail_rows(task: Task) -> list[tuple[str, Any]]:
+def _detail_rows(task: Task, waiting: str | None) -> list[tuple[str, Any]]:
     return [
         ("id", task.id),
         ("state", task.state.value),
+        ("runs on", ", ".join(task.run_on) or None),
+        ("waiting", waiting.removeprefix("waiting: ") if waiting else None),
         ("type", task.type),
         ("name", task.name),
         ("command", command_text(task) or None),
@@ -237,11 +239,14 @@ def _detail_rows(task: Task) -> list[tuple[str, Any]]:
     ]
 
 
-def show_task(task: Task, stream: TextIO | None = None) -> None:
-    """Prints every field of one task a person cares about, one per line."""
+def show_task(task: Task, stream: TextIO | None = None, *, waiting: str | None = None) -> None:
+    """Prints every field of one task a person cares about, one per line.
+
+    `waiting` is why the task waits when no live supervisor can take it (the desk's).
+    """
     out = stream or sys.stdout
     colour = _colour(out)
-    rows = [(k, v) for k, v in _detail_rows(task) if v is not None and v != ""]
+    rows = [(k, v) for k, v in _detail_rows(task, waiting) if v is not None and v != ""]
     key_width = max(len(k) for k, _ in rows)
     for key, value in rows:
         text = str(value).replace("\n", "\n" + " " * (key_width + len(_GAP)))
@@ -266,7 +271,8 @@ def _show_environ(task: Task, out: TextIO) -> None:
 
 
 def show_stats(stats: Stats) -> None:
-    """Prints counts by state; spending only once an LLM task has run."""
+    """Prints counts by state, per host where several share the queue, and spending only
+    once an LLM task has run."""
     order = [s.value for s in State]
     counts = "  ".join(f"{s} {stats.counts.get(s, 0)}" for s in order)
     sys.stdout.write(f"{counts}  total {stats.total}\n")
@@ -276,6 +282,9 @@ def show_stats(stats: Stats) -> None:
             f"cost today ${stats.cost_today_usd:.4f}  all time ${stats.cost_total_usd:.4f}  "
             f"tokens {stats.tokens_in} in / {stats.tokens_out} out\n"
         )
+    for host in stats.hosts:
+        name = host.host if host.host is not None else "(supervisors since stopped)"
+        sys.stdout.write(f"  {name}  {host.running} running  {host.finished} finished\n")
     for day in stats.days:
         if day.finished or day.cost_usd:
             models = ", ".join(f"{m} ${c:.4f}" for m, c in sorted(day.by_model.items()))

@@ -14,12 +14,16 @@ started on demand would run with).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from offload.config import Settings
 from offload.queue.models import State, Task
 from offload.queue.store import Store
 
-__all__ = ["covered", "live_label_sets", "waiting_note", "waiting_notes"]
+if TYPE_CHECKING:
+    from offload.supervisor.liveness import Liveness
+
+__all__ = ["covered", "live_label_sets", "local_labels", "waiting_note", "waiting_notes"]
 
 
 def covered(run_on: Sequence[str], label_sets: Iterable[Sequence[str]]) -> bool:
@@ -41,14 +45,20 @@ def live_label_sets(settings: Settings, store: Store, now_ms: int) -> list[tuple
     """The labels of each supervisor that is live now and may claim this queue's tasks."""
     if store.several_hosts:
         return [m.labels for m in store.members() if m.alive_at(now_ms)]
-    return [_local_labels(settings, store)]
+    return [local_labels(settings, store)]
 
 
-def _local_labels(settings: Settings, store: Store) -> tuple[str, ...]:
-    """The labels of this data dir's supervisor: its member record's, else the settings'."""
+def local_labels(
+    settings: Settings, store: Store, found: Liveness | None = None
+) -> tuple[str, ...]:
+    """The labels of this data dir's supervisor: its member record's, else the settings'.
+
+    Args:
+        found: Its liveness when the caller has read it already.
+    """
     from offload.supervisor.liveness import supervisor_state
 
-    found = supervisor_state(settings.home, store)
+    found = found or supervisor_state(settings.home, store)
     if found.alive:
         mine = [m for m in store.members() if m.pid == found.pid]
         if mine:
