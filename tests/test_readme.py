@@ -23,6 +23,8 @@ SKIPPED = {
     "claude mcp add": "needs the Claude Code CLI",
     '{ "mcpServers"': "client configuration, not a command",
     "pending ──►": "a diagram",
+    "export OFFLOAD_DATABASE_URL": "needs a PostgreSQL server and a supervisor per host; "
+    "tests/test_hosts.py and tests/test_routing.py run these steps",
 }
 
 
