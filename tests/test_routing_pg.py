@@ -10,6 +10,7 @@ from a data dir that never ran the task.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -24,13 +25,14 @@ import httpx
 import pytest
 from mcp.client import Client
 
-from conftest import _env, wait_until
+from conftest import _env, _supervisors_of, wait_until
 from offload.config import load_settings
 from offload.desk.output import LocalOutput, StoreOutput
 from offload.mcp_server.server import OUTPUT_URI, build_server
 from offload.queue.models import State, Task, TaskSpec
 from offload.queue.postgres import PostgresStore
 from offload.queue.store import HostFigures
+from offload.supervisor.wake import poke
 from offload.web.auth import AccessPolicy
 from offload.web.routes import create_app
 from offload.web.serve import Prepared, ServerThread, _bind
@@ -76,6 +78,49 @@ def http(settings: Any, store: PostgresStore) -> tuple[ServerThread, httpx.Clien
     base = f"http://127.0.0.1:{sock.getsockname()[1]}"
     client = httpx.Client(base_url=base, timeout=20, headers={"Authorization": f"Bearer {TOKEN}"})
     return ServerThread(Prepared(app=app, sock=sock, url="", token=TOKEN)), client
+
+
+# -- the README's three steps ---------------------------------------------------------------
+def _worker(home: Path, url: str, labels: str) -> subprocess.Popen[bytes]:
+    """`offload supervisor --labels …` on its own data dir: a worker host of the queue."""
+    worker = subprocess.Popen(
+        [sys.executable, "-P", "-m", "offload", "supervisor", "--labels", labels],
+        env=_env(home, {"OFFLOAD_DATABASE_URL": url, "OFFLOAD_HOST_NAME": home.name}),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    wait_until(lambda: poke(home) or worker.poll() is not None, what=f"worker {home.name}")
+    assert worker.poll() is None, worker.communicate()[1].decode()[-2000:]
+    return worker
+
+
+def _stop(worker: subprocess.Popen[bytes]) -> None:
+    if worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=20)
+
+
+def test_the_readme_steps_route_a_task_to_the_host_with_the_label(
+    url: str, cli: Cli, offload_home: Path, tmp_path: Path
+) -> None:
+    """`submit --on gpu` waits, and says why, while the only worker lacks the label; a
+    worker started `--labels linux,gpu` takes it; its output reads the same from here."""
+    env = {"OFFLOAD_DATABASE_URL": url}
+    workers = [_worker(tmp_path / "cpu-1", url, "linux")]
+    try:
+        task_id = ok(cli("submit", "--on", "gpu", "--", "echo", "trained", **env)).strip()
+        # Whatever this data dir's own on-demand supervisor does, let it settle first.
+        wait_until(lambda: poke(offload_home) or not _supervisors_of(offload_home))
+        assert "waiting   no live supervisor has label gpu" in ok(cli("show", task_id, **env))
+        _stop(workers[0])
+        workers.append(_worker(tmp_path / "gpu-1", url, "linux,gpu"))
+        ok(cli("wait", task_id, "--timeout", "30", **env))
+        assert ok(cli("logs", task_id, **env)) == "trained\n"
+        assert "waiting" not in ok(cli("show", task_id, **env))
+    finally:
+        for worker in workers:
+            _stop(worker)
 
 
 # -- supervisor status ----------------------------------------------------------------------

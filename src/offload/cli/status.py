@@ -27,8 +27,9 @@ def show_status(settings: Settings, store: Store, as_json: bool) -> int:
     """Prints the status and returns the exit code."""
     by_state = store.stats(now_ms(), days=1).counts  # one GROUP BY, however many tasks
     counts = {s.value: by_state.get(s.value, 0) for s in (State.PENDING, State.RUNNING)}
-    if store.several_hosts:
-        return _members(store, counts, as_json)
+    shared = store.as_shared()
+    if shared is not None:
+        return _members(store, shared.now_ms(), counts, as_json)
     return _local(settings, store, counts, as_json)
 
 
@@ -82,8 +83,8 @@ def lease_text(member: Member, now: int) -> str:
     return f"expired {duration(max(0, now - member.lease_expires_at) / 1000)} ago"
 
 
-def _members(store: Store, counts: dict[str, int], as_json: bool) -> int:
-    now = now_ms()
+def _members(store: Store, now: int, counts: dict[str, int], as_json: bool) -> int:
+    """Every member, its lease judged at `now` by the queue's clock."""
     members = store.members()
     running = Counter(t.supervisor_id for t in store.running())
     live = [m for m in members if m.alive_at(now)]

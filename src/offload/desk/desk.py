@@ -203,7 +203,7 @@ class Desk:
             return {}
         from offload.desk.routing import waiting_notes
 
-        return waiting_notes(tasks, self.settings, self.store, self.clock_ms())
+        return waiting_notes(tasks, self.settings, self.store)
 
     def _tell_waiting(self, tasks: Sequence[Task], told: set[str]) -> None:
         """Gives `note` each task's waiting line once, so a follow or wait is not silent."""

@@ -13,16 +13,19 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING
 
 from offload.config import Settings
 from offload.errors import StoreError
 from offload.logs import Tail, check_read_args, check_tail_args, read_from, read_tail, tail_of_bytes
 from offload.queue.models import Task
 
+if TYPE_CHECKING:
+    from offload.queue.shared import SharedQueue
+    from offload.queue.store import Store
+
 __all__ = [
     "LocalOutput",
-    "ShipsOutput",
     "StoreOutput",
     "TaskOutput",
     "log_path",
@@ -101,23 +104,6 @@ class LocalOutput(TaskOutput):
             raise StoreError(f"cannot read the output of task {task.id[:12]}: {exc}") from exc
 
 
-class _Slice(Protocol):
-    start: int
-    data: bytes
-    size: int
-
-
-@runtime_checkable
-class ShipsOutput(Protocol):
-    """A store holding task output any host can read (`PostgresStore`)."""
-
-    def read_output(self, task_id: str, start: int = 0, limit: int | None = None) -> _Slice:
-        """Up to `limit` bytes from byte `start` (later if older bytes were dropped)."""
-
-    def output_size(self, task_id: str) -> int:
-        """How many bytes the task's output has reached."""
-
-
 class StoreOutput(TaskOutput):
     """This host's log file when it has one, else the output the running host shipped.
 
@@ -125,9 +111,9 @@ class StoreOutput(TaskOutput):
     task starts here; offsets are the log's byte offsets on both sides.
     """
 
-    def __init__(self, settings: Settings, store: ShipsOutput) -> None:
+    def __init__(self, settings: Settings, shared: SharedQueue) -> None:
         self.local = LocalOutput(settings)
-        self.store = store
+        self.store = shared
 
     def _here(self, task: Task) -> bool:
         return os.path.isfile(self.local.path(task))
@@ -156,8 +142,7 @@ class StoreOutput(TaskOutput):
         return self.store.output_size(task.id)
 
 
-def output_for(settings: Settings, store: object) -> TaskOutput:
-    """How a desk on `store` reads output: shipped output where the store has it."""
-    if isinstance(store, ShipsOutput):
-        return StoreOutput(settings, store)
-    return LocalOutput(settings)
+def output_for(settings: Settings, store: Store) -> TaskOutput:
+    """How a desk on `store` reads output: shipped output where several hosts share it."""
+    shared = store.as_shared()
+    return LocalOutput(settings) if shared is None else StoreOutput(settings, shared)

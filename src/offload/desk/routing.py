@@ -41,10 +41,15 @@ def waiting_note(run_on: Sequence[str]) -> str:
     )
 
 
-def live_label_sets(settings: Settings, store: Store, now_ms: int) -> list[tuple[str, ...]]:
-    """The labels of each supervisor that is live now and may claim this queue's tasks."""
-    if store.several_hosts:
-        return [m.labels for m in store.members() if m.alive_at(now_ms)]
+def live_label_sets(settings: Settings, store: Store) -> list[tuple[str, ...]]:
+    """The labels of each supervisor that is live now and may claim this queue's tasks.
+
+    Leases are judged by the queue's own clock, which every host stamps them by.
+    """
+    shared = store.as_shared()
+    if shared is not None:
+        now = shared.now_ms()
+        return [m.labels for m in store.members() if m.alive_at(now)]
     return [local_labels(settings, store)]
 
 
@@ -66,9 +71,7 @@ def local_labels(
     return settings.labels
 
 
-def waiting_notes(
-    tasks: Iterable[Task], settings: Settings, store: Store, now_ms: int
-) -> dict[str, str]:
+def waiting_notes(tasks: Iterable[Task], settings: Settings, store: Store) -> dict[str, str]:
     """The `waiting` note of each pending task whose labels no live supervisor has.
 
     Reads the members only when some task is pending with labels, so a page without
@@ -77,5 +80,5 @@ def waiting_notes(
     held = [t for t in tasks if t.state is State.PENDING and t.run_on]
     if not held:
         return {}
-    label_sets = live_label_sets(settings, store, now_ms)
+    label_sets = live_label_sets(settings, store)
     return {t.id: waiting_note(t.run_on) for t in held if not covered(t.run_on, label_sets)}
