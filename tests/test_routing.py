@@ -214,6 +214,14 @@ def test_on_waits_for_a_supervisor_with_the_label_and_says_so(
     plain_supervisor.stop()
     labelled_supervisor("gpu,linux")
     ok(cli("wait", routed, batched, "--timeout", "30"))
+    assert "labels: gpu, linux" in ok(cli("supervisor", "status"))  # its --labels, not ours
+    assert json.loads(ok(cli("supervisor", "status", "--json")))["labels"] == ["gpu", "linux"]
+    # Pending for another reason (a dependency), a gpu task is not said to lack a host.
+    blocker = ok(cli("submit", "--on", "arm64", "--", "true")).strip()
+    dependent = ok(cli("submit", "--on", "gpu", "--after", blocker, "--", "true")).strip()
+    assert "waiting   no live supervisor has label arm64" in ok(cli("show", blocker))
+    assert "waiting" not in ok(cli("show", dependent))
+    ok(cli("cancel", blocker))
     assert ok(cli("logs", routed)) == "routed\n"
     assert "waiting" not in ok(cli("show", routed))
     assert json.loads(ok(cli("stats", "--json")))["hosts"] == []  # one host: no per-host figures

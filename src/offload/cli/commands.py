@@ -218,11 +218,20 @@ def cmd_supervisor(app: App, args: argparse.Namespace) -> int:
         from offload.queue.members import check_labels
 
         settings = replace(settings, labels=check_labels(args.labels, "--labels"))
+    store = app.desk.store
     if args.action == "status":
         from offload.cli.status import show_status
 
-        return show_status(settings, app.desk.store, args.json)
-    return control.run(settings, app.desk.store, args)
+        return show_status(settings, store, args.json)
+    if args.action == "stop":
+        return control.run(settings, store, args)
+    from offload.desk.routing import announce_labels, withdraw_labels
+
+    record = announce_labels(settings, store)
+    try:
+        return control.run(settings, store, args)
+    finally:
+        withdraw_labels(store, record)
 
 
 def cmd_mcp(app: App, args: argparse.Namespace) -> int:

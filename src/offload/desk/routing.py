@@ -6,9 +6,9 @@ them, the task would wait in silence; every door shows the note `waiting` makes 
 The rule is here once: the doors only render it.
 
 Who counts as live: on a queue several hosts share, every member whose lease holds; on
-one host's SQLite queue, the supervisor of this data dir — its own record when it
-registered one, else the labels this data dir's settings give (which a supervisor
-started on demand would run with).
+one host's SQLite queue, the supervisor of this data dir — the labels it recorded when it
+started (`announce_labels`), else the labels this data dir's settings give (which a
+supervisor started on demand runs with).
 """
 
 from __future__ import annotations
@@ -17,13 +17,22 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from offload.config import Settings
+from offload.errors import OffloadError
 from offload.queue.models import State, Task
 from offload.queue.store import Store
 
 if TYPE_CHECKING:
     from offload.supervisor.liveness import Liveness
 
-__all__ = ["covered", "live_label_sets", "local_labels", "waiting_note", "waiting_notes"]
+__all__ = [
+    "announce_labels",
+    "covered",
+    "live_label_sets",
+    "local_labels",
+    "waiting_note",
+    "waiting_notes",
+    "withdraw_labels",
+]
 
 
 def covered(run_on: Sequence[str], label_sets: Iterable[Sequence[str]]) -> bool:
@@ -51,6 +60,50 @@ def live_label_sets(settings: Settings, store: Store) -> list[tuple[str, ...]]:
         now = shared.now_ms()
         return [m.labels for m in store.members() if m.alive_at(now)]
     return [local_labels(settings, store)]
+
+
+LOCAL_MEMBER_PREFIX = "local-"  # the record a supervisor of a one-host queue leaves
+
+
+def announce_labels(settings: Settings, store: Store) -> str | None:
+    """Records the labels of the supervisor about to run in this process, on a queue only
+    this host uses, so `show` and `supervisor status` tell them from another shell (on a
+    shared queue the supervisor's membership carries them). Records whose process is gone
+    are dropped. Returns the record's id, for `withdraw_labels` when the run ends.
+    """
+    if store.as_shared() is not None:
+        return None
+    import os
+    import socket
+
+    from offload.supervisor.liveness import process_start
+
+    member_id = f"{LOCAL_MEMBER_PREFIX}{os.getpid()}"
+    try:
+        for member in store.members():
+            if member.id.startswith(LOCAL_MEMBER_PREFIX) and process_start(member.pid) is None:
+                store.retire_member(member.id)
+        store.register_member(
+            member_id,
+            host=settings.host_name or socket.gethostname(),
+            pid=os.getpid(),
+            labels=settings.labels,
+            capacity=settings.max_concurrent,
+        )
+    except OffloadError:  # only a note for readers: the supervisor runs without it
+        return None
+    return member_id
+
+
+def withdraw_labels(store: Store, member_id: str | None) -> None:
+    """Removes the record `announce_labels` left (it never claims a task); one left behind
+    (a busy database at exit, a crash) is dropped by the next `announce_labels`."""
+    if member_id is None:
+        return
+    try:
+        store.retire_member(member_id)
+    except OffloadError:
+        pass
 
 
 def local_labels(
