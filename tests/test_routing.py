@@ -245,6 +245,7 @@ def test_bad_labels_are_refused_at_every_cli_door(cli: Cli) -> None:
 
 
 # -- HTTP -----------------------------------------------------------------------------------
+@pytest.mark.slow  # a live server, and the supervisor its reads start
 def test_http_task_json_says_why_it_waits(offload_home: Path, workspace: Path) -> None:
     settings = load_settings()
     store = SqliteStore(settings.db_path)

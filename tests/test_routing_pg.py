@@ -156,6 +156,7 @@ def test_supervisor_status_lists_every_member(pg: PostgresStore, url: str, cli: 
 
 
 # -- per-host figures -----------------------------------------------------------------------
+@pytest.mark.slow  # a live HTTP server and an MCP session
 def test_stats_count_tasks_per_host(pg: PostgresStore, url: str, workspace: Path) -> None:
     for member, host in ((A, "host-a"), (B, "host-b"), (C, "host-c")):
         pg.register_member(member, host=host, pid=1, capacity=2)
@@ -225,14 +226,22 @@ LOGS = [
 ]
 
 
-@pytest.mark.parametrize("data", LOGS, ids=lambda d: f"{len(d)}B")
 def test_shipped_output_reads_exactly_as_the_log_file(
-    pg: PostgresStore, workspace: Path, tmp_path: Path, data: bytes
+    pg: PostgresStore, workspace: Path, tmp_path: Path
 ) -> None:
     settings = load_settings()
-    pg.register_member(A, host="host-a", pid=1, capacity=1)
-    shipped = _shipped(pg, workspace, tmp_path / "host-a", data)
-    here = tmp_path / "here.log"
+    pg.register_member(A, host="host-a", pid=1, capacity=len(LOGS))
+    for number, data in enumerate(LOGS):
+        _same_bytes(
+            pg,
+            settings,
+            _shipped(pg, workspace, tmp_path / "host-a", data),
+            tmp_path / f"here-{number}.log",
+            data,
+        )
+
+
+def _same_bytes(pg: PostgresStore, settings: Any, shipped: Task, here: Path, data: bytes) -> None:
     here.write_bytes(data)
     local = replace(shipped, log_path=str(here))
     store_side, file_side = StoreOutput(settings, pg), LocalOutput(settings)
