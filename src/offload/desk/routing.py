@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from offload.supervisor.liveness import Liveness
 
 __all__ = [
+    "LOCAL_MEMBER_PREFIX",
     "announce_labels",
     "covered",
     "live_label_sets",
@@ -33,6 +34,8 @@ __all__ = [
     "waiting_notes",
     "withdraw_labels",
 ]
+
+LOCAL_MEMBER_PREFIX = "local-"  # the record a supervisor of a one-host queue leaves
 
 
 def covered(run_on: Sequence[str], label_sets: Iterable[Sequence[str]]) -> bool:
@@ -60,9 +63,6 @@ def live_label_sets(settings: Settings, store: Store) -> list[tuple[str, ...]]:
         now = shared.now_ms()
         return [m.labels for m in store.members() if m.alive_at(now)]
     return [local_labels(settings, store)]
-
-
-LOCAL_MEMBER_PREFIX = "local-"  # the record a supervisor of a one-host queue leaves
 
 
 def announce_labels(settings: Settings, store: Store) -> str | None:
