@@ -32,7 +32,8 @@ from offload.queue.sqlite import SqliteStore
 from offload.supervisor.wake import poke
 from offload.web.auth import AccessPolicy
 from offload.web.routes import create_app
-from offload.web.serve import Prepared, ServerThread, _bind
+from offload.web.serve import Prepared, ServerThread, _bind, prepare
+from test_mcp_http import connect
 from test_mcp_support import call, error_text, make_server
 
 Cli = Callable[..., subprocess.CompletedProcess[str]]
@@ -271,3 +272,24 @@ def test_http_task_json_says_why_it_waits(offload_home: Path, workspace: Path) -
             assert "waiting" in schema["TaskOut"]["properties"]
     finally:
         store.close()
+
+
+@pytest.mark.slow  # a live server, and the supervisor its submit starts
+def test_on_over_http_mcp_and_the_task_json(workspace: Path) -> None:
+    """`offload serve`: MCP at /mcp takes `on`; /api/tasks/{id} says why the task waits."""
+    prepared = prepare(load_settings(), "127.0.0.1", 0, False, workspace=workspace)
+    with ServerThread(prepared):
+
+        async def submit() -> str:
+            async with connect(prepared) as client:
+                ref = await call(client, "submit_task", command="true", on=["gpu"])
+                refused = await client.call_tool("submit_task", {"command": "true", "on": ["a b"]})
+                assert "on: 'a b' is not a label" in error_text(refused)
+                return str(ref["task_id"])
+
+        task_id = anyio.run(submit)
+        headers = {"Authorization": f"Bearer {prepared.token}"}
+        base = f"http://127.0.0.1:{prepared.port}"
+        with httpx.Client(base_url=base, headers=headers, timeout=20) as client:
+            task = client.get(f"/api/tasks/{task_id}").json()
+    assert task["run_on"] == ["gpu"] and task["waiting"] == "waiting: " + GPU_NOTE
