@@ -34,6 +34,7 @@ def _finished(store: SqliteStore, home: Path, spec: TaskSpec) -> str:
     return Path(done.log_path or "").read_text(errors="replace")
 
 
+@pytest.mark.slow
 def test_reads_without_the_token_show_nothing_on_loopback(
     store: SqliteStore, workspace: Path
 ) -> None:
@@ -54,7 +55,6 @@ def test_reads_without_the_token_show_nothing_on_loopback(
         assert shown.is_success and shown.json()["command"] == f"echo {SECRET}"
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not probe_sandbox().available, reason="bubblewrap is not available")
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_a_sandboxed_task_with_the_network_cannot_read_other_tasks(

@@ -1,0 +1,164 @@
+"""Escapes tried from inside the bubblewrap sandbox, with real bwrap and real processes.
+
+Each test is an attack that worked before its fix: renaming or re-pointing its way to hidden
+credentials, talking to a daemon's socket in /run, reading the host's SysV shared memory.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import wait_until
+from offload.policies.task_policy import TaskPolicy
+from offload.queue.models import Task, TaskSpec
+from offload.queue.sqlite import SqliteStore
+from offload.supervisor import sandbox as sandbox_module
+from offload.supervisor.sandbox import Sandbox, probe_sandbox
+from offload.supervisor.wake import poke
+
+_PYTHON = os.path.realpath(sys.executable)  # a venv under /tmp is hidden by the private /tmp
+IPC_CREAT, IPC_RMID = 0o1000, 0
+
+pytestmark = pytest.mark.skipif(
+    not probe_sandbox().available, reason=f"no sandbox here: {probe_sandbox().reason}"
+)
+
+
+def _run(store: SqliteStore, home: Path, cwd: Path, command: str) -> tuple[Task, str]:
+    spec = TaskSpec(
+        command=command,
+        cwd=str(cwd),
+        workspace=str(cwd),
+        policy=TaskPolicy(sandbox=True).to_json(),
+    )
+    task = store.submit([spec])[0]
+    poke(home)
+    done = wait_until(lambda: (t := store.get(task.id)).is_final and t, timeout=30)
+    return done, Path(done.log_path or "").read_text(errors="replace")
+
+
+def _boxed(
+    command: list[str], cwd: Path, network: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Runs `command` in the sandbox a task gets, without a supervisor."""
+    box = Sandbox(probe_sandbox().path)
+    words = box.argv(workspace=str(cwd), cwd=str(cwd), network=network)
+    return subprocess.run([*words, *command], capture_output=True, text=True, timeout=30)
+
+
+def test_renaming_or_relinking_in_the_workspace_does_not_unhide_credentials(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    store: SqliteStore,
+    offload_home: Path,
+    start_supervisor: Callable[..., Any],
+) -> None:
+    # The workspace is the home (an agent started from ~): hidden paths lie inside it.
+    user = tmp_path / "user"
+    (user / ".config" / "gh").mkdir(parents=True)
+    (user / ".config" / "gh" / "hosts.yml").write_text("GH-PLANTED\n")
+    (user / "dotfiles" / "aws").mkdir(parents=True)
+    (user / "dotfiles" / "aws" / "credentials").write_text("AWS-PLANTED\n")
+    (user / ".aws").symlink_to("dotfiles/aws", target_is_directory=True)  # as stow makes it
+    monkeypatch.setenv("HOME", str(user))
+    start_supervisor()
+    _, log = _run(
+        store,
+        offload_home,
+        user,
+        "cat .config/gh/hosts.yml .aws/credentials; mv .config .c2 && echo moved; "
+        "ln -sfn /nonexistent .aws && echo relinked",
+    )
+    assert "PLANTED" not in log
+    assert "moved" not in log and (user / ".config" / "gh").is_dir()
+    _, log = _run(
+        store,
+        offload_home,
+        user,
+        "cat .c2/gh/hosts.yml .config/gh/hosts.yml dotfiles/aws/credentials",
+    )
+    assert "PLANTED" not in log, log
+
+
+@pytest.fixture
+def run_socket() -> Iterator[Path]:
+    """A Unix socket listening in /run, as a daemon's (systemd, D-Bus, a database) does."""
+    if not os.access("/run", os.W_OK):
+        pytest.skip("needs a writable /run to plant a daemon's socket")
+    path = Path("/run") / f"offload-test-{secrets.token_hex(6)}.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(4)
+    os.chmod(path, 0o777)
+    try:
+        yield path
+    finally:
+        server.close()
+        path.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("network", [True, False])
+def test_a_daemon_socket_in_run_is_out_of_reach(
+    run_socket: Path, workspace: Path, network: bool
+) -> None:
+    probe = f"import socket; socket.socket(socket.AF_UNIX).connect({str(run_socket)!r})"
+    done = _boxed([_PYTHON, "-c", probe + "; print('connected')"], workspace, network)
+    assert "connected" not in done.stdout
+    assert "No such file" in done.stderr or "FileNotFoundError" in done.stderr
+
+
+def test_the_resolver_configuration_in_run_stays_readable(
+    tmp_path: Path, workspace: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not os.access("/run", os.W_OK):
+        pytest.skip("needs a writable /run to plant a resolver configuration")
+    target = Path("/run") / f"offload-test-{secrets.token_hex(6)}.conf"
+    target.write_text("nameserver 192.0.2.53\n")
+    link = tmp_path / "resolv.conf"
+    link.symlink_to(target)
+    monkeypatch.setattr(sandbox_module, "_RESOLVER", str(link))
+    try:
+        done = _boxed(["/bin/sh", "-c", f"cat {target}; ls -A /run"], workspace, network=True)
+    finally:
+        target.unlink()
+    assert done.stdout.splitlines() == ["nameserver 192.0.2.53", target.name], done.stderr
+
+
+@pytest.fixture
+def host_shared_memory() -> Iterator[int]:
+    """A SysV shared memory segment of the host (mode 0600, the test's own user)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.shmat.restype = ctypes.c_void_p
+    key = secrets.randbelow(2**30) + 1
+    shmid = libc.shmget(key, 4096, IPC_CREAT | 0o600)
+    assert shmid >= 0, os.strerror(ctypes.get_errno())
+    address = libc.shmat(shmid, None, 0)
+    ctypes.memmove(address, b"SHM-PLANTED\0", 12)
+    try:
+        yield key
+    finally:
+        libc.shmdt(ctypes.c_void_p(address))
+        libc.shmctl(shmid, IPC_RMID, None)
+
+
+def test_the_hosts_sysv_shared_memory_is_out_of_reach(
+    host_shared_memory: int, workspace: Path
+) -> None:
+    probe = (
+        "import ctypes; libc = ctypes.CDLL(None); libc.shmat.restype = ctypes.c_void_p; "
+        f"shmid = libc.shmget({host_shared_memory}, 0, 0); print('shmid', shmid); "
+        "shmid >= 0 and print(ctypes.string_at(libc.shmat(shmid, None, 0o10000), 11))"
+    )
+    done = _boxed([_PYTHON, "-c", probe], workspace)
+    assert "PLANTED" not in done.stdout
+    assert "shmid -1" in done.stdout, done.stderr
