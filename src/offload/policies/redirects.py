@@ -23,7 +23,7 @@ __all__ = ["judge_redirects"]
 
 _STREAMS = frozenset({"/dev/null", "/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/tty"})
 _FD_PATH = re.compile(r"/dev/fd/[0-9]+|/proc/self/fd/[0-9]+")
-_CHDIR = frozenset({"cd", "pushd", "popd"})
+_CHDIR = frozenset({"cd", "chdir", "pushd", "popd"})  # dash has chdir too
 
 
 def judge_redirects(
