@@ -19,12 +19,15 @@ from typing import Any
 import pytest
 
 from conftest import wait_until
+from offload.config import load_settings
+from offload.desk import open_desk
 from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import Task, TaskSpec
 from offload.queue.sqlite import SqliteStore
 from offload.supervisor import sandbox as sandbox_module
-from offload.supervisor.sandbox import Sandbox, probe_sandbox
+from offload.supervisor.sandbox import Sandbox, command_sandbox, probe_sandbox
 from offload.supervisor.wake import poke
+from offload.workers.agent.commands import run_shell
 
 _PYTHON = os.path.realpath(sys.executable)  # a venv under /tmp is hidden by the private /tmp
 IPC_CREAT, IPC_RMID = 0o1000, 0
@@ -162,3 +165,31 @@ def test_the_hosts_sysv_shared_memory_is_out_of_reach(
     done = _boxed([_PYTHON, "-c", probe], workspace)
     assert "PLANTED" not in done.stdout
     assert "shmid -1" in done.stdout, done.stderr
+
+
+def test_an_agent_task_a_person_queues_runs_its_commands_sandboxed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, workspace: Path, store: SqliteStore
+) -> None:
+    user = tmp_path / "user"
+    (user / ".ssh").mkdir(parents=True)
+    (user / ".ssh" / "id_ed25519").write_text("KEY-PLANTED\n")
+    monkeypatch.setenv("HOME", str(user))
+    settings = load_settings()  # sandbox = auto
+    desk = open_desk(settings, workspace=workspace, confined=False, store=store, wake=lambda: 0)
+    [task, opted_out] = desk.submit(
+        [{"type": "agent", "spec": "tidy up"}, {"type": "agent", "spec": "x", "sandbox": False}]
+    )
+    policy = TaskPolicy.from_json(store.get(task.id).policy)
+    box = command_sandbox(policy, settings, workspace, workspace)
+    assert box, "a model's commands must run sandboxed under sandbox = auto"
+    run = run_shell(
+        f"cat {user}/.ssh/id_ed25519; echo ran",
+        cwd=workspace,
+        env={"PATH": "/usr/bin:/bin"},
+        timeout_seconds=20,
+        cap_bytes=4096,
+        sandbox=box,
+    )
+    shown = run.render(20, 4096)
+    assert "ran" in shown and "PLANTED" not in shown
+    assert not TaskPolicy.from_json(store.get(opted_out.id).policy).sandbox  # a person's call

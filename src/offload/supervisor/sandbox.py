@@ -108,6 +108,7 @@ class Sandbox:
         writable: Iterable[str] = (),
         hide: Iterable[str] = (),
         network: bool = True,
+        readable: Iterable[str] = (),
     ) -> list[str]:
         """The bwrap words to put before a command so it runs sandboxed.
 
@@ -119,6 +120,8 @@ class Sandbox:
             hide: Paths it must not see (missing ones are skipped); hidden even inside a
                 writable path or the workspace.
             network: False cuts it off (a private loopback only).
+            readable: Paths it may read even under /tmp, which is private inside (the
+                workspace an agent's staging copy links its virtualenvs into).
 
         bwrap always makes a PID namespace of its own, nested in the supervisor's one for
         the task where there is one: without it, bwrap would bind the host's /proc.
@@ -131,6 +134,9 @@ class Sandbox:
         if not network:
             argv.append("--unshare-net")
         argv += _runtime_dirs_hidden()
+        for path in dict.fromkeys(_real(p) for p in readable):
+            if _inside(path, "/tmp") and path != "/tmp" and os.path.exists(path):
+                argv += ["--ro-bind", path, path]
         space = _real(workspace)
         trees = [p for p in dict.fromkeys((space, *(_real(p) for p in writable))) if p != "/tmp"]
         trees = [p for p in trees if os.path.exists(p)]
@@ -241,12 +247,18 @@ def _known_location() -> str | None:
 
 
 def command_sandbox(
-    policy: TaskPolicy, settings: Settings, workspace: Path, cwd: Path
+    policy: TaskPolicy,
+    settings: Settings,
+    workspace: Path,
+    cwd: Path,
+    readable: Iterable[Path] = (),
 ) -> list[str]:
     """The bwrap words for one command an agent runs (empty when its policy says none).
 
-    `workspace` is what the command may write: the agent's staging copy. The data dir and
-    every hidden path are hidden, as for a sandboxed shell task.
+    `workspace` is what the command may write: the agent's staging copy. `readable` is
+    what it may read besides the (read-only) filesystem: the real workspace, whose
+    virtualenvs the staging copy links to. The data dir and every hidden path are hidden,
+    as for a sandboxed shell task.
 
     Raises:
         SandboxUnavailable: the policy asks for the sandbox, bwrap cannot provide it and
@@ -268,6 +280,7 @@ def command_sandbox(
         writable=policy.writable,
         hide=(str(settings.home), *settings.sandbox_hide, *policy.hide),
         network=policy.network,
+        readable=[str(p) for p in readable],
     )
 
 
