@@ -378,7 +378,9 @@ def _line_option(args: list[str | None], wrapper: _Wrapper, name: str) -> str | 
 def _long_option(given: str, options: frozenset[str]) -> bool:
     """True when `given` names one of `options`, whole or abbreviated (as GNU getopt
     accepts any unambiguous prefix: ``--un`` is ``--unset``)."""
-    return len(given) > 2 and any(o.startswith("--") and o.startswith(given) for o in options)
+    if given in options:
+        return True
+    return len(given) > 2 and any(o.startswith(given) for o in options if o[1] == "-")
 
 
 def _after_options(
