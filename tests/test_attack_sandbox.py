@@ -37,12 +37,14 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _run(store: SqliteStore, home: Path, cwd: Path, command: str) -> tuple[Task, str]:
+def _run(
+    store: SqliteStore, home: Path, cwd: Path, command: str, **policy: Any
+) -> tuple[Task, str]:
     spec = TaskSpec(
         command=command,
         cwd=str(cwd),
         workspace=str(cwd),
-        policy=TaskPolicy(sandbox=True).to_json(),
+        policy=TaskPolicy(sandbox=True, **policy).to_json(),
     )
     task = store.submit([spec])[0]
     poke(home)
@@ -91,6 +93,51 @@ def test_renaming_or_relinking_in_the_workspace_does_not_unhide_credentials(
         "cat .c2/gh/hosts.yml .config/gh/hosts.yml dotfiles/aws/credentials",
     )
     assert "PLANTED" not in log, log
+
+
+def test_a_link_planted_where_a_writable_path_would_be_does_not_widen_the_sandbox(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    store: SqliteStore,
+    offload_home: Path,
+    start_supervisor: Callable[..., Any],
+) -> None:
+    user = tmp_path / "user"  # the workspace is the home, which has no ~/.cache yet
+    user.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    monkeypatch.setenv("HOME", str(user))
+    start_supervisor()
+    cache = ("~/.cache",)  # the default sandbox_writable
+    _, log = _run(store, offload_home, user, "ln -s / .cache && echo linked", writable=cache)
+    assert "linked" in log
+    _, log = _run(store, offload_home, user, f"touch {outside}/pwned", writable=cache)
+    assert not (outside / "pwned").exists(), log
+
+
+def test_a_workspace_swapped_for_a_link_before_it_runs_is_not_bound(
+    tmp_path: Path, store: SqliteStore, offload_home: Path, start_supervisor: Callable[..., Any]
+) -> None:
+    outer = tmp_path / "outer"  # one agent's workspace holds another's
+    inner = outer / "inner"
+    inner.mkdir(parents=True)
+    target = tmp_path / "target"
+    target.mkdir()
+    roots = (str(inner),)
+    spec = TaskSpec(
+        command="touch pwned",
+        cwd=str(inner),
+        workspace=str(inner),
+        policy=TaskPolicy(sandbox=True, roots=roots).to_json(),
+    )
+    [task] = store.submit([spec])
+    inner.rename(outer / "inner.real")  # what a task of the outer workspace may do
+    inner.symlink_to(target, target_is_directory=True)
+    start_supervisor()
+    poke(offload_home)
+    done = wait_until(lambda: (t := store.get(task.id)).is_final and t, timeout=30)
+    assert not (target / "pwned").exists()
+    assert "a link replaced a directory" in (done.error or ""), done.error
 
 
 @pytest.fixture

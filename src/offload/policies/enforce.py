@@ -8,6 +8,7 @@ policy stored at submit and the one in force now.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,7 +92,12 @@ def check_task(
     if not decision.allowed:
         return decision
     if own_roots:
-        decision = check_cwd(getattr(task, "cwd", None), policy, data_dir=data_dir)
+        decision = check_cwd(
+            getattr(task, "cwd", None),
+            policy,
+            data_dir=data_dir,
+            workspace=getattr(task, "workspace", None),
+        )
         if not decision.allowed:
             return decision
     command = getattr(task, "command", None)
@@ -101,11 +107,27 @@ def check_task(
 
 
 def check_cwd(
-    cwd: str | None, policy: TaskPolicy, *, data_dir: Path | str | None = None
+    cwd: str | None,
+    policy: TaskPolicy,
+    *,
+    data_dir: Path | str | None = None,
+    workspace: str | None = None,
 ) -> Decision:
-    """A task's cwd must still resolve inside the policy's roots (when it names any)."""
+    """A task's cwd must still resolve inside the policy's roots (when it names any).
+
+    Both were resolved at submit, so each must still resolve to itself: a directory on the
+    way replaced by a link (by another task that may write its parent) would otherwise
+    move the task, and the tree its sandbox lets it write, to the link's target.
+    """
     if not cwd or not policy.roots:
         return Decision(allowed=True)
+    for what, path in (("working directory", cwd), ("workspace", workspace)):
+        if path and os.path.isabs(path) and os.path.realpath(path) != os.path.normpath(path):
+            return Decision(
+                allowed=False,
+                reason=f"its {what} {path} now leads to {os.path.realpath(path)}: a link "
+                "replaced a directory since it was submitted; submit it again",
+            )
     forbidden = [Path(data_dir)] if data_dir is not None else []
     try:
         resolve_inside(cwd, [Path(root) for root in policy.roots], forbidden=forbidden)

@@ -138,8 +138,8 @@ class Sandbox:
             if _inside(path, "/tmp") and path != "/tmp" and os.path.exists(path):
                 argv += ["--ro-bind", path, path]
         space = _real(workspace)
-        trees = [p for p in dict.fromkeys((space, *(_real(p) for p in writable))) if p != "/tmp"]
-        trees = [p for p in trees if os.path.exists(p)]
+        trees = [space] if space != "/tmp" and os.path.exists(space) else []
+        trees += _writable_trees(writable, space)
         for path in trees:
             argv += ["--bind", path, path]
         dirs, files = _hidden(hide)
@@ -160,6 +160,25 @@ class Sandbox:
 
 def _inside(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _writable_trees(writable: Iterable[str], space: str) -> list[str]:
+    """The writable paths to bind, each resolved; none inside the workspace or another.
+
+    One inside a tree already writable adds nothing, and a task may have put a link
+    there: with the home as the workspace and no `~/.cache` yet, a task that made
+    `~/.cache` a link to `/` would have had the next task's whole filesystem writable.
+    """
+    trees: list[str] = [space]
+    for given in writable:
+        plain = os.path.abspath(os.path.expanduser(given))
+        path = os.path.realpath(plain)
+        if path in ("/", "/tmp") or not os.path.exists(path):
+            continue
+        if any(_inside(plain, t) or _inside(path, t) for t in trees):
+            continue
+        trees.append(path)
+    return trees[1:]
 
 
 def _runtime_dirs_hidden() -> list[str]:
