@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 
 from conftest import wait_until
+from offload.config import load_settings
+from offload.desk import open_desk
+from offload.errors import PolicyRefused
 from offload.policies.commands import check_command, compile_policy
 from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import State, TaskSpec
@@ -131,3 +134,30 @@ def test_a_cwd_swapped_for_a_link_after_submit_does_not_run(
     assert done.state is State.FAILED
     assert "a link replaced a directory" in (done.error or ""), done.error
     assert not (outside / "here").exists()
+
+
+def test_an_agent_cannot_rerun_a_persons_unsandboxed_task(
+    workspace: Path, store: SqliteStore
+) -> None:
+    (workspace / "Makefile").write_text("all:\n\tfalse\n")
+    person = open_desk(
+        load_settings(), workspace=workspace, confined=False, store=store, wake=lambda: None
+    )
+    [task] = person.submit([{"command": "make"}])  # the person's own: not sandboxed
+    store.claim(1, "test", {})
+    store.mark_started(task.id, pid=1, pgid=1, proc_start=None, cgroup=None, log_path="")
+    store.finish(task.id, state=State.FAILED, exit_code=2)
+    # an agent rewrites the Makefile (its sandbox may write the workspace) and asks again
+    (workspace / "Makefile").write_text("all:\n\ttouch /tmp/pwned\n")
+    agent = open_desk(
+        load_settings(),
+        workspace=workspace,
+        confined=True,
+        store=store,
+        agent=True,
+        wake=lambda: None,
+    )
+    with pytest.raises(PolicyRefused, match="ran without the sandbox"):
+        agent.retry(task.id)
+    assert store.get(task.id).state is State.FAILED
+    assert person.retry(task.id).state is State.PENDING  # the person still may

@@ -136,15 +136,35 @@ def check_cwd(
     return Decision(allowed=True)
 
 
+def _looser_containment(stored: TaskPolicy, current: TaskPolicy) -> str:
+    """How `stored` contains a task less than `current` would ("" when it does not)."""
+    if current.sandbox and not stored.sandbox:
+        return "without the sandbox"
+    if current.sandbox and not current.network and stored.network:
+        return "with the network"
+    return ""
+
+
 def recheck(task: Any, current: TaskPolicy, *, data_dir: Path | str | None = None) -> Decision:
     """May `task` run again? It must pass the policy stored with it and `current`.
 
     A retry re-runs a command chosen earlier; a policy tightened since (or one the task
     was stored with that is stricter than the front end now) still holds. The cwd is
-    judged against the task's own roots: the door that asks may work elsewhere.
+    judged against the task's own roots: the door that asks may work elsewhere. A door
+    that sandboxes its tasks (an agent's) may not rerun one that ran with less
+    containment: the agent may have rewritten what it runs, then asked for it again.
     """
+    stored = stored_policy(task)
+    looser = _looser_containment(stored, current) if getattr(task, "policy", None) else ""
+    if looser:
+        return Decision(
+            allowed=False,
+            reason=f"refused here: it ran {looser}, and this door runs its tasks "
+            "contained; what it runs (a Makefile, a test) may have been changed since, so "
+            "only a person may rerun it (offload retry ID)",
+        )
     for name, policy, own in (
-        ("its stored policy", stored_policy(task), True),
+        ("its stored policy", stored, True),
         ("the policy now", current, False),
     ):
         decision = check_task(task, policy, data_dir=data_dir, own_roots=own)
