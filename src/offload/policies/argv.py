@@ -94,9 +94,7 @@ _WRAPPERS: dict[str, _Wrapper] = {
     "unshare": _w(),
     "flock": _w("-w --timeout -E --conflict-exit-code", operands=1, line="-c --command"),
     "su": _w("-s -g -G -w --shell --group --supp-group", line="-c --command", permutes=True),
-    "runuser": _w(
-        "-u -s -g -G -w --user --shell --group", line="-c --command", permutes=True
-    ),
+    "runuser": _w("-u -s -g -G -w --user --shell --group", line="-c --command", permutes=True),
     "script": _w(
         "-E -I -O -B -T -t -m --echo --log-in --log-out --log-io",
         line="-c --command",
