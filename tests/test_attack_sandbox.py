@@ -173,14 +173,14 @@ def test_the_resolver_configuration_in_run_stays_readable(
     if not os.access("/run", os.W_OK):
         pytest.skip("needs a writable /run to plant a resolver configuration")
     target = Path("/run") / f"offload-test-{secrets.token_hex(6)}.conf"
-    target.write_text("nameserver 192.0.2.53\n")
     link = tmp_path / "resolv.conf"
     link.symlink_to(target)
     monkeypatch.setattr(sandbox_module, "_RESOLVER", str(link))
     try:
+        target.write_text("nameserver 192.0.2.53\n")
         done = _boxed(["/bin/sh", "-c", f"cat {target}; ls -A /run"], workspace, network=True)
     finally:
-        target.unlink()
+        target.unlink(missing_ok=True)
     assert done.stdout.splitlines() == ["nameserver 192.0.2.53", target.name], done.stderr
 
 
