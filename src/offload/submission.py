@@ -209,7 +209,7 @@ class Submitter:
             max_turns=_turns(fields.get("max_turns"), self.settings.agent_max_turns),
             parent_id=_parent_id(fields.get("parent_id"), resolve_id),
             policy=self.task_policy.for_task(
-                _optional_boolean("sandbox", fields.get("sandbox")),
+                self._sandbox(task_type, fields.get("sandbox")),
                 _optional_boolean("network", fields.get("network")),
                 may_loosen=self.person,
             ).to_json(),
@@ -232,6 +232,15 @@ class Submitter:
     def _inside(self, path: str, base: Path) -> Path:
         """Resolves `path` inside the workspace roots and outside offload's data dir."""
         return resolve_inside(path, self.roots, base=base, forbidden=[self.settings.home])
+
+    def _sandbox(self, task_type: str, value: Any) -> bool | None:
+        """The task's own sandbox choice. With `sandbox = auto`, a model chooses an agent
+        task's commands: it is an agent's work, sandboxed whoever queued it, unless a
+        person turns that off for the task."""
+        asked = _optional_boolean("sandbox", value)
+        if asked is None and task_type == "agent":
+            return True if str(self.settings.sandbox).lower() == "auto" else None
+        return asked
 
     def _cwd(self, value: Any) -> Path:
         if value is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -80,10 +81,25 @@ def command_text(task: Task) -> str:
     return task.command or ""
 
 
+# C0 and C1 controls but tab and newline, and the marks that reorder or hide text
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters written out (``\\x1b``, ``\\u202e``).
+
+    A task's name, command, error and environment come from whoever submitted it (an
+    agent, perhaps prompt-injected): printed raw, an escape sequence would drive the
+    person's terminal (set the clipboard, clear or retitle the screen) and a bidi mark
+    would make one command look like another.
+    """
+    return _CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
 def _label(task: Task) -> str:
     """What the list shows for a task: its name, else its command, else its spec."""
     title = task.name or command_text(task) or task.spec or ""
-    title = " ".join(title.split())  # newlines and tabs would break a row
+    title = printable(" ".join(title.split()))  # newlines and tabs would break a row
     return title if task.type == "shell" else f"[{task.type}] {title}"
 
 
@@ -249,7 +265,7 @@ def show_task(task: Task, stream: TextIO | None = None, *, waiting: str | None =
     rows = [(k, v) for k, v in _detail_rows(task, waiting) if v is not None and v != ""]
     key_width = max(len(k) for k, _ in rows)
     for key, value in rows:
-        text = str(value).replace("\n", "\n" + " " * (key_width + len(_GAP)))
+        text = printable(str(value)).replace("\n", "\n" + " " * (key_width + len(_GAP)))
         if key == "state":
             text = _paint(text, task.state, colour)
         out.write(f"{key.ljust(key_width)}{_GAP}{text}\n")
@@ -266,7 +282,8 @@ def _show_environ(task: Task, out: TextIO) -> None:
     blocks = [("environment (the submitter's)", task.environ), ("env (its own)", task.env)]
     for title, variables in blocks:
         if variables:
-            lines = "".join(f"  {k}={v}\n" for k, v in sorted(masked(variables).items()))
+            shown = sorted(masked(variables).items())
+            lines = "".join(f"  {k}={printable(v)}\n" for k, v in shown)
             out.write(f"{title}:\n{lines}")
 
 

@@ -283,8 +283,9 @@ def _add_page(app: FastAPI, policy: AccessPolicy) -> None:
     @app.get("/", include_in_schema=False)
     def index(token: str | None = None) -> FileResponse:
         response = FileResponse(STATIC_DIR / "index.html", media_type="text/html")
-        if token_matches(token, policy.token):
-            response.set_cookie(COOKIE_NAME, policy.token, httponly=True, samesite="strict")
+        current = policy.current_token()  # after a rotation, the new token's URL works
+        if token_matches(token, current):
+            response.set_cookie(COOKIE_NAME, current, httponly=True, samesite="strict")
         return response
 
     @app.get("/favicon.ico", include_in_schema=False)
