@@ -78,6 +78,9 @@ class Settings:
     max_output_bytes: int | None = 1 << 30
     # Several hosts: `postgresql://user@host/db` selects the PostgreSQL queue (else SQLite).
     database_url: str | None = None
+    # An agent's `list_tasks` with `all_workspaces` shows other projects' commands, which
+    # may hold secrets: refused unless the person turns this on.
+    agents_see_all_workspaces: bool = False
     # This host's labels (`offload supervisor --labels gpu,linux`): a task submitted with
     # `--on LABEL` runs only where every label it names is present.
     labels: tuple[str, ...] = ()

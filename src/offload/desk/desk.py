@@ -165,8 +165,19 @@ class Desk:
         """Tasks newest first: in scope unless `all_workspaces`, optionally by state.
 
         Raises:
-            InvalidInput: Unknown state filter.
+            InvalidInput: Unknown state filter, or `all_workspaces` on a confined desk
+                while the person has not allowed agents to see other workspaces.
         """
+        if (
+            all_workspaces
+            and self.scope is not None
+            and not self.settings.agents_see_all_workspaces
+        ):
+            raise InvalidInput(
+                "all_workspaces is refused: an agent sees only its own workspace's tasks, "
+                "since other projects' command lines may hold secrets. Drop all_workspaces, "
+                "or have the person set agents_see_all_workspaces = true in config.toml"
+            )
         self.live()
         return self.store.list(
             self._states(states),
