@@ -21,7 +21,9 @@ TYPE_CHECKING = False  # typing costs ~3 ms of every CLI call; mypy reads this a
 if TYPE_CHECKING:
     from typing import Any
 
-__all__ = ["DayCost", "Stats", "Store"]
+    from offload.queue.shared import SharedQueue
+
+__all__ = ["DayCost", "HostFigures", "Stats", "Store"]
 
 _EVENT_POLL_SECONDS = 0.05
 
@@ -38,8 +40,24 @@ class DayCost:
 
 
 @record
+class HostFigures:
+    """The tasks one host's supervisors are running and have finished (several hosts).
+
+    `host` is None for tasks whose supervisor has left the queue: a supervisor that
+    stops cleanly removes its member record, and with it the link to its host.
+    """
+
+    host: str | None
+    running: int
+    finished: int
+
+
+@record
 class Stats:
-    """Counts by state and spending, as `offload stats` and `queue_stats` show them."""
+    """Counts by state and spending, as `offload stats` and `queue_stats` show them.
+
+    `hosts` is filled only by a Store several hosts share (PostgreSQL), busiest first.
+    """
 
     counts: dict[str, int]
     total: int
@@ -48,6 +66,7 @@ class Stats:
     tokens_in: int
     tokens_out: int
     days: builtins.list[DayCost]
+    hosts: builtins.list[HostFigures] = field(default_factory=builtins.list)
 
 
 class Store(ABC):
@@ -240,6 +259,14 @@ class Store(ABC):
     @abstractmethod
     def retire_member(self, member_id: str) -> builtins.list[Task]:
         """Removes a member that stops cleanly; its still-running tasks become interrupted."""
+
+    def as_shared(self) -> SharedQueue | None:
+        """This queue's shared side when several hosts may use it, else None.
+
+        A supervisor on a shared queue is a member with a lease: it reaps expired members,
+        is fenced when its own lease is lost, and ships task output (queue/shared.py).
+        """
+        return None
 
     def wait_for_event(self, cursor: int, timeout: float) -> bool:
         """Blocks until an event after `cursor` exists or `timeout` seconds pass.

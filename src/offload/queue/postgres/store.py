@@ -13,6 +13,7 @@ from collections.abc import Callable
 from offload.queue.postgres.db import POOL_SIZE
 from offload.queue.postgres.notify import Listener
 from offload.queue.postgres.output import DEFAULT_MAX_OUTPUT_BYTES, PgOutput
+from offload.queue.shared import SharedQueue
 from offload.queue.store import Store
 
 __all__ = ["PostgresStore"]
@@ -38,6 +39,12 @@ class PostgresStore(PgOutput, Store):
         self.max_output_bytes = max_output_bytes
         self._listener: Listener | None = None
         self._listener_lock = threading.Lock()
+
+    def as_shared(self) -> SharedQueue:
+        return self
+
+    def now_ms(self) -> int:
+        return self._clock()
 
     def listen(self) -> None:
         """Starts listening now, so no notification after this call is missed."""
