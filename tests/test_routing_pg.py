@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from offload.mcp_server.server import OUTPUT_URI, build_server
 from offload.queue.models import State, Task, TaskSpec
 from offload.queue.postgres import PostgresStore
 from offload.queue.store import HostFigures
+from offload.records import replace
 from offload.supervisor.wake import poke
 from offload.web.auth import AccessPolicy
 from offload.web.routes import create_app
