@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -24,11 +25,13 @@ _EPILOG = """examples:
 """
 
 
+@functools.cache
 def _columns() -> int:
     """The terminal's width as `shutil.get_terminal_size` finds it, without importing shutil.
 
     argparse makes a help formatter for every option it adds, and each asks shutil, whose
-    import (with its compression modules) costs more than the rest of `list`'s parsing.
+    import (with its compression modules) costs more than the rest of `list`'s parsing; so
+    the width is measured once, without it.
     """
     try:
         columns = int(os.environ["COLUMNS"])

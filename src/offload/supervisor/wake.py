@@ -9,7 +9,6 @@ runs, which is also how front ends find out they must start one.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import time
 from pathlib import Path
@@ -52,6 +51,8 @@ class SupervisorLock:
         `wait_seconds` lets an on-demand supervisor wait out one that is shutting down
         (it has closed its FIFO, so front ends started us, but still holds the lock).
         """
+        import fcntl  # only a supervisor locks; every front end imports this module to wake one
+
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + wait_seconds
         while True:
