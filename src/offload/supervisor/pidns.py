@@ -11,9 +11,11 @@ namespace, as pid 1), forks the task, and points its children back at its own na
 with `setns`. That costs two system calls, no extra exec. Pid 1 of a namespace is special:
 signals it has no handler for are dropped, and orphans re-parent to it. So the task's
 command never is pid 1: a shell init (`/bin/sh -c '"$@"; exit $?'`) is, and runs the
-command as its child. When the command exits the init exits with its status (a death by
-signal N becomes exit status 128+N, as in every shell; `wrapped_status` undoes that), and
-the kernel then kills whatever the command left behind.
+command as its child (a plain line as its words, without a `sh -c` of their own; a builtin
+such as `true` or `echo` runs in the init itself and is done at once). When the command
+exits the init exits with its status (a death by signal N becomes exit status 128+N, as in
+every shell; `wrapped_status` undoes that), and the kernel then kills whatever the command
+left behind.
 """
 
 from __future__ import annotations

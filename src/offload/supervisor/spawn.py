@@ -1,7 +1,8 @@
 """Starting one task as its own isolated OS process tree.
 
-Shell tasks are exec'd directly (`/bin/sh -c CMD` or the argv list), with no Python
-between the supervisor and the command; LLM and agent tasks run as
+Shell tasks are exec'd directly (`/bin/sh -c CMD` or the argv list; under a PID
+namespace's init, a plain line as its words), with no Python between the supervisor and
+the command; LLM and agent tasks run as
 `python -m offload.workers <id>`. Every task gets a new session and process group,
 stdin from /dev/null, stdout+stderr appended by the child itself to a 0600 log file, a
 policy-built environment with the `OFFLOAD_TASK_ID` marker, rlimits, a nice value and,
