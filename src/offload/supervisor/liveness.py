@@ -16,6 +16,7 @@ On Linux this reads `/proc` directly: importing psutil costs ~60 ms, more than a
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from collections.abc import Callable
@@ -62,7 +63,12 @@ class Liveness:
         return self.state in ("running", "stopped")
 
 
+@functools.cache
 def _boot_time() -> float:
+    """When the machine booted, read once per process, as psutil does.
+
+    /proc/stat is long to generate, and the supervisor asks for every task it starts.
+    """
     with open("/proc/stat", "rb") as f:
         for line in f:
             if line.startswith(b"btime "):

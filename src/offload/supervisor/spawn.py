@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from offload.policies.commands import plain_words
-from offload.policies.enforce import check_task, stored_policy
+from offload.policies.enforce import check_task
 from offload.policies.environment import TASK_ID_VAR, build_task_env
 from offload.policies.limits import Limits, apply_limits_to
 from offload.policies.task_policy import TaskPolicy
@@ -171,11 +171,11 @@ def spawn_task(
     log_path = logs_dir / f"{task.id}.log"
     if not os.path.isdir(task.cwd):
         raise SpawnError(f"working directory {task.cwd} does not exist")
+    policy = TaskPolicy.from_json(task.policy)
     if task.policy is not None:  # defence in depth: the policy stored at submit still holds
-        decision = check_task(task, stored_policy(task))
+        decision = check_task(task, policy)
         if not decision.allowed:
             raise SpawnError(f"refused by the task's policy: {decision.reason}")
-    policy = TaskPolicy.from_json(task.policy)
     prefix, sandboxed = _sandbox_prefix(task, policy, containment)
     if task.type == "shell":
         env = build_task_env(shell_env, task.env, task.id, extra_allow=env_allow)
