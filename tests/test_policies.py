@@ -722,3 +722,22 @@ def test_a_plain_line_parses_to_exactly_its_words(words: list[str]) -> None:
     (command,) = parse_commands(line)
     assert [w.value for w in command.words] == words
     assert not command.redirects and not command.assignments
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.from_regex(
+            r"[A-Za-z_]{0,4}(AWS|OPENAI|API_KEY|_SECRET|SECRET_|_TOKEN|_PASSWORD|OFFLOAD)?[A-Za-z_]{0,4}",
+            fullmatch=True,
+        ),
+        st.sampled_from(["GITHUB_TOKEN", "GH_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS", "x_secret"]),
+    )
+)
+def test_secret_names_match_as_their_globs_do(name: str) -> None:
+    import fnmatch
+
+    from offload.policies.environment import SECRET_PATTERNS
+
+    expected = any(fnmatch.fnmatchcase(name.upper(), glob) for glob in SECRET_PATTERNS)
+    assert is_secret_name(name) is expected

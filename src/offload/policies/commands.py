@@ -173,23 +173,26 @@ def check_command(
 # A line of words made of letters, digits and `_ . , : + @ % / -` (later words may hold
 # `=` too), separated by blanks, whose first word is no reserved word: the shell runs it as
 # one simple command with no redirection, expansion, glob, comment or separator in it.
-_PLAIN = re.compile(r"[ \t]*([\w.,:+@%/-]+)(?:[ \t]+[\w.,:=+@%/-]+)*[ \t]*", re.ASCII)
+_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.,:+@%/-")
+_PLAIN_CHARS = _WORD_CHARS | frozenset("= \t")
 _RESERVED = frozenset(
     "if then else elif fi case esac for while until do done in function select time".split()
 )
 
 
 def plain_words(line: str) -> list[str] | None:
-    """The words of `line` when it is plain (see `_PLAIN`), else None.
+    """The words of `line` when it is plain (see the comment above), else None.
 
     `/bin/sh -c LINE` runs a plain line as exactly these words, unexpanded. So only an
     allow or deny list could refuse it (without lists it needs no parsing), and the
     supervisor may run the words without a shell of their own.
     """
-    match = _PLAIN.fullmatch(line)
-    if match is None or match.group(1) in _RESERVED:
+    if not _PLAIN_CHARS.issuperset(line):
         return None
-    return line.split()
+    words = line.split()  # blanks are spaces and tabs only, by the test above
+    if not words or words[0] in _RESERVED or not _WORD_CHARS.issuperset(words[0]):
+        return None
+    return words
 
 
 def split_simple_commands(line: str) -> list[str]:

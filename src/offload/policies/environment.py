@@ -96,16 +96,38 @@ MAX_ENV_ENTRIES = 64
 MAX_ENV_VALUE_BYTES = 32 * 1024
 
 _LOCALE_PREFIX = "LC_"
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SECRET = re.compile("|".join(fnmatch.translate(glob) for glob in SECRET_PATTERNS))
+# Patterns are compiled by `re` on first use (and cached there), not at import: every
+# `offload submit` imports this module, and most never check a task env name.
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 # Names that make the dynamic loader or the shell run code before the command itself,
 # which would get round the command policy.
-_LOADER = re.compile(r"LD_.*|DYLD_.*|BASH_ENV|ENV|SHELLOPTS|BASHOPTS|IFS")
+_LOADER = r"LD_.*|DYLD_.*|BASH_ENV|ENV|SHELLOPTS|BASHOPTS|IFS"
+# SECRET_PATTERNS split at their `*`s: matched with string methods, as `fnmatch` would
+# match them, without compiling a regex on every CLI call (they hold no `?` or `[`).
+_SECRET_PARTS = tuple(tuple(glob.split("*")) for glob in SECRET_PATTERNS)
+
+
+def _star_match(name: str, parts: tuple[str, ...]) -> bool:
+    """Whether `name` matches the glob whose `*`-separated literal parts are `parts`."""
+    if len(parts) == 1:
+        return name == parts[0]
+    first, last = parts[0], parts[-1]
+    end = len(name) - len(last)
+    if end < len(first) or not name.startswith(first) or not name.endswith(last):
+        return False
+    at = len(first)
+    for middle in parts[1:-1]:
+        found = name.find(middle, at, end)
+        if found < 0:
+            return False
+        at = found + len(middle)
+    return True
 
 
 def is_secret_name(name: str) -> bool:
     """Tell whether an environment name looks like a credential or an offload setting."""
-    return _SECRET.match(name.upper()) is not None
+    upper = name.upper()
+    return any(_star_match(upper, parts) for parts in _SECRET_PARTS)
 
 
 def check_task_env(env: Mapping[str, str]) -> dict[str, str]:
@@ -191,7 +213,7 @@ def _inherited(name: str, allowed: frozenset[str]) -> bool:
 
 
 def _check_name(name: object) -> None:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not re.fullmatch(_NAME, name):
         raise InvalidInput(
             f"env name {name!r} is invalid; use letters, digits and '_', not starting with a digit"
         )
@@ -203,7 +225,7 @@ def _check_name(name: object) -> None:
         raise PolicyRefused(
             f"env {name!r} looks like a secret; offload keeps secrets out of task environments"
         )
-    if _LOADER.fullmatch(name):
+    if re.fullmatch(_LOADER, name):
         raise PolicyRefused(
             f"env {name!r} changes how programs load or how the shell starts; "
             "offload refuses it so the command policy cannot be bypassed"

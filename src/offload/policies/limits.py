@@ -38,7 +38,6 @@ MAX_PRIORITY = 10
 MAX_NICE = 19
 GROUP_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
-_GROUP = re.compile(GROUP_RE)
 # RLIMIT_AS is missing on some platforms; a limit that cannot be expressed is skipped.
 _RLIMIT_AS: int | None = getattr(resource, "RLIMIT_AS", None)
 
@@ -155,7 +154,7 @@ def check_group(name: str | None) -> str | None:
     """
     if name is None:
         return None
-    if not isinstance(name, str) or not _GROUP.fullmatch(name):
+    if not isinstance(name, str) or not re.fullmatch(GROUP_RE, name):
         raise InvalidInput(
             f"group {name!r} is invalid: use 1-64 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"

@@ -83,13 +83,17 @@ CAPTURED_NAMES: frozenset[str] = ENV_ALLOWLIST | frozenset(
 UNBUFFERED_VAR = "PYTHONUNBUFFERED"
 MAX_CAPTURED_BYTES = 256 * 1024
 
-_LOADER = re.compile(r"LD_.*|DYLD_.*|BASH_ENV|ENV|SHELLOPTS|BASHOPTS|IFS|OFFLOAD_.*")
+# Names (upper-cased) that make the loader or the shell run code first, and offload's own.
+_LOADER_NAMES = frozenset({"BASH_ENV", "ENV", "SHELLOPTS", "BASHOPTS", "IFS"})
+_LOADER_PREFIXES = ("LD_", "DYLD_", "OFFLOAD_")
 # Broader than `is_secret_name`: what `offload show` masks rather than what is refused.
-_SENSITIVE = re.compile(r".*(KEY|TOKEN|SECRET|PASS|AUTH|CRED|COOKIE|SESSION|PRIVATE).*")
+_SENSITIVE = r".*(KEY|TOKEN|SECRET|PASS|AUTH|CRED|COOKIE|SESSION|PRIVATE).*"  # see masked()
 
 
 def _safe(name: str) -> bool:
-    return not (is_secret_name(name) or _LOADER.fullmatch(name.upper()))
+    upper = name.upper()
+    loader = upper in _LOADER_NAMES or upper.startswith(_LOADER_PREFIXES)
+    return not (loader or is_secret_name(name))
 
 
 def _wanted(name: str, extra: frozenset[str]) -> bool:
@@ -158,7 +162,7 @@ def task_base_env(
 
 def is_sensitive_name(name: str) -> bool:
     """Whether a variable's value should be hidden when a task is shown."""
-    return is_secret_name(name) or _SENSITIVE.fullmatch(name.upper()) is not None
+    return is_secret_name(name) or re.fullmatch(_SENSITIVE, name.upper()) is not None
 
 
 def masked(environ: Mapping[str, str]) -> dict[str, str]:

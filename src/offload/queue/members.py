@@ -36,7 +36,6 @@ LEASE_SECONDS = 30.0
 # free of commas and spaces, so a list of them reads and parses the same everywhere.
 LABEL_RE = r"[A-Za-z0-9_.-]{1,32}"
 MAX_LABELS = 16
-_LABEL = re.compile(LABEL_RE)
 
 
 @record
@@ -97,7 +96,7 @@ def check_labels(values: str | Iterable[object] | None, what: str) -> tuple[str,
             raise InvalidInput(f'{what} must be a list of labels (strings), e.g. ["gpu"]')
         for word in item.split(","):
             label = word.strip()
-            if not _LABEL.fullmatch(label):
+            if not re.fullmatch(LABEL_RE, label):
                 raise InvalidInput(
                     f"{what}: {label[:40]!r} is not a label; a label is 1-32 letters, "
                     "digits, '.', '_' or '-' (e.g. gpu), several separated by commas"
