@@ -13,10 +13,13 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from offload.queue.members import LEASE_SECONDS, Member
 from offload.queue.models import PURGEABLE_STATES, Event, State, Task, TaskSpec
+
+if TYPE_CHECKING:
+    from offload.queue.shared import SharedQueue
 
 __all__ = ["DayCost", "Stats", "Store"]
 
@@ -237,6 +240,14 @@ class Store(ABC):
     @abstractmethod
     def retire_member(self, member_id: str) -> builtins.list[Task]:
         """Removes a member that stops cleanly; its still-running tasks become interrupted."""
+
+    def as_shared(self) -> SharedQueue | None:
+        """This queue's shared side when several hosts may use it, else None.
+
+        A supervisor on a shared queue is a member with a lease: it reaps expired members,
+        is fenced when its own lease is lost, and ships task output (queue/shared.py).
+        """
+        return None
 
     def wait_for_event(self, cursor: int, timeout: float) -> bool:
         """Blocks until an event after `cursor` exists or `timeout` seconds pass.

@@ -81,6 +81,7 @@ class PgRunning(PgDb):
             return []
         now = self._clock()
         with self._tx() as tx:
+            self._fence_claim(tx, supervisor_id, now)
             held = [r["grp"] for r in tx.rows(_LOCK_GROUPS)]
             rows = tx.rows(
                 _CLAIM,
@@ -99,6 +100,26 @@ class PgRunning(PgDb):
             for row in rows:
                 tx.event(row["id"], "started", now, state="running", attempt=row["attempt"])
             return self._tasks(tx, rows)
+
+    def _fence_claim(self, tx: Tx, supervisor_id: str, now: int) -> None:
+        """Refuses a claim by a member whose lease ran out.
+
+        Its row stays share-locked until the claim commits, so a reaper (which skips
+        locked members) cannot mark it lost in between: the tasks claimed are then its
+        running tasks when it is reaped, never tasks of a member nobody reaps again. A
+        claimer that never registered (a single host, a benchmark) is not a member.
+        """
+        member = tx.execute(
+            "SELECT lost_at, lease_expires_at FROM members WHERE id = %s FOR SHARE",
+            (supervisor_id,),
+        )
+        if member is not None and (
+            member["lost_at"] is not None or member["lease_expires_at"] <= now
+        ):
+            raise LeaseLost(
+                f"supervisor {supervisor_id} lost its lease and may not claim; "
+                "it registers again under a new id"
+            )
 
     def _fence(self, tx: Tx, task_id: str, supervisor_id: str | None, now: int) -> None:
         """Refuses a write by `supervisor_id` about a task it no longer runs.

@@ -8,11 +8,14 @@ side (running.py: the claim, fenced writes), the task verbs (tasks.py), members 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
+from offload.errors import StoreError
+from offload.queue.models import State, Task
 from offload.queue.postgres.db import POOL_SIZE
 from offload.queue.postgres.notify import Listener
 from offload.queue.postgres.output import DEFAULT_MAX_OUTPUT_BYTES, PgOutput
+from offload.queue.shared import SharedQueue
 from offload.queue.store import Store
 
 __all__ = ["PostgresStore"]
@@ -39,6 +42,12 @@ class PostgresStore(PgOutput, Store):
         self._listener: Listener | None = None
         self._listener_lock = threading.Lock()
 
+    def as_shared(self) -> SharedQueue:
+        return self
+
+    def now_ms(self) -> int:
+        return self._clock()
+
     def listen(self) -> None:
         """Starts listening now, so no notification after this call is missed."""
         with self._listener_lock:
@@ -52,6 +61,38 @@ class PostgresStore(PgOutput, Store):
         assert self._listener is not None
         self._listener.wait(timeout)
         return self.last_event_seq() > cursor
+
+    def wake_fileno(self) -> int:
+        self.listen()
+        assert self._listener is not None
+        return self._listener.fileno()
+
+    def take_wakes(self) -> set[str]:
+        with self._listener_lock:
+            listener = self._listener
+        if listener is None:
+            return set()
+        try:
+            return listener.take()
+        except StoreError:
+            with self._listener_lock:  # a broken connection: the next listen() reconnects
+                if self._listener is listener:
+                    self._listener = None
+            listener.close()
+            raise
+
+    def tasks_of_members(self, member_ids: Iterable[str], states: Iterable[State]) -> list[Task]:
+        ids, names = list(member_ids), sorted(State(s).value for s in states)
+        return self._read(
+            lambda tx: self._tasks(
+                tx,
+                tx.rows(
+                    "SELECT * FROM tasks WHERE supervisor_id = ANY(%s) AND state = ANY(%s) "
+                    "ORDER BY seq",
+                    (ids, names),
+                ),
+            )
+        )
 
     def close(self) -> None:
         with self._listener_lock:
