@@ -85,6 +85,9 @@ class Supervisor:
         self._cgroups: CgroupRoot | None = None
         self._containment: Containment | None = None
         self._claim_needed = True
+        # On a shared queue, cancels are looked for when one is announced (and each
+        # second); on SQLite the look is local and cheap, so every pass makes it.
+        self._cancels_due = True
         self._drain_logged = False
         self._store_down = ""  # the last database error, logged once until it clears
         self._store_retry_at = 0.0
@@ -232,8 +235,9 @@ class Supervisor:
 
     def wait(self, timeout: float) -> None:
         """Sleeps until poked, signalled, notified by the queue or `timeout` seconds pass."""
-        if self.wakeups.wait(timeout):
-            self._claim_needed = True
+        woken = self.wakeups.wait(timeout)
+        self._claim_needed = self._claim_needed or woken.claim
+        self._cancels_due = self._cancels_due or woken.cancel
 
     def _timeout(self, now: float) -> float:
         if self.tracker.busy or self.flags.stop:
@@ -283,7 +287,8 @@ class Supervisor:
         """The part of a pass that needs the database."""
         if self.membership is not None:
             self.membership.step(now)  # before claiming: a fenced member claims nothing
-        if self.tracker.running:
+        if self.tracker.running and (self._cancels_due or self._shared is None):
+            self._cancels_due = False
             carry_out_cancels(self.store, self.tracker, now)
         if not (self.flags.stop or self.flags.drain):
             self._claim_and_spawn(now)
@@ -292,7 +297,7 @@ class Supervisor:
         if now >= self._next_progress_write:
             self._next_progress_write = now + PROGRESS_INTERVAL_SECONDS
             self.logwatch.update_progress()
-            self._claim_needed = True  # the safety-net poll
+            self._claim_needed = self._cancels_due = True  # the safety-net poll
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_INTERVAL_SECONDS
             if self.membership is None:

@@ -10,6 +10,7 @@ again later; the loop's poll covers the gap.
 from __future__ import annotations
 
 import selectors
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,23 @@ from offload.queue.shared import SharedQueue
 from offload.supervisor.signals import Flags, SignalPipe
 from offload.supervisor.wake import WakeFifo
 
-__all__ = ["CLAIM_KINDS", "Wakeups"]
+__all__ = ["CLAIM_KINDS", "Woken", "Wakeups"]
 
 # Event kinds another host appends that may make a task claimable here.
 CLAIM_KINDS = frozenset({"submitted", "retried", "finished"})
+CANCEL_KIND = "cancel_requested"
+
+
+@dataclass
+class Woken:
+    """What a wake-up may have brought: a claimable task, a cancel to carry out."""
+
+    claim: bool = False
+    cancel: bool = False
+
+    def add(self, claim: bool, cancel: bool) -> None:
+        self.claim = self.claim or claim
+        self.cancel = self.cancel or cancel
 
 
 class Wakeups:
@@ -66,24 +80,24 @@ class Wakeups:
             return
         self._selector.register(self._listen_fd, selectors.EVENT_READ)
 
-    def wait(self, timeout: float) -> bool:
+    def wait(self, timeout: float) -> Woken:
         """Sleeps until poked, signalled, notified or `timeout` seconds pass.
 
-        Returns True when a task may have become claimable (a poke, or another host's
-        submit, retry or finish).
+        A poke (a front end here submitted or cancelled) may bring either; a notification
+        says which: a submit, retry or finish anywhere, or a cancel asked for anywhere.
         """
-        claim = False
+        woken = Woken()
         for key, _ in self._selector.select(timeout):
             if self.fifo is not None and key.fd == self.fifo.fd:
                 self.fifo.drain()
-                claim = True
+                woken.add(claim=True, cancel=True)
             elif key.fd == self._listen_fd:
-                claim = self._take_notifications() or claim
+                self._take_notifications(woken)
             elif self._signals is not None:
                 self._signals.drain()
-        return claim
+        return woken
 
-    def _take_notifications(self) -> bool:
+    def _take_notifications(self, woken: Woken) -> None:
         assert self.shared is not None and self._listen_fd is not None
         try:
             kinds = self.shared.take_wakes()
@@ -91,8 +105,9 @@ class Wakeups:
             self.log.error("listen_lost", error=str(exc))
             self._selector.unregister(self._listen_fd)
             self._listen_fd = None
-            return True  # something may have been missed: look
-        return bool(kinds & CLAIM_KINDS)
+            woken.add(claim=True, cancel=True)  # something may have been missed: look
+            return
+        woken.add(claim=bool(kinds & CLAIM_KINDS), cancel=CANCEL_KIND in kinds)
 
     def restore(self) -> None:
         """Recreates a FIFO someone deleted and listens again after a broken connection."""

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -132,16 +133,22 @@ class PgDb:
         A supervisor cut off from the server must still run its loop: notice that its lease
         ran out and kill its trees. So connecting, waiting for a pooled connection and data
         the server has not acknowledged (`tcp_user_timeout`) each give up after `seconds`,
-        and keepalives find a silent peer on an idle connection (the LISTEN one).
+        and keepalives find a silent peer on an idle connection (the LISTEN one). On the
+        server's side, a session left idle inside a transaction (its host vanished between
+        two statements) is ended after `seconds`, so the row locks it held cannot stall
+        the members that reap it.
         """
         whole = max(1, math.ceil(seconds))
+        ms = max(1, int(seconds * 1000))
+        options = conninfo_to_dict(self.url).get("options") or ""
         self._bounds = {
             "connect_timeout": max(2, whole),  # libpq's minimum is 2 s
-            "tcp_user_timeout": max(1, int(seconds * 1000)),
+            "tcp_user_timeout": ms,
             "keepalives": 1,
             "keepalives_idle": whole,
             "keepalives_interval": 1,
             "keepalives_count": 3,
+            "options": f"{options} -c idle_in_transaction_session_timeout={ms}".strip(),
         }
         self._pool.kwargs = {"autocommit": True, "row_factory": dict_row, **self._bounds}
         self._pool.timeout = seconds
