@@ -186,8 +186,13 @@ class PgDb:
         return text.replace(self.url, self.safe_url) or type(exc).__name__
 
     @contextmanager
-    def _tx(self) -> Iterator[Tx]:
-        """One transaction; its events are written last; psycopg errors become StoreError."""
+    def _tx(self, *, durable: bool = True) -> Iterator[Tx]:
+        """One transaction; its events are written last; psycopg errors become StoreError.
+
+        `durable=False` lets the commit return before the server flushes it to disk (a
+        server crash may lose it; nothing else can): for records a lost write only makes
+        staler (a task's pid, progress, shipped output), which saves most of a write's cost.
+        """
         try:
             with (
                 self._pool.connection() as conn,
@@ -195,6 +200,8 @@ class PgDb:
                 conn.cursor(row_factory=dict_row) as cur,
             ):
                 tx = Tx(cur)
+                if not durable:
+                    tx.execute("SET LOCAL synchronous_commit TO OFF")
                 yield tx
                 tx.flush(self.channel)
         except psycopg.Error as exc:

@@ -1,8 +1,9 @@
 """`PostgresStore`: the Store on PostgreSQL, for several hosts sharing one queue.
 
 Put together from the plumbing (db.py: pool, migrations, events, errors), the supervisor's
-side (running.py: the claim, fenced writes), the task verbs (tasks.py), members and leases
-(members.py) and shipped output (output.py), plus LISTEN/NOTIFY waits (notify.py).
+side (running.py: the claim and the records of runs, fenced by fencing.py), the task verbs
+(tasks.py), members and leases (members.py) and shipped output (output.py), plus
+LISTEN/NOTIFY waits (notify.py). `as_shared()` is this Store's several-hosts side.
 """
 
 from __future__ import annotations
