@@ -6,6 +6,7 @@ process a test starts is gone when it ends.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -183,6 +184,34 @@ def _supervisors_of(home: Path) -> list[psutil.Process]:
     return found
 
 
+def _offload_cgroups() -> set[Path]:
+    from offload.supervisor.cgroups import _own_cgroup_v2
+
+    found = _own_cgroup_v2()
+    if found is None:
+        return set()
+    mount, own = found
+    return set((mount / own).glob("offload-*"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_cgroup_left() -> Iterator[None]:
+    """At the end of the run, no task cgroup a test's supervisor made may hold a process;
+    the empty directories a killed supervisor could not remove are removed here."""
+    before = _offload_cgroups()
+    yield
+    busy = []
+    for root in _offload_cgroups() - before:
+        for cgroup in [*sorted(p for p in root.iterdir() if p.is_dir()), root]:
+            procs = (cgroup / "cgroup.procs").read_text().split() if cgroup.exists() else []
+            if procs:
+                busy.append(f"{cgroup}: {' '.join(procs)}")
+                continue
+            with contextlib.suppress(OSError):
+                cgroup.rmdir()
+    assert not busy, f"task cgroups still hold processes after the run: {busy}"
+
+
 @pytest.fixture(autouse=True)
 def _no_detached_supervisor_left(offload_home: Path) -> Iterator[None]:
     """Stops any supervisor a front end started on demand during the test.
@@ -191,6 +220,11 @@ def _no_detached_supervisor_left(offload_home: Path) -> Iterator[None]:
     (not yet listening on its FIFO): look for the process itself, not only the FIFO.
     """
     yield
+    stop_detached_supervisors(offload_home)
+
+
+def stop_detached_supervisors(offload_home: Path) -> None:
+    """SIGTERMs the supervisors front ends started for this home and waits for them."""
     if not (offload_home / "supervisor.out").exists():
         return  # no front end ever started one for this home
     for proc in _supervisors_of(offload_home):

@@ -235,8 +235,8 @@ def test_parent_id_must_name_an_existing_task(
 def test_supervisor_status_counts_without_loading_the_tasks(
     store: SqliteStore, workspace: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
+    from offload.cli.status import show_status
     from offload.config import load_settings
-    from offload.supervisor import control
 
     store.submit([TaskSpec(command="true", cwd=str(workspace), workspace=str(workspace))] * 3)
     store.claim(1, "sup", {})
@@ -245,7 +245,7 @@ def test_supervisor_status_counts_without_loading_the_tasks(
         raise AssertionError("status loaded every task to count them")
 
     monkeypatch.setattr(store, "list", no_listing)
-    assert control._status(load_settings(), store, as_json=True) == 3  # none running
+    assert show_status(load_settings(), store, as_json=True) == 3  # none running
     shown = json.loads(capsys.readouterr().out)
     assert (shown["pending"], shown["running"]) == (2, 1)
 

@@ -222,7 +222,7 @@ def test_an_agent_tasks_turns_are_shown_as_text_and_follow_its_events(
     failed |= {"result": "refused by the policy", "is_error": True}
     transcript.append(_turn(1, said, [call, failed]))
 
-    dash.open(f"{dash.base}/#task/{task.id}")
+    dash.open(f"{dash.url}#task/{task.id}")
     turns = dash.page.locator("#turns-list > li")
     turns.first.wait_for()
     assert turns.count() == 1
@@ -246,16 +246,31 @@ def test_an_agent_tasks_turns_are_shown_as_text_and_follow_its_events(
     _shot(dash.page, "dashboard-turns.png")
 
 
-def test_a_write_without_the_token_is_refused(dash: Dash, store: SqliteStore) -> None:
+def test_without_the_token_the_page_shows_nothing_and_writes_are_refused(
+    dash: Dash, store: SqliteStore
+) -> None:
     here = str(Path.cwd())
     [task] = store.submit([TaskSpec(command="sleep 1", cwd=here, workspace=here)])
-    dash.open(dash.base + "/")  # the bare address: no token
+    dash.page.goto(dash.base + "/")  # the bare address: no token, no cookie
+    dash.page.locator("#banner:has-text('open the link')").wait_for()
+    assert dash.row(task.id).count() == 0  # reads need the token too, on loopback
+    read = dash.page.request.get(f"{dash.base}/api/tasks/{task.id}")
+    assert read.status == 401
+    refused = dash.page.request.post(f"{dash.base}/api/tasks/{task.id}/cancel")
+    assert refused.status == 401
+    assert store.get(task.id).state is State.PENDING
+
+
+def test_with_the_read_cookie_alone_the_page_is_read_only(dash: Dash, store: SqliteStore) -> None:
+    here = str(Path.cwd())
+    [task] = store.submit([TaskSpec(command="sleep 1", cwd=here, workspace=here)])
+    dash.open()  # the printed link: the token, and the read cookie
+    dash.page.evaluate("sessionStorage.clear()")  # a new tab keeps the cookie alone
+    dash.open(dash.base + "/")
     dash.page.locator("#banner").wait_for()
     dash.row(task.id).click()
     dash.page.click("#cancel")
     dash.page.locator("#toast:has-text('needs the token')").wait_for()
-    refused = dash.page.request.post(f"{dash.base}/api/tasks/{task.id}/cancel")
-    assert refused.status == 401
     assert store.get(task.id).state is State.PENDING
 
 

@@ -66,9 +66,22 @@ def test_a_confined_desk_sees_only_its_workspace(
     with pytest.raises(NotFound):
         desk.tasks([mine.id, foreign.id])
     assert [t.id for t in desk.listing()] == [mine.id]
-    assert {t.id for t in desk.listing(all_workspaces=True)} == {mine.id, foreign.id}
+    with pytest.raises(InvalidInput, match="agents_see_all_workspaces = true"):
+        desk.listing(all_workspaces=True)  # other projects' command lines may hold secrets
     with pytest.raises(NotFound):
         desk.submit([{"command": "true", "depends_on": [foreign.id]}])
+
+
+def test_a_person_may_let_agents_list_every_workspace(
+    workspace: Path, elsewhere: Path, store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OFFLOAD_AGENTS_SEE_ALL_WORKSPACES", "true")
+    desk = desk_for(workspace, store, confined=True, wakes=Wakes())
+    mine, foreign = submit_in(store, workspace), submit_in(store, elsewhere)
+    assert {t.id for t in desk.listing(all_workspaces=True)} == {mine.id, foreign.id}
+    unconfined = desk_for(workspace, store, confined=False, wakes=Wakes())
+    monkeypatch.delenv("OFFLOAD_AGENTS_SEE_ALL_WORKSPACES")
+    assert len(unconfined.listing(all_workspaces=True)) == 2  # a person's door sees all
 
 
 def test_retry_failed_and_purge_keep_to_the_scope(

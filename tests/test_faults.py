@@ -21,7 +21,7 @@ import pytest
 from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 
-from conftest import SupervisorProc, marked_processes, wait_until
+from conftest import SupervisorProc, marked_processes, stop_detached_supervisors, wait_until
 from offload.logs import final_progress
 from offload.queue.models import State
 from offload.queue.sqlite import SqliteStore
@@ -113,6 +113,8 @@ def small_disk(offload_home: Path) -> Iterator[Path]:
     try:
         yield offload_home
     finally:
+        # Before the unmount: a lazy unmount would hide the home from the autouse clean-up.
+        stop_detached_supervisors(offload_home)
         if subprocess.run(["umount", str(offload_home)], capture_output=True).returncode:
             subprocess.run(["umount", "-l", str(offload_home)], check=False)
 
@@ -155,9 +157,13 @@ def test_a_full_disk_gets_one_line_everywhere_and_the_queue_resumes(
     text = " ".join(getattr(c, "text", "") for c in refused.content)
     assert refused.is_error and "full" in text, text
 
-    time.sleep(1.5)  # the supervisor meets the full disk on its writes and logs
-    found = supervisor_state(offload_home, store)
-    assert found.state == "running", "the supervisor died of a full disk"
+    # The supervisor meets the full disk on its writes and logs, pass after pass: it must
+    # stay up throughout, not just at one instant.
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        found = supervisor_state(offload_home, store)
+        assert found.state == "running", "the supervisor died of a full disk"
+        time.sleep(0.05)
     filler.unlink()
     Path(store.get(writer).log_path or "").write_bytes(b"")  # free the writer's output too
     wait_until(lambda: store.get(writer).is_final, timeout=20, what="the writer's record")

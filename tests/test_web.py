@@ -69,6 +69,7 @@ def api(offload_home: Path) -> Iterator[Api]:
         ServerThread(prepared),
         httpx.Client(base_url=f"http://127.0.0.1:{prepared.port}", timeout=20) as client,
     ):
+        client.cookies.set(COOKIE_NAME, prepared.token)  # reads need it; writes need the header
         yield Api(client, prepared.token, prepared.port)
 
 

@@ -113,7 +113,12 @@ def _check(
 @pytest.mark.parametrize(
     ("policy", "kwargs", "status"),
     [
-        (LOCAL, {}, None),  # loopback reads are open
+        (LOCAL, {}, 401),  # every read needs the token, on loopback too
+        (LOCAL, {"cookie": TOKEN}, None),  # the dashboard's cookie authorises reads
+        (LOCAL, {"authorization": f"Bearer {TOKEN}"}, None),
+        (LOCAL, {"path": "/"}, None),  # the page and its files hold no data
+        (LOCAL, {"path": "/static/app.js"}, None),
+        (LOCAL, {"path": "/openapi.json"}, 401),
         (LOCAL, {"method": "POST"}, 401),  # every write needs the token
         (LOCAL, {"method": "POST", "authorization": f"Bearer {TOKEN}"}, None),
         (LOCAL, {"method": "POST", "authorization": f"bearer {TOKEN}"}, None),

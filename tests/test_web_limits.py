@@ -31,6 +31,10 @@ def _half_sent(port: int) -> socket.socket:
     return sock
 
 
+def _auth(prepared: Prepared) -> dict[str, str]:
+    return {"Authorization": f"Bearer {prepared.token}"}
+
+
 def _closed(sock: socket.socket, deadline: float) -> bool:
     sock.settimeout(max(deadline - time.monotonic(), 0.01))
     try:
@@ -45,7 +49,8 @@ def test_half_sent_requests_are_dropped_after_the_header_timeout(tight: Prepared
     try:
         deadline = time.monotonic() + 10
         assert all(_closed(s, deadline) for s in socks)
-        assert httpx.get(f"http://127.0.0.1:{tight.port}/api/stats").status_code == 200
+        answer = httpx.get(f"http://127.0.0.1:{tight.port}/api/stats", headers=_auth(tight))
+        assert answer.status_code == 200
     finally:
         for s in socks:
             s.close()
@@ -67,7 +72,7 @@ def test_connections_past_the_per_client_cap_are_refused_at_once(tight: Prepared
 @pytest.mark.slow
 def test_event_streams_past_the_cap_get_429(tight: Prepared) -> None:
     base = f"http://127.0.0.1:{tight.port}"
-    with httpx.Client(base_url=base, timeout=10) as client:
+    with httpx.Client(base_url=base, timeout=10, headers=_auth(tight)) as client:
         streams = [client.stream("GET", "/api/events") for _ in range(3)]
         opened = [s.__enter__() for s in streams]
         try:

@@ -17,6 +17,7 @@ import pytest
 from offload.config import Settings, load_settings
 from offload.queue.models import State, Task, TaskSpec
 from offload.queue.sqlite import SqliteStore
+from offload.web.auth import COOKIE_NAME
 from offload.web.serve import ServerThread, prepare
 from offload.workers.agent.transcript import Transcript, transcript_path
 from test_web import Api
@@ -33,6 +34,7 @@ def api(offload_home: Path) -> Iterator[Api]:
         ServerThread(prepared),
         httpx.Client(base_url=f"http://127.0.0.1:{prepared.port}", timeout=20) as client,
     ):
+        client.cookies.set(COOKIE_NAME, prepared.token)  # reads need it; writes need the header
         yield Api(client, prepared.token, prepared.port)
 
 

@@ -78,6 +78,9 @@ class Settings:
     max_output_bytes: int | None = 1 << 30
     # Several hosts: `postgresql://user@host/db` selects the PostgreSQL queue (else SQLite).
     database_url: str | None = None
+    # An agent's `list_tasks` with `all_workspaces` shows other projects' commands, which
+    # may hold secrets: refused unless the person turns this on.
+    agents_see_all_workspaces: bool = False
     # This host's labels (`offload supervisor --labels gpu,linux`): a task submitted with
     # `--on LABEL` runs only where every label it names is present.
     labels: tuple[str, ...] = ()
@@ -347,10 +350,24 @@ def _validate(settings: Settings) -> Settings:
         )
     if mode != settings.sandbox:
         settings = dataclasses.replace(settings, sandbox=mode)
+    if settings.labels:
+        settings = _validate_labels(settings)
     if settings.agent_run_commands_in not in {"staging", "workspace"}:
         raise ConfigError("setting agent_run_commands_in must be 'staging' or 'workspace'")
     _validate_llm(settings)
     return settings
+
+
+def _validate_labels(settings: Settings) -> Settings:
+    """`settings` with its host labels checked (the rule `submit --on` also follows)."""
+    from offload.errors import InvalidInput
+    from offload.queue.members import check_labels
+
+    try:
+        labels = check_labels(settings.labels, "setting labels")
+    except InvalidInput as exc:
+        raise ConfigError(str(exc)) from None
+    return dataclasses.replace(settings, labels=labels)
 
 
 @functools.cache

@@ -24,12 +24,14 @@ __all__ = [
     "MAX_TAIL_LINES",
     "Progress",
     "Tail",
+    "check_read_args",
     "check_tail_args",
     "final_progress",
     "parse_progress",
     "progress_of",
     "read_from",
     "read_tail",
+    "tail_of_bytes",
 ]
 
 MAX_TAIL_LINES = 10_000
@@ -172,8 +174,7 @@ def read_from(path: Path, offset: int, max_bytes: int = 65_536) -> tuple[bytes, 
         InvalidInput: ``offset`` is negative or ``max_bytes`` is out of range.
         OSError: The file exists but cannot be read.
     """
-    _check_range("read offset", offset, 0, None, "bytes")
-    _check_range("read max_bytes", max_bytes, 1, MAX_TAIL_BYTES, "bytes")
+    check_read_args(offset, max_bytes)
     fd = _open_or_none(path)
     if fd is None:
         return b"", offset
@@ -184,6 +185,38 @@ def read_from(path: Path, offset: int, max_bytes: int = 65_536) -> tuple[bytes, 
     finally:
         os.close(fd)
     return data, offset + len(data)
+
+
+def check_read_args(offset: int, max_bytes: int) -> tuple[int, int]:
+    """Validates a forward read (``offset`` ≥ 0, ``max_bytes`` 1 to ``MAX_TAIL_BYTES``).
+
+    Raises:
+        InvalidInput: A value is not an int or is out of its range.
+    """
+    _check_range("read offset", offset, 0, None, "bytes")
+    _check_range("read max_bytes", max_bytes, 1, MAX_TAIL_BYTES, "bytes")
+    return offset, max_bytes
+
+
+def tail_of_bytes(buf: bytes, buf_offset: int, size: int, lines: int, max_bytes: int) -> Tail:
+    """The tail of a log held elsewhere (shipped output), cut exactly as `read_tail` cuts.
+
+    Args:
+        buf: The log's last bytes, from byte ``buf_offset`` to its end: at least
+            ``max_bytes + 1`` of them where the log is longer, so the cut sees the same
+            bytes a read of the file would.
+        buf_offset: Where ``buf`` starts in the log.
+        size: The log's size in bytes.
+        lines: Lines wanted, 0 to ``MAX_TAIL_LINES``.
+        max_bytes: Most bytes returned, 1 to ``MAX_TAIL_BYTES``.
+
+    Raises:
+        InvalidInput: ``lines`` or ``max_bytes`` is out of range.
+    """
+    lines, max_bytes = check_tail_args(lines, max_bytes)
+    if lines == 0:
+        return Tail("", 0, size > 0, size)
+    return _cut_tail(buf, buf_offset, size, lines, max_bytes)
 
 
 def parse_progress(text: str) -> Progress | None:

@@ -22,6 +22,7 @@ from offload.policies.limits import check_group, check_priority, check_timeout
 from offload.policies.paths import resolve_inside
 from offload.policies.submitter_env import capture_environ
 from offload.policies.task_policy import TaskPolicy
+from offload.queue.members import check_labels
 from offload.queue.models import LLM_TYPES, TASK_TYPES, TaskSpec
 
 __all__ = ["MAX_BATCH", "MAX_COMMAND_BYTES", "MAX_SPEC_BYTES", "Submitter", "FIELDS"]
@@ -57,6 +58,7 @@ FIELDS = frozenset(
         "parent_id",
         "sandbox",
         "network",
+        "on",
     }
 )
 _ALIASES = {
@@ -207,11 +209,12 @@ class Submitter:
             max_turns=_turns(fields.get("max_turns"), self.settings.agent_max_turns),
             parent_id=_parent_id(fields.get("parent_id"), resolve_id),
             policy=self.task_policy.for_task(
-                _optional_boolean("sandbox", fields.get("sandbox")),
+                self._sandbox(task_type, fields.get("sandbox")),
                 _optional_boolean("network", fields.get("network")),
                 may_loosen=self.person,
             ).to_json(),
             environ={} if environ is None else capture_environ(environ, self.settings.env_allow),
+            run_on=check_labels(fields.get("on"), "on"),
         )
 
     def _env(self, value: Any) -> dict[str, str]:
@@ -229,6 +232,15 @@ class Submitter:
     def _inside(self, path: str, base: Path) -> Path:
         """Resolves `path` inside the workspace roots and outside offload's data dir."""
         return resolve_inside(path, self.roots, base=base, forbidden=[self.settings.home])
+
+    def _sandbox(self, task_type: str, value: Any) -> bool | None:
+        """The task's own sandbox choice. With `sandbox = auto`, a model chooses an agent
+        task's commands: it is an agent's work, sandboxed whoever queued it, unless a
+        person turns that off for the task."""
+        asked = _optional_boolean("sandbox", value)
+        if asked is None and task_type == "agent":
+            return True if str(self.settings.sandbox).lower() == "auto" else None
+        return asked
 
     def _cwd(self, value: Any) -> Path:
         if value is None:

@@ -102,7 +102,7 @@ def cmd_wait(app: App, args: argparse.Namespace) -> int:
     timeout = parse_duration(args.timeout) if args.timeout else None
     mode = "any" if args.any else "all"
     tasks, met = app.desk.wait(args.ids, mode=mode, timeout_seconds=timeout)
-    _print_tasks(tasks, args.json)
+    _print_tasks(app, tasks, args.json)
     if not met:
         from offload.desk.waits import unmet_message
 
@@ -112,20 +112,29 @@ def cmd_wait(app: App, args: argparse.Namespace) -> int:
 
 
 # -- reading --------------------------------------------------------------------------------
-def _print_tasks(tasks: Sequence[Task], as_json: bool) -> None:
+def _print_tasks(app: App, tasks: Sequence[Task], as_json: bool) -> None:
+    """The tasks as JSON or a table; a task no live supervisor can take says why."""
     from offload.cli import render
 
+    waiting = app.desk.waiting(tasks)
     if as_json:
-        render.print_json([t.to_dict() for t in tasks])
-    else:
-        render.show_tasks(tasks)
+        render.print_json([_with_waiting(t.to_dict(), waiting.get(t.id)) for t in tasks])
+        return
+    render.show_tasks(tasks)
+    for text in dict.fromkeys(waiting.values()):  # one line per distinct reason
+        count = sum(1 for v in waiting.values() if v == text)
+        sys.stderr.write(f"offload: {count} pending task(s) {text}\n")
+
+
+def _with_waiting(data: dict[str, object], waiting: str | None) -> dict[str, object]:
+    return {**data, "waiting": waiting} if waiting else data
 
 
 def cmd_list(app: App, args: argparse.Namespace) -> int:
     states = [State(s) for s in args.state] if args.state else None
     desk = app.desk.confined_to(str(require_cwd().resolve())) if args.here else app.desk
     tasks = desk.listing(states, limit=args.limit, offset=args.offset)
-    _print_tasks(tasks, args.json)
+    _print_tasks(app, tasks, args.json)
     return 0
 
 
@@ -142,10 +151,11 @@ def cmd_show(app: App, args: argparse.Namespace) -> int:
         else:
             sys.stdout.write(format_turns(turns))
         return 0
+    waiting = app.desk.waiting([task]).get(task.id)
     if args.json:
-        render.print_json(task.to_dict())
+        render.print_json(_with_waiting(task.to_dict(), waiting))
     else:
-        render.show_task(task)
+        render.show_task(task, waiting=waiting)
     return 0
 
 
@@ -197,7 +207,31 @@ def cmd_purge(app: App, args: argparse.Namespace) -> int:
 def cmd_supervisor(app: App, args: argparse.Namespace) -> int:
     from offload.supervisor import control
 
-    return control.run(app.settings, app.desk.store, args)
+    settings = app.settings
+    if args.labels is not None:
+        if args.action != "run":
+            raise UsageError(
+                "--labels is for running a supervisor: offload supervisor --labels gpu"
+            )
+        from dataclasses import replace
+
+        from offload.queue.members import check_labels
+
+        settings = replace(settings, labels=check_labels(args.labels, "--labels"))
+    store = app.desk.store
+    if args.action == "status":
+        from offload.cli.status import show_status
+
+        return show_status(settings, store, args.json)
+    if args.action == "stop":
+        return control.run(settings, store, args)
+    from offload.desk.routing import announce_labels, withdraw_labels
+
+    record = announce_labels(settings, store)
+    try:
+        return control.run(settings, store, args)
+    finally:
+        withdraw_labels(store, record)
 
 
 def cmd_mcp(app: App, args: argparse.Namespace) -> int:

@@ -75,6 +75,12 @@ def _cmd_submit(sub: _Sub) -> None:
     p.add_argument(
         "--no-network", action="store_true", help="sandboxed, with loopback only (no network)"
     )
+    p.add_argument(
+        "--on",
+        action="append",
+        metavar="LABEL",
+        help="run only on a supervisor that has this label (repeat: it needs them all)",
+    )
     p.add_argument("--batch", metavar="FILE", help="one task per line (command or JSON); - = stdin")
     p.add_argument("--wait", action="store_true", help="print its output; exit with its exit code")
     p.add_argument(
@@ -163,6 +169,12 @@ def _cmd_supervisor(sub: _Sub) -> None:
     p.add_argument("action", nargs="?", choices=["run", "status", "stop"], default="run")
     p.add_argument("--foreground", action="store_true", help="run in this terminal (default)")
     p.add_argument("--detached", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--labels",
+        metavar="LIST",
+        help="this supervisor's labels, comma-separated (gpu,linux): it runs tasks "
+        "submitted --on them (default: the labels setting)",
+    )
     p.add_argument("--drain", action="store_true", help="with stop: let running tasks finish")
     p.add_argument("--timeout", type=float, default=30.0, help="with stop: seconds to wait")
     _add_json(p)

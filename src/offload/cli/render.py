@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -80,10 +81,25 @@ def command_text(task: Task) -> str:
     return task.command or ""
 
 
+# C0 and C1 controls but tab and newline, and the marks that reorder or hide text
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters written out (``\\x1b``, ``\\u202e``).
+
+    A task's name, command, error and environment come from whoever submitted it (an
+    agent, perhaps prompt-injected): printed raw, an escape sequence would drive the
+    person's terminal (set the clipboard, clear or retitle the screen) and a bidi mark
+    would make one command look like another.
+    """
+    return _CONTROLS.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
 def _label(task: Task) -> str:
     """What the list shows for a task: its name, else its command, else its spec."""
     title = task.name or command_text(task) or task.spec or ""
-    title = " ".join(title.split())  # newlines and tabs would break a row
+    title = printable(" ".join(title.split()))  # newlines and tabs would break a row
     return title if task.type == "shell" else f"[{task.type}] {title}"
 
 
@@ -206,10 +222,12 @@ def show_tasks(tasks: Sequence[Task], stream: TextIO | None = None) -> None:
     out.write("".join(line + "\n" for line in lines))
 
 
-def _detail_rows(task: Task) -> list[tuple[str, Any]]:
+def _detail_rows(task: Task, waiting: str | None) -> list[tuple[str, Any]]:
     return [
         ("id", task.id),
         ("state", task.state.value),
+        ("runs on", ", ".join(task.run_on) or None),
+        ("waiting", waiting.removeprefix("waiting: ") if waiting else None),
         ("type", task.type),
         ("name", task.name),
         ("command", command_text(task) or None),
@@ -237,14 +255,17 @@ def _detail_rows(task: Task) -> list[tuple[str, Any]]:
     ]
 
 
-def show_task(task: Task, stream: TextIO | None = None) -> None:
-    """Prints every field of one task a person cares about, one per line."""
+def show_task(task: Task, stream: TextIO | None = None, *, waiting: str | None = None) -> None:
+    """Prints every field of one task a person cares about, one per line.
+
+    `waiting` is why the task waits when no live supervisor can take it (the desk's).
+    """
     out = stream or sys.stdout
     colour = _colour(out)
-    rows = [(k, v) for k, v in _detail_rows(task) if v is not None and v != ""]
+    rows = [(k, v) for k, v in _detail_rows(task, waiting) if v is not None and v != ""]
     key_width = max(len(k) for k, _ in rows)
     for key, value in rows:
-        text = str(value).replace("\n", "\n" + " " * (key_width + len(_GAP)))
+        text = printable(str(value)).replace("\n", "\n" + " " * (key_width + len(_GAP)))
         if key == "state":
             text = _paint(text, task.state, colour)
         out.write(f"{key.ljust(key_width)}{_GAP}{text}\n")
@@ -261,12 +282,14 @@ def _show_environ(task: Task, out: TextIO) -> None:
     blocks = [("environment (the submitter's)", task.environ), ("env (its own)", task.env)]
     for title, variables in blocks:
         if variables:
-            lines = "".join(f"  {k}={v}\n" for k, v in sorted(masked(variables).items()))
+            shown = sorted(masked(variables).items())
+            lines = "".join(f"  {k}={printable(v)}\n" for k, v in shown)
             out.write(f"{title}:\n{lines}")
 
 
 def show_stats(stats: Stats) -> None:
-    """Prints counts by state; spending only once an LLM task has run."""
+    """Prints counts by state, per host where several share the queue, and spending only
+    once an LLM task has run."""
     order = [s.value for s in State]
     counts = "  ".join(f"{s} {stats.counts.get(s, 0)}" for s in order)
     sys.stdout.write(f"{counts}  total {stats.total}\n")
@@ -276,6 +299,9 @@ def show_stats(stats: Stats) -> None:
             f"cost today ${stats.cost_today_usd:.4f}  all time ${stats.cost_total_usd:.4f}  "
             f"tokens {stats.tokens_in} in / {stats.tokens_out} out\n"
         )
+    for host in stats.hosts:
+        name = host.host if host.host is not None else "(supervisors since stopped)"
+        sys.stdout.write(f"  {name}  {host.running} running  {host.finished} finished\n")
     for day in stats.days:
         if day.finished or day.cost_usd:
             models = ", ".join(f"{m} ${c:.4f}" for m, c in sorted(day.by_model.items()))

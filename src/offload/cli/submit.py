@@ -51,6 +51,7 @@ def _submit_fields(args: argparse.Namespace) -> dict[str, Any]:
         "max_turns": args.max_turns,
         "sandbox": args.sandbox,
         "network": False if args.no_network else None,
+        "on": args.on,
     }
     if args.type == "shell":
         if not command:

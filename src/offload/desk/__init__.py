@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from offload.clock import now_ms
 from offload.config import Settings
 from offload.desk.desk import MAX_LIST, MIN_PREFIX, STATE_FILTERS, Desk, check_task_id
-from offload.desk.output import LocalOutput, TaskOutput, log_path
+from offload.desk.output import LocalOutput, StoreOutput, TaskOutput, log_path, output_for
 from offload.queue.store import Store
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ __all__ = [
     "STATE_FILTERS",
     "Desk",
     "LocalOutput",
+    "StoreOutput",
     "TaskOutput",
     "check_task_id",
     "log_path",
@@ -87,10 +88,11 @@ def open_desk(
         )
 
     root = Path(workspace).resolve()
+    store = store if store is not None else open_store(settings)
     desk = Desk(
         settings=settings,
-        store=store if store is not None else open_store(settings),
-        output=LocalOutput(settings),
+        store=store,
+        output=output_for(settings, store),
         make_submitter=make_submitter,
         scope=str(root) if confined else None,
         wake=wake if wake is not None else (lambda: wake_supervisor(settings)),

@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from offload.config import Settings
-from offload.desk.output import TaskOutput
+from offload.desk.output import TaskOutput, remove_task_files
 from offload.errors import InvalidInput, NotFound, OffloadError, PolicyRefused
 from offload.logs import Tail
 from offload.queue.models import ACTIVE_STATES, FINAL_STATES, PURGEABLE_STATES, State, Task
@@ -166,8 +165,19 @@ class Desk:
         """Tasks newest first: in scope unless `all_workspaces`, optionally by state.
 
         Raises:
-            InvalidInput: Unknown state filter.
+            InvalidInput: Unknown state filter, or `all_workspaces` on a confined desk
+                while the person has not allowed agents to see other workspaces.
         """
+        if (
+            all_workspaces
+            and self.scope is not None
+            and not self.settings.agents_see_all_workspaces
+        ):
+            raise InvalidInput(
+                "all_workspaces is refused: an agent sees only its own workspace's tasks, "
+                "since other projects' command lines may hold secrets. Drop all_workspaces, "
+                "or have the person set agents_see_all_workspaces = true in config.toml"
+            )
         self.live()
         return self.store.list(
             self._states(states),
@@ -194,6 +204,25 @@ class Desk:
             return STATE_FILTERS[states]
         return frozenset(State(s) for s in states)
 
+    def waiting(self, tasks: Sequence[Task]) -> dict[str, str]:
+        """By id, why each pending task that no live supervisor can take waits (its labels).
+
+        The rule is `offload.desk.routing`'s; a page without pending labelled tasks costs
+        no query.
+        """
+        if not any(t.run_on and t.state is State.PENDING for t in tasks):
+            return {}
+        from offload.desk.routing import waiting_notes
+
+        return waiting_notes(tasks, self.settings, self.store)
+
+    def _tell_waiting(self, tasks: Sequence[Task], told: set[str]) -> None:
+        """Gives `note` each task's waiting line once, so a follow or wait is not silent."""
+        for task_id, text in self.waiting(tasks).items():
+            if task_id not in told:
+                told.add(task_id)
+                self.note(f"task {task_id[:12]} {text}")
+
     def stats(self) -> Stats:
         """Counts and spending of the whole queue."""
         self.live()
@@ -216,10 +245,13 @@ class Desk:
         from offload.desk.waits import LIVENESS_EVERY_SECONDS, Stalled
 
         polls = max(1, int(LIVENESS_EVERY_SECONDS / FOLLOW_POLL_SECONDS))
+        told: set[str] = set()
         for poll in itertools.count():
             if poll % polls == 0 and (text := self.live(thorough=True)):
                 raise Stalled(text)
             current = self.store.get(task.id)
+            if poll % polls == 0:
+                self._tell_waiting([current], told)
             data, offset = self.output.read(current, offset)
             while data:
                 yield data
@@ -249,12 +281,14 @@ class Desk:
         from offload.desk.waits import wait_for
 
         ids = [t.id for t in self.tasks(task_ids)]
+        told: set[str] = set()
+
+        def liveness() -> str | None:
+            self._tell_waiting(self.store.get_many(ids), told)
+            return self.live(thorough=True)
+
         return wait_for(
-            self.store,
-            ids,
-            mode=mode,
-            timeout_seconds=timeout_seconds,
-            liveness=lambda: self.live(thorough=True),
+            self.store, ids, mode=mode, timeout_seconds=timeout_seconds, liveness=liveness
         )
 
     # -- changing ----------------------------------------------------------------------
@@ -371,21 +405,5 @@ class Desk:
             older_ms = int(min(older_than_seconds, MAX_AGE_SECONDS) * 1000)
         purged = self.store.purge(older_than_ms=older_ms, states=states, workspace=self.scope)
         for task in purged:
-            _remove_task_files(self.settings, task)
+            remove_task_files(self.settings, task)
         return purged
-
-
-def _remove_task_files(settings: Settings, task: Task) -> None:
-    """Deletes a purged task's log, agent transcript and staging copy; missing ones are fine."""
-    from offload.desk.output import log_path
-
-    for path in (log_path(settings, task), settings.logs_dir / f"{task.id}.turns.jsonl"):
-        try:
-            os.unlink(path)
-        except OSError:
-            pass
-    staging = settings.logs_dir / f"{task.id}.staging"
-    if staging.is_dir() and not staging.is_symlink():
-        import shutil  # lazily: only purge needs it
-
-        shutil.rmtree(staging, ignore_errors=True)

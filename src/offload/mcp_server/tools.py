@@ -155,8 +155,9 @@ class ToolSet:
         large_context: bool = False,
         max_turns: int | None = None,
         network: bool | None = None,
+        on: Annotated[list[str] | None, Field(description="host labels")] = None,
     ) -> Annotated[CallToolResult, views.TaskRef]:
-        """Run a shell command (or LLM task) in the background; returns its id at once."""
+        """Run a shell command or LLM task in the background; returns its id at once."""
         raw = {
             "type": task_type,
             "command": command,
@@ -174,6 +175,7 @@ class ToolSet:
             "large_context": large_context or None,
             "max_turns": max_turns,
             "network": network,
+            "on": on,
         }
         with _refusals():
             task = self.desk.submit([raw])[0]
@@ -183,7 +185,7 @@ class ToolSet:
         self,
         tasks: list[dict[str, Any]],
     ) -> Annotated[CallToolResult, views.TaskIds]:
-        """Submit many submit_task argument objects, all or nothing; returns their ids."""
+        """Submit a list of submit_task arguments, all or nothing; returns their ids."""
         with _refusals():
             if not isinstance(tasks, list):
                 raise InvalidInput("tasks must be a list of objects")
@@ -200,7 +202,8 @@ class ToolSet:
         with _refusals():
             task = self.desk.task(task_id)
             tail = self._finished_tail(task, FINISHED_TAIL_LINES, FINISHED_TAIL_BYTES)
-            view = views.info(task, self.desk.clock_ms(), tail)
+            waiting = self.desk.waiting([task]).get(task.id)
+            view = views.info(task, self.desk.clock_ms(), tail, waiting)
             if turns:
                 view = self._with_turns(view, task)
             return views.answer(view, "tail")
@@ -208,7 +211,7 @@ class ToolSet:
     def task_output(
         self, task_id: str, tail_lines: int = 100, max_bytes: int = 16384
     ) -> Annotated[CallToolResult, views.TaskOutput]:
-        """The end of a task's output so far (capped; says if truncated)."""
+        """The end of a task's output so far (capped; says if cut)."""
         with _refusals():
             if tail_lines < 0 or max_bytes < 1:
                 raise InvalidInput("tail_lines must be ≥ 0 and max_bytes ≥ 1")
@@ -232,14 +235,16 @@ class ToolSet:
         """Tasks newest first; this workspace's unless all_workspaces."""
         with _refusals():
             tasks = self.desk.listing(state, min(limit, MAX_LISTED), all_workspaces=all_workspaces)
-        return views.answer(views.TaskList(tasks=[views.brief(t, title=True) for t in tasks]))
+            waiting = self.desk.waiting(tasks)
+        briefs = [views.brief(t, title=True, waiting=waiting.get(t.id)) for t in tasks]
+        return views.answer(views.TaskList(tasks=briefs))
 
     async def wait_for_tasks(
         self,
         task_ids: list[str],
         ctx: Context,
         mode: Literal["all", "any"] = "all",
-        timeout_seconds: Annotated[float, Field(description="≤55")] = 30,
+        timeout_seconds: float = 30,
     ) -> Annotated[CallToolResult, views.WaitResult]:
         """Wait until all/any tasks finish (max 55 s); returns states, exit codes, output tails."""
         with _refusals():
@@ -288,14 +293,14 @@ class ToolSet:
         return views.answer(views.TaskRef(task_id=task.id, state=task.state.value))
 
     def retry_failed(self) -> Annotated[CallToolResult, views.TaskIds]:
-        """Retry every failed, timed-out or interrupted task of this workspace."""
+        """Retry this workspace's failed, timed-out and interrupted tasks."""
         with _refusals():
             return views.answer(views.ids(self.desk.retry_failed()))
 
     def purge_tasks(
-        self, older_than: Annotated[float | None, Field(description="seconds")] = None
+        self, older_than: float | None = None
     ) -> Annotated[CallToolResult, views.Purged]:
-        """Delete this workspace's completed/cancelled tasks and logs (only older ones if given)."""
+        """Delete this workspace's completed/cancelled tasks+logs, older_than seconds if set."""
         with _refusals():
             return views.answer(views.Purged(purged=len(self.desk.purge(older_than))))
 
@@ -317,9 +322,14 @@ class ToolSet:
         )
 
     def _waited(self, met: bool, tasks: list[Task]) -> views.WaitResult:
+        waiting = self.desk.waiting(tasks)
         if len(tasks) > WAIT_LISTS_UP_TO:
             counts = Counter(t.state.value for t in tasks)
-            shown = [views.brief(t) for t in tasks if t.state is not State.COMPLETED]
+            shown = [
+                views.brief(t, waiting=waiting.get(t.id))
+                for t in tasks
+                if t.state is not State.COMPLETED
+            ]
             omitted = len(tasks) - min(len(shown), WAIT_LISTS_UP_TO)
             return views.WaitResult(
                 met=met,
@@ -329,9 +339,13 @@ class ToolSet:
             )
         with_tails = len(tasks) <= WAIT_TAILS_UP_TO
         briefs = [
-            views.brief(t, tail=self._finished_tail(t, WAIT_TAIL_LINES, WAIT_TAIL_BYTES))
-            if with_tails
-            else views.brief(t)
+            views.brief(
+                t,
+                tail=self._finished_tail(t, WAIT_TAIL_LINES, WAIT_TAIL_BYTES)
+                if with_tails
+                else None,
+                waiting=waiting.get(t.id),
+            )
             for t in tasks
         ]
         return views.WaitResult(met=met, tasks=briefs)

@@ -22,6 +22,7 @@ __all__ = [
     "ERROR_MAX_CHARS",
     "TITLE_MAX_CHARS",
     "Finished",
+    "HostCounts",
     "Purged",
     "QueueStats",
     "TaskBrief",
@@ -74,6 +75,7 @@ class TaskBrief(_View):
     command: str | None = None
     exit_code: int | None = None
     error: str | None = None
+    waiting: str | None = None
     tail: str | None = None
 
 
@@ -85,6 +87,8 @@ class TaskInfo(_View):
     state: str
     title: str
     command: str | None = None
+    run_on: list[str] | None = None
+    waiting: str | None = None
     attempt: int
     exit_code: int | None = None
     signal: int | None = None
@@ -153,13 +157,22 @@ class Purged(_View):
     purged: int
 
 
+class HostCounts(_View):
+    """Tasks one host runs now and has finished (None: supervisors since stopped)."""
+
+    host: str | None = None
+    running: int
+    finished: int
+
+
 class QueueStats(_View):
-    """Counts by state and spending of the whole queue."""
+    """Counts by state and spending of the whole queue; per host where several share it."""
 
     counts: dict[str, int]
     total: int
     cost_today_usd: float
     cost_total_usd: float
+    hosts: list[HostCounts] | None = None
 
 
 def iso(ms: int | None) -> str | None:
@@ -194,14 +207,19 @@ def _listed(values: Iterable[str], limit: int) -> list[str] | None:
     return items[:limit] or None
 
 
-def info(task: Task, now_ms: int, tail: str | None = None) -> TaskInfo:
-    """The full status of `task`, with `tail` (the end of its output) if given."""
+def info(task: Task, now_ms: int, tail: str | None = None, waiting: str | None = None) -> TaskInfo:
+    """The full status of `task`, with `tail` (the end of its output) if given.
+
+    `waiting` says why a pending task waits when no live supervisor can take it.
+    """
     return TaskInfo(
         id=task.id,
         type=task.type,
         state=task.state.value,
         title=clip(task.title, TITLE_MAX_CHARS) or "",
         command=named_command(task),
+        run_on=list(task.run_on) or None,
+        waiting=waiting,
         attempt=task.attempt,
         exit_code=task.exit_code,
         signal=task.signal,
@@ -230,7 +248,9 @@ def named_command(task: Task) -> str | None:
     return clip(text, TITLE_MAX_CHARS)
 
 
-def brief(task: Task, *, title: bool = False, tail: str | None = None) -> TaskBrief:
+def brief(
+    task: Task, *, title: bool = False, tail: str | None = None, waiting: str | None = None
+) -> TaskBrief:
     """One line for `task`; its error only when it did not complete."""
     return TaskBrief(
         id=task.id,
@@ -239,6 +259,7 @@ def brief(task: Task, *, title: bool = False, tail: str | None = None) -> TaskBr
         command=named_command(task) if title else None,
         exit_code=task.exit_code,
         error=clip(task.error, ERROR_MAX_CHARS),
+        waiting=waiting,
         tail=tail or None,
     )
 
@@ -250,6 +271,8 @@ def stats_view(stats: Stats) -> QueueStats:
         total=stats.total,
         cost_today_usd=round(stats.cost_today_usd, 6),
         cost_total_usd=round(stats.cost_total_usd, 6),
+        hosts=[HostCounts(host=h.host, running=h.running, finished=h.finished) for h in stats.hosts]
+        or None,
     )
 
 

@@ -26,6 +26,7 @@ _COMMAND_SHAPED = re.compile(r"\^?[\w./+@%:,-]+(?:[ ]+[\w./+@%:,=~-]+)*\$?")
 _SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "ash", "yash", "posh"})
 _OPEN_ENDED = frozenset({"xargs", "find", "parallel"})
 _FIND_EXEC = frozenset({"-exec", "-execdir", "-ok", "-okdir"})
+_SHELL_VALUE_OPTIONS = frozenset({"--rcfile", "--init-file"})  # bash; the next word is a file
 # Long and alternative spellings of the flags deny rules usually name, per program.
 _ALIASES: dict[str, dict[str, str]] = {
     "rm": {"--recursive": "r", "-R": "r", "--force": "f", "--dir": "d"},
@@ -50,10 +51,19 @@ class _Wrapper:
     operands: int = 0  # words between the options and the command (timeout's duration)
     assignments: bool = False  # NAME=VALUE words may come before the command
     line_options: frozenset[str] = frozenset()  # options whose value is a shell line
+    permutes: bool = False  # its options may follow its operands (util-linux su, runuser)
 
 
-def _w(values: str = "", operands: int = 0, assignments: bool = False, line: str = "") -> _Wrapper:
-    return _Wrapper(frozenset(values.split()), operands, assignments, frozenset(line.split()))
+def _w(
+    values: str = "",
+    operands: int = 0,
+    assignments: bool = False,
+    line: str = "",
+    permutes: bool = False,
+) -> _Wrapper:
+    return _Wrapper(
+        frozenset(values.split()), operands, assignments, frozenset(line.split()), permutes
+    )
 
 
 _WRAPPERS: dict[str, _Wrapper] = {
@@ -83,9 +93,13 @@ _WRAPPERS: dict[str, _Wrapper] = {
     "busybox": _w(),
     "unshare": _w(),
     "flock": _w("-w --timeout -E --conflict-exit-code", operands=1, line="-c --command"),
-    "su": _w("-s -g -G -w --shell --group --supp-group", line="-c --command"),
-    "runuser": _w("-u -s -g -G -w --user --shell --group", line="-c --command"),
-    "script": _w("-E -I -O -B -T -t -m --echo --log-in --log-out --log-io", line="-c --command"),
+    "su": _w("-s -g -G -w --shell --group --supp-group", line="-c --command", permutes=True),
+    "runuser": _w("-u -s -g -G -w --user --shell --group", line="-c --command", permutes=True),
+    "script": _w(
+        "-E -I -O -B -T -t -m --echo --log-in --log-out --log-io",
+        line="-c --command",
+        permutes=True,
+    ),
     "strace": _w("-o -e -p -s -u -E -a -b -I -O -S -X"),
     "ltrace": _w("-o -e -p -s -u -E -a -n"),
     "chrt": _w(operands=1),
@@ -291,9 +305,16 @@ def _line_inner(line: str, parse_line: LineParser) -> list[_Inner]:
 
 
 def _shell_inner(name: str, args: list[str | None], parse_line: LineParser) -> list[_Inner]:
-    """``sh -c LINE``: judge LINE; a shell reading standard input cannot be judged."""
+    """``sh -c LINE``: judge LINE; a shell reading standard input cannot be judged.
+
+    Option values are skipped as the shell skips them: ``-o NAME``, ``-O NAME`` (one word
+    per ``o``/``O`` of a cluster) and bash's ``--rcfile FILE``/``--init-file FILE``, so
+    ``sh -o errexit -c LINE`` is judged by LINE, not read as the script ``errexit``.
+    """
     takes_c = False
-    for index, arg in enumerate(args):
+    index = 0
+    while index < len(args):
+        arg = args[index]
         if arg is None:
             raise Unjudgeable(f"{name} is given an expansion, known only when it runs")
         if arg == "--" or not arg.startswith(("-", "+")) or arg in ("-", "+"):
@@ -302,10 +323,11 @@ def _shell_inner(name: str, args: list[str | None], parse_line: LineParser) -> l
             if arg in ("-", "--"):
                 break
             return []  # `sh script.sh`: a file offload cannot read ahead
-        if arg.startswith("-") and not arg.startswith("--") and "c" in arg[1:]:
-            takes_c = True
-        elif arg in ("-o", "+o", "-O", "+O"):
-            pass  # the option name that follows is read as an operand; harmless
+        if arg.startswith("--"):
+            index += 1 + int(arg in _SHELL_VALUE_OPTIONS)
+            continue
+        takes_c = takes_c or (arg[0] == "-" and "c" in arg[1:])
+        index += 1 + sum(letter in "oO" for letter in arg[1:])
     raise Unjudgeable(f"{name} reads its commands from standard input or an unseen string")
 
 
@@ -316,17 +338,47 @@ def _next(args: list[str | None], index: int, name: str) -> str:
 
 
 def _line_option(args: list[str | None], wrapper: _Wrapper, name: str) -> str | None:
+    """The shell line a wrapper is given (``env -S LINE``, ``su -c LINE``), if any.
+
+    Read as the wrapper's option parser reads it: a long option abbreviated (``--split``),
+    a short one inside a cluster (``-iS LINE``) or with its value attached (``-iSLINE``);
+    and only among the wrapper's own words. ``env python3 -S ls`` runs ``python3 -S ls``
+    (the script ``ls``): ``-S`` there is python's, so it is no shell line to judge.
+    """
     if not wrapper.line_options:
         return None
-    for index, arg in enumerate(args):
-        if arg is None:
+    operands, index = 0, 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            return None
+        if arg is None or not arg.startswith("-") or arg == "-":
+            if not wrapper.permutes and operands >= wrapper.operands:
+                return None  # the command starts here: what follows is its own
+            operands, index = operands + 1, index + 1
             continue
-        key = arg.split("=", 1)[0]
-        if key in wrapper.line_options:
-            if "=" in arg:
-                return arg.split("=", 1)[1]
-            return _next(args, index, name)
+        if arg.startswith("--"):
+            key, equals, value = arg.partition("=")
+            if _long_option(key, wrapper.line_options):
+                return value if equals else _next(args, index, name)
+            index += 1 + _value_words(arg, wrapper.takes_value)
+            continue
+        for position, letter in enumerate(arg[1:], 1):
+            if f"-{letter}" in wrapper.line_options:
+                rest = arg[position + 1 :]
+                return rest if rest else _next(args, index, name)
+            if f"-{letter}" in wrapper.takes_value:
+                break  # the rest of the cluster is that option's value
+        index += 1 + _value_words(arg, wrapper.takes_value)
     return None
+
+
+def _long_option(given: str, options: frozenset[str]) -> bool:
+    """True when `given` names one of `options`, whole or abbreviated (as GNU getopt
+    accepts any unambiguous prefix: ``--un`` is ``--unset``)."""
+    if given in options:
+        return True
+    return len(given) > 2 and any(o.startswith(given) for o in options if o[1] == "-")
 
 
 def _after_options(
@@ -354,9 +406,13 @@ def _after_options(
 
 
 def _value_words(arg: str, takes_value: frozenset[str]) -> int:
-    """1 when the option `arg` takes the next word as its value, else 0."""
+    """1 when the option `arg` takes the next word as its value, else 0.
+
+    A long option may be abbreviated (``env --un NAME``), as GNU getopt allows: read as the
+    whole option, its value is never mistaken for the command.
+    """
     if arg.startswith("--"):
-        return int("=" not in arg and arg in takes_value)
+        return int("=" not in arg and _long_option(arg, takes_value))
     for position, letter in enumerate(arg[1:], 1):
         if f"-{letter}" in takes_value:
             return int(position == len(arg) - 1)  # a value attached to the cluster: none

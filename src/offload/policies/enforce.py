@@ -8,19 +8,28 @@ policy stored at submit and the one in force now.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from offload.errors import ConfigError
+from offload.errors import ConfigError, PolicyRefused
 from offload.policies.commands import Decision, check_command
 from offload.policies.environment import check_env_allowed
+from offload.policies.paths import resolve_inside
 from offload.policies.task_policy import TaskPolicy
 
 if TYPE_CHECKING:
     from offload.config import Settings
 
-__all__ = ["check_env_names", "check_task", "check_task_command", "recheck", "stored_policy"]
+__all__ = [
+    "check_cwd",
+    "check_env_names",
+    "check_task",
+    "check_task_command",
+    "recheck",
+    "stored_policy",
+]
 
 
 def stored_policy(task: Any, settings: Settings | None = None) -> TaskPolicy:
@@ -65,26 +74,100 @@ def check_env_names(env: Mapping[str, str], policy: TaskPolicy) -> Decision:
     return Decision(allowed=False, reason=reason) if reason else Decision(allowed=True)
 
 
-def check_task(task: Any, policy: TaskPolicy, *, data_dir: Path | str | None = None) -> Decision:
-    """The verdict on a task's command (shell tasks) and ``env`` under `policy`."""
+def check_task(
+    task: Any,
+    policy: TaskPolicy,
+    *,
+    data_dir: Path | str | None = None,
+    own_roots: bool = True,
+) -> Decision:
+    """The verdict on a task's cwd, command (shell tasks) and ``env`` under `policy`.
+
+    With `own_roots` (the policy stored with the task) the cwd is resolved again, symlinks
+    followed: a directory swapped for a link after submit must not take the task out of
+    its workspace. A door's policy has the door's roots, not the task's: pass False.
+    """
     env = getattr(task, "env", None) or {}
     decision = check_env_names(env, policy)
     if not decision.allowed:
         return decision
+    if own_roots:
+        decision = check_cwd(
+            getattr(task, "cwd", None),
+            policy,
+            data_dir=data_dir,
+            workspace=getattr(task, "workspace", None),
+        )
+        if not decision.allowed:
+            return decision
     command = getattr(task, "command", None)
     if getattr(task, "type", "shell") != "shell" or command is None:
         return Decision(allowed=True)
     return check_task_command(command, policy, cwd=getattr(task, "cwd", None), data_dir=data_dir)
 
 
+def check_cwd(
+    cwd: str | None,
+    policy: TaskPolicy,
+    *,
+    data_dir: Path | str | None = None,
+    workspace: str | None = None,
+) -> Decision:
+    """A task's cwd must still resolve inside the policy's roots (when it names any).
+
+    Both were resolved at submit, so each must still resolve to itself: a directory on the
+    way replaced by a link (by another task that may write its parent) would otherwise
+    move the task, and the tree its sandbox lets it write, to the link's target.
+    """
+    if not cwd or not policy.roots:
+        return Decision(allowed=True)
+    for what, path in (("working directory", cwd), ("workspace", workspace)):
+        if path and os.path.isabs(path) and os.path.realpath(path) != os.path.normpath(path):
+            return Decision(
+                allowed=False,
+                reason=f"its {what} {path} now leads to {os.path.realpath(path)}: a link "
+                "replaced a directory since it was submitted; submit it again",
+            )
+    forbidden = [Path(data_dir)] if data_dir is not None else []
+    try:
+        resolve_inside(cwd, [Path(root) for root in policy.roots], forbidden=forbidden)
+    except (PolicyRefused, ConfigError) as exc:
+        return Decision(allowed=False, reason=f"its working directory is refused: {exc}")
+    return Decision(allowed=True)
+
+
+def _looser_containment(stored: TaskPolicy, current: TaskPolicy) -> str:
+    """How `stored` contains a task less than `current` would ("" when it does not)."""
+    if current.sandbox and not stored.sandbox:
+        return "without the sandbox"
+    if current.sandbox and not current.network and stored.network:
+        return "with the network"
+    return ""
+
+
 def recheck(task: Any, current: TaskPolicy, *, data_dir: Path | str | None = None) -> Decision:
     """May `task` run again? It must pass the policy stored with it and `current`.
 
     A retry re-runs a command chosen earlier; a policy tightened since (or one the task
-    was stored with that is stricter than the front end now) still holds.
+    was stored with that is stricter than the front end now) still holds. The cwd is
+    judged against the task's own roots: the door that asks may work elsewhere. A door
+    that sandboxes its tasks (an agent's) may not rerun one that ran with less
+    containment: the agent may have rewritten what it runs, then asked for it again.
     """
-    for name, policy in (("its stored policy", stored_policy(task)), ("the policy now", current)):
-        decision = check_task(task, policy, data_dir=data_dir)
+    stored = stored_policy(task)
+    looser = _looser_containment(stored, current) if getattr(task, "policy", None) else ""
+    if looser:
+        return Decision(
+            allowed=False,
+            reason=f"refused here: it ran {looser}, and this door runs its tasks "
+            "contained; what it runs (a Makefile, a test) may have been changed since, so "
+            "only a person may rerun it (offload retry ID)",
+        )
+    for name, policy, own in (
+        ("its stored policy", stored, True),
+        ("the policy now", current, False),
+    ):
+        decision = check_task(task, policy, data_dir=data_dir, own_roots=own)
         if not decision.allowed:
             return Decision(allowed=False, reason=f"refused by {name}: {decision.reason}")
     return Decision(allowed=True)

@@ -48,6 +48,12 @@ def resolve_inside(
     candidate = Path(given)
     if not candidate.is_absolute():
         candidate = (Path(base) if base is not None else resolved_roots[0]) / candidate
+    if _through_proc(candidate):
+        raise PolicyRefused(
+            f"path {given!r} goes through /proc, whose links (/proc/self/cwd, "
+            "/proc/self/fd/...) mean something else in the task than where it is checked; "
+            "name the file itself"
+        )
     resolved = _resolve(candidate, given)
     for banned in forbidden:
         if is_inside(resolved, _resolve(Path(banned), str(banned))):
@@ -72,6 +78,44 @@ def is_inside(path: Path, root: Path) -> bool:
     if ".." in path.parts or ".." in root.parts:
         return False
     return path.is_relative_to(root)
+
+
+_PROC = Path("/proc")
+_MAX_LINKS = 40  # as the kernel's own limit; past it `_resolve` reports the loop
+
+
+def _through_proc(path: Path) -> bool:
+    """True when resolving `path` (absolute) passes through /proc, by name or by a link.
+
+    ``/proc/self/cwd`` is the checking process's directory while the check runs and the
+    task's when it runs (after a ``cd``), so a path through it cannot be judged here.
+    """
+    pending = list(path.parts[1:])
+    current = Path("/")
+    links = 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = current.parent
+            continue
+        step = current / part
+        if step == _PROC:
+            return True
+        try:
+            target = os.readlink(step)
+        except OSError:
+            current = step  # not a link (or missing): take the name as it is
+            continue
+        links += 1
+        if links > _MAX_LINKS:
+            return False
+        pending[:0] = list(Path(target).parts)
+        if target.startswith("/"):
+            pending.pop(0)
+            current = Path("/")
+    return False
 
 
 def _as_text(path: str | os.PathLike[str]) -> str:

@@ -23,7 +23,7 @@ __all__ = ["judge_redirects"]
 
 _STREAMS = frozenset({"/dev/null", "/dev/stdin", "/dev/stdout", "/dev/stderr", "/dev/tty"})
 _FD_PATH = re.compile(r"/dev/fd/[0-9]+|/proc/self/fd/[0-9]+")
-_CHDIR = frozenset({"cd", "pushd", "popd"})
+_CHDIR = frozenset({"cd", "chdir", "pushd", "popd"})  # dash has chdir too
 
 
 def judge_redirects(
@@ -45,10 +45,12 @@ def judge_redirects(
     """
     changes_dir = any(_changes_dir(cmd) for cmd in commands)
     base = Path(cwd) if cwd is not None else (roots[0] if roots else None)
+    judged: set[tuple[str, str]] = set()  # a target written many times is resolved once
     for cmd in commands:
         for redirect in cmd.redirects:
-            if not redirect.opens_file:
+            if not redirect.opens_file or (redirect.op, redirect.target.raw) in judged:
                 continue
+            judged.add((redirect.op, redirect.target.raw))
             reason = _target_reason(redirect, strict, roots, forbidden, base, changes_dir)
             if reason:
                 return reason

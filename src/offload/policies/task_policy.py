@@ -9,6 +9,7 @@ pass, deny lists and hidden paths add up, the sandbox and a cut network stay on.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -80,7 +81,7 @@ class TaskPolicy:
             sandbox=bool(mode == "on" or mode is True) if sandbox is None else sandbox,
             network=bool(getattr(settings, "sandbox_network", True)),
             writable=_strings(getattr(settings, "sandbox_writable", ())),
-            hide=_strings(getattr(settings, "sandbox_hide", ())),
+            hide=_with_targets(_strings(getattr(settings, "sandbox_hide", ()))),
             roots=tuple(str(Path(root)) for root in roots),
         )
 
@@ -190,6 +191,13 @@ class TaskPolicy:
             hide=_unique(self.hide + other.hide),
             roots=self.roots,
         )
+
+
+def _with_targets(paths: tuple[str, ...]) -> tuple[str, ...]:
+    """The hidden paths and what each resolves to at submit: a task may re-point a link
+    inside its workspace, and the credentials it pointed at must stay hidden."""
+    resolved = (os.path.realpath(os.path.expanduser(p)) for p in paths)
+    return tuple(dict.fromkeys([*paths, *resolved]))
 
 
 def _unique(items: tuple[Any, ...]) -> tuple[Any, ...]:

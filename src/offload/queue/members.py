@@ -10,14 +10,30 @@ member verbs are the single-host trivial case.
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LEASE_SECONDS", "Member", "lease_lost_error", "utc_text"]
+from offload.errors import InvalidInput
+
+__all__ = [
+    "LABEL_RE",
+    "LEASE_SECONDS",
+    "MAX_LABELS",
+    "Member",
+    "check_labels",
+    "lease_lost_error",
+    "utc_text",
+]
 
 LEASE_SECONDS = 30.0
+# A host label (`offload supervisor --labels gpu,linux`, `submit --on gpu`): short, and
+# free of commas and spaces, so a list of them reads and parses the same everywhere.
+LABEL_RE = r"[A-Za-z0-9_.-]{1,32}"
+MAX_LABELS = 16
+_LABEL = re.compile(LABEL_RE)
 
 
 @dataclass(frozen=True)
@@ -54,6 +70,39 @@ class Member:
     def alive_at(self, now_ms: int) -> bool:
         """True while the lease runs and nobody has reaped the member."""
         return self.lost_at is None and now_ms < self.lease_expires_at
+
+
+def check_labels(values: str | Iterable[object] | None, what: str) -> tuple[str, ...]:
+    """The labels `values` names, each checked, duplicates dropped, in order.
+
+    A string, or each string of a list, may hold several labels separated by commas
+    (`gpu,linux`), as `--labels` and `OFFLOAD_LABELS` take them.
+
+    Args:
+        values: What the user gave.
+        what: How a refusal names where the labels came from (`on`, `--labels`).
+
+    Raises:
+        InvalidInput: Not strings, a label that breaks LABEL_RE, or too many labels.
+    """
+    if values is None:
+        return ()
+    items = [values] if isinstance(values, str) else values
+    found: dict[str, None] = {}
+    for item in items:
+        if not isinstance(item, str):
+            raise InvalidInput(f'{what} must be a list of labels (strings), e.g. ["gpu"]')
+        for word in item.split(","):
+            label = word.strip()
+            if not _LABEL.fullmatch(label):
+                raise InvalidInput(
+                    f"{what}: {label[:40]!r} is not a label; a label is 1-32 letters, "
+                    "digits, '.', '_' or '-' (e.g. gpu), several separated by commas"
+                )
+            found[label] = None
+    if len(found) > MAX_LABELS:
+        raise InvalidInput(f"{what} names {len(found)} labels; the limit is {MAX_LABELS}")
+    return tuple(found)
 
 
 def utc_text(ms: int) -> str:

@@ -1,12 +1,14 @@
 """What a queue several hosts share offers beyond the Store interface.
 
 On SQLite one supervisor owns the data directory and its lock file proves it; on a shared
-queue (PostgreSQL) supervisors on many hosts are members with leases, and need a few more
-things from the Store: the clock every host stamps leases by, a socket that becomes
-readable when another host changes the queue, the tasks earlier members left behind, a
-bound on how long a call may block on an unreachable server, and somewhere to ship task
-output so any host can read it. `Store.as_shared()` returns this view, or None for a queue
-only one host uses, so callers ask once instead of testing for a backend.
+queue (PostgreSQL) supervisors on many hosts are members with leases. Front ends need two
+things more from such a queue: the clock every host stamps leases by (to tell a live
+member from one whose lease ran out) and the output the host running a task shipped (to
+read it from any host). A supervisor needs a few more: a socket that becomes readable
+when another host changes the queue, the tasks earlier members left behind, a bound on
+how long a call may block on an unreachable server, and somewhere to ship task output.
+`Store.as_shared()` returns this view, or None for a queue only one host uses, so callers
+ask once instead of testing for a backend.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ from offload.queue.models import PURGEABLE_STATES, Event, State, Task, TaskSpec
 if TYPE_CHECKING:
     from offload.queue.shared import SharedQueue
 
-__all__ = ["DayCost", "Stats", "Store"]
+__all__ = ["DayCost", "HostFigures", "Stats", "Store"]
 
 _EVENT_POLL_SECONDS = 0.05
 
@@ -38,8 +38,24 @@ class DayCost:
 
 
 @dataclass(frozen=True)
+class HostFigures:
+    """The tasks one host's supervisors are running and have finished (several hosts).
+
+    `host` is None for tasks whose supervisor has left the queue: a supervisor that
+    stops cleanly removes its member record, and with it the link to its host.
+    """
+
+    host: str | None
+    running: int
+    finished: int
+
+
+@dataclass(frozen=True)
 class Stats:
-    """Counts by state and spending, as `offload stats` and `queue_stats` show them."""
+    """Counts by state and spending, as `offload stats` and `queue_stats` show them.
+
+    `hosts` is filled only by a Store several hosts share (PostgreSQL), busiest first.
+    """
 
     counts: dict[str, int]
     total: int
@@ -48,6 +64,7 @@ class Stats:
     tokens_in: int
     tokens_out: int
     days: builtins.list[DayCost]
+    hosts: builtins.list[HostFigures] = field(default_factory=builtins.list)
 
 
 class Store(ABC):

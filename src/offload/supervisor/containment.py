@@ -18,7 +18,7 @@ from typing import Any
 from offload.config import Settings
 from offload.supervisor.cgroups import CgroupRoot, find_cgroup_root
 from offload.supervisor.pidns import PidNamespaces, probe_pid_namespaces
-from offload.supervisor.sandbox import Sandbox, probe_sandbox
+from offload.supervisor.sandbox import Sandbox, probe_sandbox, with_targets
 
 __all__ = ["STATUS_FILE", "Containment", "find_containment", "read_status"]
 
@@ -34,7 +34,7 @@ class Containment:
         pidns: Whether tasks get their own PID namespace (and why not).
         sandbox: A working bwrap, or why there is none.
         hide: Paths hidden from every sandboxed task on top of its policy's
-            (`sandbox_hide` and offload's data dir).
+            (`sandbox_hide` and offload's data dir, and what each resolved to at start).
         require_sandbox: True (setting `sandbox = on`) to refuse a task that should be
             sandboxed where bwrap is missing, instead of running it without.
     """
@@ -70,7 +70,7 @@ def find_containment(settings: Settings, log: Any) -> Containment:
         cgroups=cgroups,
         pidns=pidns,
         sandbox=sandbox,
-        hide=(str(settings.home), *settings.sandbox_hide),
+        hide=with_targets((str(settings.home), *settings.sandbox_hide)),
         require_sandbox=settings.sandbox == "on",
     )
     if not pidns.available:

@@ -1,4 +1,7 @@
-"""`offload supervisor [run|status|stop]`: run one in the foreground, inspect it, stop it."""
+"""`offload supervisor [run|stop]`: run one in the foreground, or stop it.
+
+`supervisor status` is rendered by the CLI (`offload.cli.status`).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,8 @@ import signal
 import sys
 import time
 
-from offload.clock import now_ms
 from offload.config import Settings
 from offload.errors import OffloadError, SupervisorRunning
-from offload.queue.models import State
 from offload.queue.store import Store
 from offload.supervisor.wake import poke, supervisor_pid
 
@@ -41,50 +42,6 @@ def _run(settings: Settings, store: Store, detached: bool) -> int:
         raise
 
 
-def _status(settings: Settings, store: Store, as_json: bool) -> int:
-    from offload.supervisor.liveness import supervisor_state
-
-    found = supervisor_state(settings.home, store)
-    info = store.supervisor_info() or {}
-    by_state = store.stats(now_ms(), days=1).counts  # one GROUP BY, however many tasks
-    counts = {s.value: by_state.get(s.value, 0) for s in (State.PENDING, State.RUNNING)}
-    layers = _containment(settings) if found.alive else None
-    if as_json:
-        from offload.cli.render import print_json
-
-        print_json(
-            {
-                "running": found.state == "running",
-                "state": found.state,
-                "pid": found.pid if found.alive else None,
-                "heartbeat_ms": info.get("at"),
-                **counts,
-                "containment": layers,
-            }
-        )
-    elif found.alive:
-        what = "running" if found.state == "running" else "stopped (SIGSTOP: it runs nothing)"
-        sys.stdout.write(
-            f"supervisor {what} (pid {found.pid}); {counts['running']} running, "
-            f"{counts['pending']} pending\n"
-        )
-        if found.state == "stopped":
-            sys.stdout.write(f"`kill -CONT {found.pid}` resumes it\n")
-        for name, state in (layers or {}).items():
-            shown = "yes" if state is True else f"no ({state})"
-            sys.stdout.write(f"  {name.replace('_', ' ')}: {shown}\n")
-    else:
-        dead = f" (pid {found.pid} died)" if found.state == "dead" else ""
-        sys.stdout.write(f"no supervisor running for {settings.home}{dead}\n")
-    return 0 if found.state == "running" else 3
-
-
-def _containment(settings: Settings) -> dict[str, object] | None:
-    from offload.supervisor.containment import read_status
-
-    return read_status(settings.home)
-
-
 def _stop(settings: Settings, drain: bool, timeout: float) -> int:
     pid = supervisor_pid(settings.home)
     if not poke(settings.home) or pid is None:
@@ -109,9 +66,7 @@ def _stop(settings: Settings, drain: bool, timeout: float) -> int:
 
 
 def run(settings: Settings, store: Store, args: argparse.Namespace) -> int:
-    """Dispatches the `supervisor` sub-command."""
-    if args.action == "status":
-        return _status(settings, store, args.json)
+    """Dispatches the `supervisor` sub-command (run or stop)."""
     if args.action == "stop":
         return _stop(settings, args.drain, args.timeout)
     return _run(settings, store, args.detached)

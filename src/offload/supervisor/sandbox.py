@@ -29,11 +29,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_HIDE",
+    "RUNTIME_DIRS",
     "Sandbox",
     "SandboxUnavailable",
     "command_sandbox",
     "default_writable",
     "probe_sandbox",
+    "with_targets",
 ]
 
 
@@ -65,6 +67,14 @@ DEFAULT_HIDE: tuple[str, ...] = (
     "/run/docker.sock",
 )
 """Paths a sandboxed task never sees (setting `sandbox_hide`)."""
+
+RUNTIME_DIRS: tuple[str, ...] = ("/run", "/var/run")
+"""Where daemons keep their sockets (D-Bus, systemd, the user's session bus and agents,
+database servers): an empty tmpfs in the sandbox. A socket connects whatever the mount
+flags say and whatever the network namespace, so a read-only view of them would still let
+a task ask systemd, D-Bus or a database superuser to run code outside."""
+
+_RESOLVER = "/etc/resolv.conf"  # often a link into /run, which the sandbox keeps readable
 
 _PROBE_TIMEOUT_SECONDS = 10.0
 
@@ -98,6 +108,7 @@ class Sandbox:
         writable: Iterable[str] = (),
         hide: Iterable[str] = (),
         network: bool = True,
+        readable: Iterable[str] = (),
     ) -> list[str]:
         """The bwrap words to put before a command so it runs sandboxed.
 
@@ -109,6 +120,8 @@ class Sandbox:
             hide: Paths it must not see (missing ones are skipped); hidden even inside a
                 writable path or the workspace.
             network: False cuts it off (a private loopback only).
+            readable: Paths it may read even under /tmp, which is private inside (the
+                workspace an agent's staging copy links its virtualenvs into).
 
         bwrap always makes a PID namespace of its own, nested in the supervisor's one for
         the task where there is one: without it, bwrap would bind the host's /proc.
@@ -117,13 +130,21 @@ class Sandbox:
             raise RuntimeError(f"no sandbox: {self.reason}")
         argv = [self.path, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
         argv += ["--tmpfs", "/tmp", "--cap-drop", "ALL", "--die-with-parent", "--unshare-pid"]
+        argv.append("--unshare-ipc")  # the host's SysV shared memory and message queues
         if not network:
             argv.append("--unshare-net")
+        argv += _runtime_dirs_hidden()
+        for path in dict.fromkeys(_real(p) for p in readable):
+            if _inside(path, "/tmp") and path != "/tmp" and os.path.exists(path):
+                argv += ["--ro-bind", path, path]
         space = _real(workspace)
-        for path in dict.fromkeys((space, *(_real(p) for p in writable))):
-            if path != "/tmp" and os.path.exists(path):
-                argv += ["--bind", path, path]
+        trees = [space] if space != "/tmp" and os.path.exists(space) else []
+        trees += _writable_trees(writable, space)
+        for path in trees:
+            argv += ["--bind", path, path]
         dirs, files = _hidden(hide)
+        for path in _pinned(trees, [*dirs, *files]):
+            argv += ["--bind", path, path]
         for path in dirs:
             argv += ["--tmpfs", path]
         for path in files:
@@ -139,6 +160,67 @@ class Sandbox:
 
 def _inside(path: str, parent: str) -> bool:
     return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _writable_trees(writable: Iterable[str], space: str) -> list[str]:
+    """The writable paths to bind, each resolved; none inside the workspace or another.
+
+    One inside a tree already writable adds nothing, and a task may have put a link
+    there: with the home as the workspace and no `~/.cache` yet, a task that made
+    `~/.cache` a link to `/` would have had the next task's whole filesystem writable.
+    """
+    trees: list[str] = [space]
+    for given in writable:
+        plain = os.path.abspath(os.path.expanduser(given))
+        path = os.path.realpath(plain)
+        if path in ("/", "/tmp") or not os.path.exists(path):
+            continue
+        if any(_inside(plain, t) or _inside(path, t) for t in trees):
+            continue
+        trees.append(path)
+    return trees[1:]
+
+
+def _runtime_dirs_hidden() -> list[str]:
+    """A tmpfs over each runtime directory, with the resolver configuration kept."""
+    argv: list[str] = []
+    for path in RUNTIME_DIRS:
+        if os.path.isdir(path) and not os.path.islink(path):
+            argv += ["--tmpfs", path]
+    resolver = os.path.realpath(_RESOLVER)
+    if resolver != _RESOLVER and any(_inside(resolver, d) for d in RUNTIME_DIRS):
+        if os.path.isfile(resolver):
+            argv += ["--ro-bind", resolver, resolver]
+    return argv
+
+
+def _pinned(trees: Iterable[str], hidden: Iterable[str]) -> list[str]:
+    """The directories between a writable tree and a hidden path inside it, outermost first.
+
+    Bound onto themselves they become mount points, which a task cannot rename or remove.
+    Otherwise, with the home as the workspace, a task could rename `~/.config`: the next
+    task's `~/.config/gh` would be missing, nothing would be hidden there, and the renamed
+    copy would be in plain view.
+    """
+    found: dict[str, None] = {}
+    for tree in trees:
+        for path in hidden:
+            parent = os.path.dirname(path)
+            while path != tree and parent != tree and _inside(parent, tree):
+                found[parent] = None
+                parent = os.path.dirname(parent)
+    return sorted(found, key=lambda p: p.count("/"))
+
+
+def with_targets(paths: Iterable[str]) -> tuple[str, ...]:
+    """`paths` and, for each, what it resolves to now (symlinks followed).
+
+    A hidden path that is a link inside a writable tree could be pointed elsewhere by a
+    task; hiding the target found when the supervisor (or the front end) started keeps the
+    real credentials hidden from the tasks that follow.
+    """
+    found = [str(p) for p in paths]
+    return tuple(dict.fromkeys([*found, *(_real(p) for p in found)]))
 
 
 def _hidden(hide: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -184,12 +266,18 @@ def _known_location() -> str | None:
 
 
 def command_sandbox(
-    policy: TaskPolicy, settings: Settings, workspace: Path, cwd: Path
+    policy: TaskPolicy,
+    settings: Settings,
+    workspace: Path,
+    cwd: Path,
+    readable: Iterable[Path] = (),
 ) -> list[str]:
     """The bwrap words for one command an agent runs (empty when its policy says none).
 
-    `workspace` is what the command may write: the agent's staging copy. The data dir and
-    every hidden path are hidden, as for a sandboxed shell task.
+    `workspace` is what the command may write: the agent's staging copy. `readable` is
+    what it may read besides the (read-only) filesystem: the real workspace, whose
+    virtualenvs the staging copy links to. The data dir and every hidden path are hidden,
+    as for a sandboxed shell task.
 
     Raises:
         SandboxUnavailable: the policy asks for the sandbox, bwrap cannot provide it and
@@ -211,6 +299,7 @@ def command_sandbox(
         writable=policy.writable,
         hide=(str(settings.home), *settings.sandbox_hide, *policy.hide),
         network=policy.network,
+        readable=[str(p) for p in readable],
     )
 
 

@@ -5,7 +5,9 @@ name, or an address it is bound to), which defeats DNS rebinding: a hostile page
 name was re-pointed at 127.0.0.1 still sends its own name as Host. An **Origin** header,
 when a browser sends one, must be this server's own origin, so another site can neither
 post to the API nor read it. A random **token**, kept in the data dir (mode 0600), is needed
-for every write, and for every read when the server is bound beyond loopback.
+for every request that touches the queue, reads included and on loopback too: the loopback
+address is shared by every local user and by every task whose sandbox keeps the network,
+and none of them may read another's tasks, commands or output.
 
 The token travels as ``Authorization: Bearer <token>`` or as ``?token=``. The dashboard's
 URL carries it once; the page then keeps it in ``sessionStorage`` and sends the header,
@@ -148,15 +150,13 @@ class AccessPolicy:
     """What the server accepts, fixed when it starts.
 
     Attributes:
-        token: The secret every write (and, beyond loopback, every read) must carry.
+        token: The secret every request but the page and its static files must carry.
         hosts: Host names and addresses (lower case, IPv6 without brackets) a Host
             header may name.
-        reads_need_token: True when bound beyond loopback.
     """
 
     token: str
     hosts: frozenset[str]
-    reads_need_token: bool
     keeper: TokenKeeper | None = field(default=None, compare=False)
 
     @classmethod
@@ -175,12 +175,7 @@ class AccessPolicy:
         names = set(LOOPBACK_NAMES) | {h.strip("[]").lower() for h in extra_hosts}
         if host not in {"0.0.0.0", "::", ""}:
             names.add(host.strip("[]").lower())
-        return cls(
-            token=token,
-            hosts=frozenset(names),
-            reads_need_token=not is_loopback(host),
-            keeper=keeper,
-        )
+        return cls(token=token, hosts=frozenset(names), keeper=keeper)
 
     def current_token(self) -> str:
         """The token requests must carry now."""
@@ -264,11 +259,11 @@ def check_request(
         if token_matches(presented, token):
             return None
         return Verdict(401, _NEEDS_TOKEN.format(what="this action"))
-    if not policy.reads_need_token or path in _PUBLIC_PATHS or path.startswith(_PUBLIC_PREFIXES):
+    if path in _PUBLIC_PATHS or path.startswith(_PUBLIC_PREFIXES):
         return None
     if token_matches(presented, token) or token_matches(cookie_token, token):
         return None
-    return Verdict(401, _NEEDS_TOKEN.format(what="reading from a server bound beyond loopback"))
+    return Verdict(401, _NEEDS_TOKEN.format(what="reading tasks"))
 
 
 def check_mcp_request(policy: AccessPolicy, headers: Mapping[str, str]) -> Verdict | None:

@@ -21,6 +21,7 @@ __all__ = [
     "DayOut",
     "ErrorOut",
     "EventOut",
+    "HostOut",
     "OutputOut",
     "PurgeIn",
     "PurgeOut",
@@ -56,17 +57,20 @@ _DESCRIPTIONS = {
     "title": "the name, else the command, else the spec",
     "containment": "what contained the task's processes (namespaces, cgroup, sandbox)",
     "policy": "the command policy the task was submitted under, as it enforces it",
+    "run_on": "host labels the supervisor that runs it must have (submit `on`)",
+    "waiting": "why a pending task waits: no live supervisor has its labels (and the fix)",
 }
 
 
 class _TaskOutBase(_Out):
     @classmethod
-    def of(cls, task: Task) -> Any:
-        """Wraps a Store task."""
+    def of(cls, task: Task, waiting: str | None = None) -> Any:
+        """Wraps a Store task; `waiting` is the desk's note on why it waits, if any."""
         data: dict[str, Any] = task.to_dict()
         for name, shown in _NAMES_ONLY.items():
             data[shown] = sorted(data.pop(name) or ())
         data["title"] = task.title
+        data["waiting"] = waiting
         return cls(**data)
 
 
@@ -87,6 +91,7 @@ def _task_out_fields() -> dict[str, Any]:
         kind = list[str] if f.name in _NAMES_ONLY else _json_type(hints[f.name])
         fields[name] = (kind, Field(description=_DESCRIPTIONS.get(name)))
     fields["title"] = (str, Field(description=_DESCRIPTIONS["title"]))
+    fields["waiting"] = (str | None, Field(default=None, description=_DESCRIPTIONS["waiting"]))
     return fields
 
 
@@ -120,6 +125,14 @@ class DayOut(_Out):
     by_type: dict[str, float]
 
 
+class HostOut(_Out):
+    """The tasks one host runs now and has finished (PostgreSQL: several hosts)."""
+
+    host: str | None = Field(description="null: supervisors that have since stopped")
+    running: int
+    finished: int
+
+
 class StatsOut(_Out):
     """Counts by state and spending, as `offload stats` shows them."""
 
@@ -130,6 +143,9 @@ class StatsOut(_Out):
     tokens_in: int
     tokens_out: int
     days: list[DayOut] = Field(description="the last 14 UTC days, oldest first")
+    hosts: list[HostOut] = Field(
+        description="per host, busiest first; empty unless several hosts share the queue"
+    )
     now: int = Field(description="the server's clock, UTC milliseconds")
 
     @classmethod
@@ -154,6 +170,9 @@ class StatsOut(_Out):
             tokens_in=stats.tokens_in,
             tokens_out=stats.tokens_out,
             days=days,
+            hosts=[
+                HostOut(host=h.host, running=h.running, finished=h.finished) for h in stats.hosts
+            ],
             now=now_ms,
         )
 

@@ -162,7 +162,7 @@ def create_app(settings: Settings, policy: AccessPolicy, store: Store | None = N
 def _add_reads(app: FastAPI, desk: Desk) -> None:
     @app.get("/api/stats", tags=["reads"])
     def get_stats() -> StatsOut:
-        """Counts by state, cost today and in all, and the last 14 days per day."""
+        """Counts by state, per host, cost today and in all, and the last 14 days per day."""
         now = desk.clock_ms()
         return StatsOut.of(desk.store.stats(now), now)
 
@@ -176,14 +176,19 @@ def _add_reads(app: FastAPI, desk: Desk) -> None:
         states = set(state) if state else None
         tasks = desk.listing(states, limit=limit, offset=offset)
         total = desk.count(states)
+        waiting = desk.waiting(tasks)
         return TaskPage(
-            tasks=[TaskOut.of(t) for t in tasks], total=total, limit=limit, offset=offset
+            tasks=[TaskOut.of(t, waiting.get(t.id)) for t in tasks],
+            total=total,
+            limit=limit,
+            offset=offset,
         )
 
     @app.get("/api/tasks/{task_id}", tags=["reads"], responses=_NOT_FOUND)
     def get_task(task_id: _TaskId) -> TaskOut:
-        """One task, by id or unique prefix."""
-        return TaskOut.of(desk.task(task_id))
+        """One task, by id or unique prefix; `waiting` says why, if nobody can take it."""
+        task = desk.task(task_id)
+        return TaskOut.of(task, desk.waiting([task]).get(task.id))
 
     @app.get("/api/tasks/{task_id}/output", tags=["reads"], responses=_NOT_FOUND)
     def get_output(
@@ -278,8 +283,9 @@ def _add_page(app: FastAPI, policy: AccessPolicy) -> None:
     @app.get("/", include_in_schema=False)
     def index(token: str | None = None) -> FileResponse:
         response = FileResponse(STATIC_DIR / "index.html", media_type="text/html")
-        if token_matches(token, policy.token):
-            response.set_cookie(COOKIE_NAME, policy.token, httponly=True, samesite="strict")
+        current = policy.current_token()  # after a rotation, the new token's URL works
+        if token_matches(token, current):
+            response.set_cookie(COOKIE_NAME, current, httponly=True, samesite="strict")
         return response
 
     @app.get("/favicon.ico", include_in_schema=False)

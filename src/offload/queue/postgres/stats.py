@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from offload.queue.store import DayCost, Stats
+from offload.queue.models import FINAL_STATES
+from offload.queue.store import DayCost, HostFigures, Stats
 
 if TYPE_CHECKING:
     from offload.queue.postgres.db import Tx
@@ -63,4 +64,18 @@ def read_stats(tx: Tx, now_ms: int, days: int) -> Stats:
         tokens_in=int(totals["tin"]),
         tokens_out=int(totals["tout"]),
         days=list(per_day.values()),
+        hosts=_hosts(tx),
     )
+
+
+def _hosts(tx: Tx) -> list[HostFigures]:
+    """Running and finished tasks per host: each task's supervisor is a member of a host."""
+    rows = tx.rows(
+        "SELECT m.host, count(*) FILTER (WHERE t.state = 'running') AS running, "
+        "count(*) FILTER (WHERE t.state = ANY(%(final)s)) AS finished "
+        "FROM tasks t LEFT JOIN members m ON m.id = t.supervisor_id "
+        "WHERE t.supervisor_id IS NOT NULL GROUP BY m.host",
+        {"final": sorted(s.value for s in FINAL_STATES)},
+    )
+    found = [HostFigures(r["host"], int(r["running"]), int(r["finished"])) for r in rows]
+    return sorted(found, key=lambda h: (h.host is None, -h.running, -h.finished, h.host or ""))

@@ -59,6 +59,7 @@ function row(t) {
   if (t.error && !["completed", "running"].includes(t.state)) {
     title.append(el("span", "err clip", t.error));
   }
+  if (t.waiting) title.append(el("span", "wait clip", t.waiting));
   const state = el("td", "c-state");
   state.append(badge(t));
   const age = el("td", "c-age", span(now() - t.created_at));
@@ -103,7 +104,20 @@ function renderStats(s) {
     $("n-" + name).textContent = String(n);
   }
   $("n-cost").textContent = "$" + s.cost_today_usd.toFixed(2);
+  renderHosts(s.hosts ?? []);
   draw($("chart"), fourteenDays(s.days, s.now), { from: $("chart-from"), to: $("chart-to"), max: $("chart-max") });
+}
+
+// Several hosts sharing one queue (PostgreSQL): what each runs now and has finished.
+function renderHosts(hosts) {
+  const list = $("hosts");
+  list.hidden = hosts.length === 0;
+  list.replaceChildren(...hosts.map((h) => {
+    const li = el("li", "");
+    li.append(el("b", "", h.host ?? "stopped supervisors"),
+      document.createTextNode(` ${h.running} running · ${h.finished} finished`));
+    return li;
+  }));
 }
 
 // The chart always spans the 14 UTC days ending today: a day the server left out (nothing
@@ -170,6 +184,7 @@ async function refresh() {
 function renderFields(t) {
   const rows = [
     ["Command", Array.isArray(t.command) ? t.command.join(" ") : t.command, "pre"],
+    ["Waiting", t.waiting, "wait"], ["Runs on", (t.run_on || []).join(", ")],
     ["Spec", t.spec, "pre"], ["Error", t.error, "err"], ["Result", t.result, "pre"],
     ["Progress", t.progress_message], ["Type", t.type], ["Priority", t.priority],
     ["Group", t.group], ["Attempt", t.attempt], ["Created", when(t.created_at)],

@@ -360,9 +360,17 @@ class Staging:
         changes = []
         for rel in sorted(names):
             path = self.root / rel
-            if path.is_file() and not path.is_symlink():
+            # a command may have made a parent directory a link: only the copy's own files
+            if path.is_file() and not path.is_symlink() and self._own(path):
                 changes.append(Change(rel, path.read_bytes(), self.seen.get(rel)))
         return changes, self._created_by_commands(names)
+
+    def _own(self, path: Path) -> bool:
+        """True when `path`, links followed, is a file of the staging copy itself."""
+        try:
+            return is_inside(path.resolve(), self.root)
+        except (OSError, RuntimeError):
+            return False
 
     def _created_by_commands(self, known: set[str]) -> list[str]:
         if not self.materialized:

@@ -191,7 +191,7 @@ class ToolBox:
         env["PWD"] = str(cwd)
         cap = self.settings.agent_command_output_bytes
         policy = TaskPolicy.from_json(getattr(self.task, "policy", None))
-        box = command_sandbox(policy, self.settings, base, cwd)
+        box = command_sandbox(policy, self.settings, base, cwd, (self.staging.workspace,))
         run = run_shell(
             command, cwd=cwd, env=env, timeout_seconds=timeout, cap_bytes=cap, sandbox=box
         )
