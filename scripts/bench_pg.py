@@ -1,13 +1,19 @@
-"""Claim + finish throughput of no-op tasks on PostgreSQL, against pgqueuer as the anchor.
+"""offload on PostgreSQL: claim + finish throughput against pgqueuer, and 200 × `true`
+end to end against the SQLite backend, each pair measured in the same run.
 
     .venv/bin/python scripts/bench_pg.py [--url URL] [--tasks N] [--claimers 1,2,4]
+                                         [--e2e-tasks 200] [--e2e-rounds 3]
 
 For each claimer count, N no-op tasks are submitted to a fresh schema; that many processes
 each loop `claim(8)` then `finish` every task until none is left; tasks per second are
 printed. The anchor, in the same run and on the same server, is pgqueuer enqueueing N
 no-op jobs and draining them with one worker (install it for the bench only:
-`.venv/bin/pip install pgqueuer`; it is not a dependency of offload). Each schema is
-dropped afterwards.
+`.venv/bin/pip install pgqueuer`; it is not a dependency of offload).
+
+End to end: a real supervisor (`offload supervisor --foreground`, concurrency 2) and one
+`offload submit --batch` of 200 × `true`, from the submit until all are done, once on a
+fresh PostgreSQL schema and once on SQLite, alternating for `--e2e-rounds` rounds; the
+medians and their ratio are printed. Each schema and data dir is removed afterwards.
 """
 
 from __future__ import annotations
@@ -17,8 +23,15 @@ import asyncio
 import multiprocessing as mp
 import os
 import secrets
+import shutil
+import signal
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -128,12 +141,101 @@ def pgqueuer_rate(url: str, tasks: int) -> float | None:
         return asyncio.run(_pgqueuer(schema_url, tasks))
 
 
+def _wait(condition: Callable[[], object], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark step did not finish in time")
+        time.sleep(0.002)
+
+
+def end_to_end(url: str | None, tasks: int) -> float:
+    """Seconds from one `offload submit --batch` of `tasks` × `true` until all are done,
+    with a real supervisor at concurrency 2, on PostgreSQL (`url`) or SQLite (None)."""
+    from offload.config import Settings
+    from offload.queue import open_store
+    from offload.queue.models import State
+    from offload.supervisor.wake import poke
+
+    home = Path(tempfile.mkdtemp(prefix="offload-bench-pg-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OFFLOAD_")}
+    env.update(OFFLOAD_HOME=str(home), OFFLOAD_MAX_CONCURRENT="2")
+    if url:
+        env["OFFLOAD_DATABASE_URL"] = url
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "offload", "supervisor", "--foreground"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    store = None
+    try:
+        _wait(lambda: poke(home) or proc.poll() is not None)
+        store = open_store(Settings(home=home, database_url=url))
+        batch = home / "batch.txt"
+        batch.write_text("true\n" * tasks)
+        began = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "offload", "submit", "--batch", str(batch)],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            cwd=home,
+        )
+        active = [State.PENDING, State.RUNNING]
+        _wait(lambda: not store.list(active, limit=1))
+        elapsed = time.perf_counter() - began
+        assert store.stats(0).counts.get("completed") == tasks
+        return elapsed
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        if store is not None:
+            store.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+E2E_KINDS = ("PostgreSQL", "PostgreSQL, synchronous_commit=off", "SQLite")
+
+
+def end_to_end_medians(url: str, tasks: int, rounds: int) -> dict[str, float]:
+    """Median seconds end to end per backend, the backends alternating round by round.
+
+    SQLite runs in WAL mode with synchronous=NORMAL (a commit survives offload crashing,
+    not the machine losing power); PostgreSQL's default waits for the disk flush at every
+    commit. With `synchronous_commit=off` it does not (a server crash may lose the last
+    commits), which is the closer match to SQLite's setting.
+    """
+    times: dict[str, list[float]] = {kind: [] for kind in E2E_KINDS}
+    for _ in range(rounds):
+        with _Schema(url) as schema_url:
+            times[E2E_KINDS[0]].append(end_to_end(schema_url, tasks))
+        with _Schema(url) as schema_url:
+            relaxed = schema_url.replace(
+                "options=", "options=" + quote("-csynchronous_commit=off ")
+            )
+            times[E2E_KINDS[1]].append(end_to_end(relaxed, tasks))
+        times[E2E_KINDS[2]].append(end_to_end(None, tasks))
+    return {kind: statistics.median(values) for kind, values in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--claimers", default="1,2,4")
+    parser.add_argument("--e2e-tasks", type=int, default=200)
+    parser.add_argument("--e2e-rounds", type=int, default=3)
     args = parser.parse_args()
+    if args.e2e_rounds > 0:
+        medians = end_to_end_medians(args.url, args.e2e_tasks, args.e2e_rounds)
+        print(
+            f"{args.e2e_tasks} x true end to end, real supervisor, concurrency 2 "
+            f"(median of {args.e2e_rounds}):"
+        )
+        for kind, seconds in medians.items():
+            ratio = seconds / medians["SQLite"]
+            print(f"  {kind:<36} {seconds:6.2f} s = {ratio:.2f} x SQLite")
     anchor = pgqueuer_rate(args.url, args.tasks)
     print(
         f"pgqueuer enqueue+drain (1 worker): {anchor:.0f}/s"

@@ -134,9 +134,10 @@ def test_a_finish_racing_the_reaper_leaves_one_outcome(url: str) -> None:
     for _ in range(5):
         a = PostgresStore(url, pool_size=1)
         b = PostgresStore(url, pool_size=1)
-        a.register_member("A", host="h", pid=1, capacity=1, lease_seconds=0.001)
+        a.register_member("A", host="h", pid=1, capacity=1, lease_seconds=30)
         task = a.submit([spec()])[0]
-        a.claim(1, "A", {})
+        a.claim(1, "A", {})  # an expired member may not claim: shorten the lease after
+        a.register_member("A", host="h", pid=1, capacity=1, lease_seconds=0.001)
         outcome: dict[str, object] = {}
 
         def finish(

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from offload.config import Settings
+from offload.errors import SupervisorRunning
 from offload.queue.models import State
 from offload.queue.store import Store
 from offload.records import record
@@ -35,6 +36,7 @@ __all__ = [
     "heartbeat_state",
     "lock_record",
     "process_start",
+    "refuse_if_other_alive",
     "supervisor_state",
 ]
 
@@ -178,6 +180,21 @@ def heartbeat_state(store: Store | None) -> Liveness:
         return Liveness("none")
     pid, at = info
     return Liveness(_state_of(pid, None, at), pid)
+
+
+def refuse_if_other_alive(store: Store, home: Path) -> None:
+    """Raises SupervisorRunning when the last heartbeat's supervisor still lives.
+
+    The lock file proves nothing once deleted: a supervisor started after that would
+    otherwise mark a live one's running tasks interrupted. (On a queue several hosts
+    share, the heartbeat may be another host's: members and leases stand in for it.)
+    """
+    other = heartbeat_state(store)
+    if other.alive and other.pid != os.getpid():
+        raise SupervisorRunning(
+            f"a supervisor (pid {other.pid}) already runs for {home}, "
+            "though its lock file was removed; `offload supervisor stop` stops it"
+        )
 
 
 def _mtime(home: Path) -> float | None:

@@ -8,6 +8,10 @@ process group and started after the task did (so a reused group id never points 
 stranger). All survivors of all tasks get SIGTERM together, one grace period, then
 SIGKILL (a namespace init ignores SIGTERM, so it is not waited for: its SIGKILL ends
 whatever is left inside); then every task becomes `interrupted` with the reason.
+
+On a queue several hosts share, a starting supervisor looks only at its own host's
+earlier members (`recover_host`): other hosts' tasks are theirs, and a live member reaps
+a dead host's.
 """
 
 from __future__ import annotations
@@ -19,28 +23,38 @@ from collections.abc import Callable
 
 import psutil
 
+from offload.errors import IllegalTransition
+from offload.queue.members import Member
 from offload.queue.models import State, Task
+from offload.queue.shared import SharedQueue
 from offload.queue.store import Store
 from offload.supervisor.cgroups import CgroupRoot
+from offload.supervisor.liveness import process_start
 from offload.supervisor.pidns import namespace_of
 from offload.supervisor.tree import MARKER, all_processes
 
-__all__ = ["recover_orphans"]
+__all__ = ["kill_leftovers", "recover_host", "recover_orphans"]
 
 _POLL_SECONDS = 0.02
 _CLOCK_SLACK_SECONDS = 1.0  # psutil start times and our wall clock differ by jiffies
 _START_TIME_SLACK_SECONDS = 0.05  # the same psutil reading, taken twice
 
 
-def _belongs(proc: psutil.Process, task: Task) -> bool:
+def _in_group(proc: psutil.Process, task: Task) -> bool:
+    """In the task's process group and started after the task (a reused pgid is a stranger)."""
     try:
-        if proc.environ().get(MARKER) == task.id:
-            return True
         if task.pgid and os.getpgid(proc.pid) == task.pgid and task.started_at is not None:
             return proc.create_time() >= task.started_at / 1000 - _CLOCK_SLACK_SECONDS
     except (psutil.Error, OSError):
         pass
     return False
+
+
+def _marker(proc: psutil.Process) -> str | None:
+    try:
+        return proc.environ().get(MARKER)
+    except (psutil.Error, OSError):
+        return None
 
 
 def _main_process(task: Task) -> psutil.Process | None:
@@ -72,8 +86,12 @@ def _survivors(tasks: list[Task]) -> tuple[dict[str, list[psutil.Process]], set[
                 found[task.id][child.pid] = child
         pids = set(CgroupRoot.pids(task.cgroup)) if task.cgroup else set()
         for proc in everyone:
-            if proc.pid in pids or _belongs(proc, task):
+            if proc.pid in pids or _in_group(proc, task):
                 found[task.id].setdefault(proc.pid, proc)
+    for proc in everyone:  # one read of each environment, however many tasks
+        marked = found.get(_marker(proc) or "")
+        if marked is not None:
+            marked.setdefault(proc.pid, proc)
     return {k: list(v.values()) for k, v in found.items()}, inits
 
 
@@ -103,6 +121,29 @@ def _empty_cgroups(tasks: list[Task], clock: Callable[[], float]) -> None:
         CgroupRoot.remove(task.cgroup)
 
 
+def kill_leftovers(
+    tasks: list[Task], grace_seconds: float, clock: Callable[[], float] = time.monotonic
+) -> dict[str, int]:
+    """Kills what is left of the tasks' trees on this machine; returns the count per task."""
+    if not tasks:
+        return {}
+    survivors, inits = _survivors(tasks)
+    everyone = [p for procs in survivors.values() for p in procs]
+    _signal_all(everyone, signal.SIGTERM)
+    waited = [p for p in everyone if p.pid not in inits]
+    _, alive = psutil.wait_procs(waited, timeout=grace_seconds) if waited else ([], [])
+    _signal_all([*alive, *(p for p in everyone if p.pid in inits)], signal.SIGKILL)
+    _empty_cgroups(tasks, clock)
+    return {task.id: len(survivors[task.id]) for task in tasks}
+
+
+def _reason(who: str, killed: int) -> str:
+    reason = f"the supervisor ({who}) died while this task ran"
+    if killed:
+        reason += f"; {killed} leftover process(es) were killed"
+    return reason
+
+
 def recover_orphans(
     store: Store,
     grace_seconds: float,
@@ -115,18 +156,58 @@ def recover_orphans(
         return 0
     info = store.supervisor_info() or {}
     who = f"pid {info['pid']}" if info.get("pid") else "an earlier supervisor"
-    survivors, inits = _survivors(tasks)
-    everyone = [p for procs in survivors.values() for p in procs]
-    _signal_all(everyone, signal.SIGTERM)
-    waited = [p for p in everyone if p.pid not in inits]
-    _, alive = psutil.wait_procs(waited, timeout=grace_seconds) if waited else ([], [])
-    _signal_all([*alive, *(p for p in everyone if p.pid in inits)], signal.SIGKILL)
-    _empty_cgroups(tasks, clock)
+    killed = kill_leftovers(tasks, grace_seconds, clock)
     for task in tasks:
-        killed = len(survivors[task.id])
-        reason = f"the supervisor ({who}) died while this task ran"
-        if killed:
-            reason += f"; {killed} leftover process(es) were killed"
-        store.finish(task.id, State.INTERRUPTED, error=reason)
-        log("recovered_orphan", task_id=task.id, killed=killed)
+        store.finish(task.id, State.INTERRUPTED, error=_reason(who, killed[task.id]))
+        log("recovered_orphan", task_id=task.id, killed=killed[task.id])
+    return len(tasks)
+
+
+def _member_alive(member: Member, now_ms: int, offset_s: float) -> bool:
+    """A member of this host still holds its lease and its process (pid + start) runs.
+
+    `offset_s` turns a local process start time into the queue's clock.
+    """
+    if not member.alive_at(now_ms) or member.pid == os.getpid():
+        return False
+    start = process_start(member.pid)
+    return start is not None and start + offset_s <= member.registered_at / 1000 + 1.0
+
+
+def recover_host(
+    store: Store,
+    shared: SharedQueue,
+    host: str,
+    grace_seconds: float,
+    log: Callable[..., None],
+    clock: Callable[[], float] = time.monotonic,
+) -> int:
+    """Cleans up after earlier supervisors of this host on a shared queue; returns the count.
+
+    Only members registered under this host's name are looked at, and only those that are
+    gone: lost, out of lease, or whose process no longer runs here. Their tasks still
+    `running` become interrupted; survivors of those and of the ones a live member already
+    marked interrupted are killed. Then the members are retired, so this happens once.
+    Tasks of other hosts, and of live supervisors of this host (another data dir), are
+    never touched.
+    """
+    now = shared.now_ms()
+    offset_s = now / 1000 - time.time()
+    gone = [m for m in store.members() if m.host == host and not _member_alive(m, now, offset_s)]
+    if not gone:
+        return 0
+    pids = {m.id: m.pid for m in gone}
+    tasks = shared.tasks_of_members(pids, (State.RUNNING, State.INTERRUPTED))
+    killed = kill_leftovers(tasks, grace_seconds, clock)
+    for task in tasks:
+        if task.state is State.RUNNING:
+            who = f"on {host}, pid {pids.get(task.supervisor_id or '', '?')}"
+            try:
+                store.finish(task.id, State.INTERRUPTED, error=_reason(who, killed[task.id]))
+            except IllegalTransition:
+                pass  # a live member reaped it a moment ago
+        if task.state is State.RUNNING or killed[task.id]:
+            log("recovered_orphan", task_id=task.id, killed=killed[task.id])
+    for member in gone:
+        store.retire_member(member.id)
     return len(tasks)

@@ -4,7 +4,9 @@ Everything here is driven by the loop in `daemon.py`, one step at a time, with `
 passed in; nothing blocks. A finish the Store could not write (a locked or full database)
 is kept and retried every second, so no task is left `running` because one write failed;
 a finish the Store refused for good (the row was changed outside this supervisor) is
-logged once and dropped.
+logged once and dropped. Every finish names the supervisor that claimed the task, so on a
+shared queue a member that lost its lease is refused (`lease_lost` tells the loop); the
+ends of `abandoned` tasks (the queue already marked them interrupted) are not written.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from offload.errors import IllegalTransition, NotFound, OffloadError
+from offload.errors import IllegalTransition, LeaseLost, NotFound, OffloadError
 from offload.queue.models import State, Task
 from offload.queue.store import Store
 from offload.supervisor import outcome
@@ -62,6 +64,8 @@ class Tracker:
         self.freed = False  # a slot opened since the last claim
         self.retry_at = 0.0  # when unrecorded finishes are tried again (monotonic)
         self.on_finish: Any = None  # called with (run, state) just before a finish is written
+        self.abandoned: set[str] = set()  # killed for a lost lease: their end is not ours
+        self.lease_lost = False  # a write was refused as coming from a fenced member
         self._candidates: list[Any] | None = None
 
     # -- bookkeeping ---------------------------------------------------------------------
@@ -90,6 +94,10 @@ class Tracker:
         try:
             self.store.finish(task_id, state, **kw)
             self.unrecorded.pop(task_id, None)
+        except LeaseLost as exc:  # fenced: the queue holds another outcome; never retried
+            self.unrecorded.pop(task_id, None)
+            self.lease_lost = True
+            self.log.error("finish_refused", task_id=task_id, error=str(exc))
         except (IllegalTransition, NotFound) as exc:  # final: retrying cannot help
             self.unrecorded.pop(task_id, None)
             self.log.error("finish_refused", task_id=task_id, error=str(exc))
@@ -131,9 +139,13 @@ class Tracker:
         run = self.running.pop(pid)
         if run.tree.cgroup and not run.tree.alive([]):
             CgroupRoot.remove(run.tree.cgroup)
+        if run.task.id in self.abandoned:
+            self.abandoned.discard(run.task.id)
+            self.log.info("end_not_written", task_id=run.task.id, state=state.value)
+            return
         if self.on_finish is not None:
             self.on_finish(run, state)
-        self.record(run.task.id, state, **kw)
+        self.record(run.task.id, state, supervisor_id=run.task.supervisor_id, **kw)
         self.log.info("finished", task_id=run.task.id, state=state.value, **kw)
 
     # -- natural ends ----------------------------------------------------------------------

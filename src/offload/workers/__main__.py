@@ -79,18 +79,30 @@ def _run(task_id: str) -> int:
         except OffloadError as exc:
             message = scrub(str(exc))
             ctx.say(f"error: {message}")
-            store.record_result(task.id, error=message)
+            _record(store, task, error=message)
             return EXIT_FAILED
         except Exception as exc:  # the top of the process: log it, record a reason
             ctx.say(scrub(traceback.format_exc()))
-            store.record_result(
-                task.id, error=scrub(f"internal error: {type(exc).__name__}: {exc}")
-            )
+            _record(store, task, error=scrub(f"internal error: {type(exc).__name__}: {exc}"))
             return EXIT_FAILED
-        store.record_result(task.id, result=outcome.result, files_written=outcome.files_written)
+        _record(store, task, result=outcome.result, files_written=outcome.files_written)
         return EXIT_OK
     finally:
         store.close()
+
+
+def _record(store: Any, task: Any, **result: Any) -> None:
+    """Stores the task's result, fenced by the supervisor that claimed it.
+
+    On a shared queue that supervisor may have lost its lease while this ran: the task is
+    `interrupted` already, the write is refused, and there is nothing left to record.
+    """
+    from offload.errors import LeaseLost
+
+    try:
+        store.record_result(task.id, supervisor_id=task.supervisor_id, **result)
+    except LeaseLost as exc:
+        print(f"error: the result was not recorded: {exc}", file=sys.stderr, flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

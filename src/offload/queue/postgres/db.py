@@ -10,6 +10,7 @@ change. psycopg errors become `StoreError` here, with the URL shown without its 
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -96,6 +98,7 @@ class PgDb:
         self.url = url
         self.safe_url = redact(url)
         self._lock = threading.Lock()
+        self._bounds: dict[str, Any] = {}  # connection options set by limit_waits()
         offset, self.channel = self._check_and_migrate()
         self._clock = clock or (lambda: _local_ms() + offset)
         self._pool = ConnectionPool(
@@ -115,18 +118,41 @@ class PgDb:
     # -- plumbing ----------------------------------------------------------------------
     def connect(self, **kwargs: Any) -> psycopg.Connection[Row]:
         """A new connection of its own (the NOTIFY listener uses one), errors translated."""
+        options = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, **self._bounds, **kwargs}
         try:
-            return psycopg.connect(
-                self.url,
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                row_factory=dict_row,
-                **kwargs,
-            )
+            return psycopg.connect(self.url, row_factory=dict_row, **options)
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot connect to PostgreSQL at {self.safe_url}: {self._clean(exc)}; "
                 "check database_url (OFFLOAD_DATABASE_URL) and that the server runs"
             ) from exc
+
+    def limit_waits(self, seconds: float) -> None:
+        """Bounds how long one call may block on an unreachable server.
+
+        A supervisor cut off from the server must still run its loop: notice that its lease
+        ran out and kill its trees. So connecting, waiting for a pooled connection and data
+        the server has not acknowledged (`tcp_user_timeout`) each give up after `seconds`,
+        and keepalives find a silent peer on an idle connection (the LISTEN one). On the
+        server's side, a session left idle inside a transaction (its host vanished between
+        two statements) is ended after `seconds`, so the row locks it held cannot stall
+        the members that reap it.
+        """
+        whole = max(1, math.ceil(seconds))
+        ms = max(1, int(seconds * 1000))
+        options = conninfo_to_dict(self.url).get("options") or ""
+        self._bounds = {
+            "connect_timeout": max(2, whole),  # libpq's minimum is 2 s
+            "tcp_user_timeout": ms,
+            "keepalives": 1,
+            "keepalives_idle": whole,
+            "keepalives_interval": 1,
+            "keepalives_count": 3,
+            "options": f"{options} -c idle_in_transaction_session_timeout={ms}".strip(),
+        }
+        self._pool.kwargs = {"autocommit": True, "row_factory": dict_row, **self._bounds}
+        self._pool.timeout = seconds
+        self._pool.drain()  # connections opened before now lack the bounds
 
     def _check_and_migrate(self) -> tuple[int, str]:
         """Checks the server version, migrates, and measures the server's clock offset."""
@@ -160,8 +186,13 @@ class PgDb:
         return text.replace(self.url, self.safe_url) or type(exc).__name__
 
     @contextmanager
-    def _tx(self) -> Iterator[Tx]:
-        """One transaction; its events are written last; psycopg errors become StoreError."""
+    def _tx(self, *, durable: bool = True) -> Iterator[Tx]:
+        """One transaction; its events are written last; psycopg errors become StoreError.
+
+        `durable=False` lets the commit return before the server flushes it to disk (a
+        server crash may lose it; nothing else can): for records a lost write only makes
+        staler (a task's pid, progress, shipped output), which saves most of a write's cost.
+        """
         try:
             with (
                 self._pool.connection() as conn,
@@ -169,6 +200,8 @@ class PgDb:
                 conn.cursor(row_factory=dict_row) as cur,
             ):
                 tx = Tx(cur)
+                if not durable:
+                    tx.execute("SET LOCAL synchronous_commit TO OFF")
                 yield tx
                 tx.flush(self.channel)
         except psycopg.Error as exc:

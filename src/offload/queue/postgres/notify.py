@@ -2,7 +2,9 @@
 
 Every transaction that appends events NOTIFYs the queue's channel at commit (db.py). A
 `Listener` holds one connection of its own that LISTENs from its first use on, so a
-notification sent between a caller's read and its wait is queued, never lost.
+notification sent between a caller's read and its wait is queued, never lost. The
+supervisor does not block here: it puts the connection's socket (`fileno`) in its own
+`select()` and `take`s what arrived.
 """
 
 from __future__ import annotations
@@ -34,6 +36,22 @@ class Listener:
             except psycopg.Error as exc:
                 raise StoreError(f"lost the queue's notification connection: {exc}") from exc
             return bool(got)
+
+    def fileno(self) -> int:
+        """The connection's socket: readable when a notification (or an error) arrives."""
+        return self._conn.fileno()
+
+    def take(self) -> set[str]:
+        """Consumes every notification already received, without blocking.
+
+        Returns the payloads' event kinds (each payload is a comma-separated list).
+        """
+        with self._lock:
+            try:
+                got = list(self._conn.notifies(timeout=0))
+            except psycopg.Error as exc:
+                raise StoreError(f"lost the queue's notification connection: {exc}") from exc
+        return {kind for n in got for kind in n.payload.split(",") if kind}
 
     def close(self) -> None:
         self._conn.close()

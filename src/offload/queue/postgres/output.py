@@ -42,7 +42,7 @@ class PgOutput(PgMembers):
         cap = self.max_output_bytes
         if len(data) > cap:  # keep only the tail of an oversized chunk
             offset, data = offset + len(data) - cap, data[-cap:]
-        with self._tx() as tx:
+        with self._tx(durable=False) as tx:
             if supervisor_id is not None:
                 self._fence(tx, task_id, supervisor_id, self._clock())
             if data:

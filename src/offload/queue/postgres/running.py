@@ -15,9 +15,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from offload.errors import LeaseLost, NotFound
 from offload.queue.models import State, Task
-from offload.queue.postgres.db import PgDb, Tx
+from offload.queue.postgres.db import Tx
+from offload.queue.postgres.fencing import PgFencing
 
 __all__ = ["PgRunning"]
 
@@ -66,7 +66,7 @@ RETURNING *
 """
 
 
-class PgRunning(PgDb):
+class PgRunning(PgFencing):
     """The Store verbs of the supervisor's side, on PostgreSQL."""
 
     def claim(
@@ -81,6 +81,7 @@ class PgRunning(PgDb):
             return []
         now = self._clock()
         with self._tx() as tx:
+            self._fence_claim(tx, supervisor_id, now)
             held = [r["grp"] for r in tx.rows(_LOCK_GROUPS)]
             rows = tx.rows(
                 _CLAIM,
@@ -100,34 +101,6 @@ class PgRunning(PgDb):
                 tx.event(row["id"], "started", now, state="running", attempt=row["attempt"])
             return self._tasks(tx, rows)
 
-    def _fence(self, tx: Tx, task_id: str, supervisor_id: str | None, now: int) -> None:
-        """Refuses a write by `supervisor_id` about a task it no longer runs.
-
-        The task row is locked first, so a reaper cannot interrupt it between this check
-        and the write; a member whose lease ran out is refused even before it is reaped.
-        """
-        if supervisor_id is None:
-            return
-        row = tx.execute(
-            "SELECT t.state, t.supervisor_id, m.lost_at, m.lease_expires_at "
-            "FROM tasks t LEFT JOIN members m ON m.id = %(sup)s "
-            "WHERE t.id = %(id)s FOR UPDATE OF t",
-            {"sup": supervisor_id, "id": task_id},
-        )
-        if row is None:
-            raise NotFound(f"task {task_id} no longer exists")
-        if row["state"] != "running" or row["supervisor_id"] != supervisor_id:
-            raise LeaseLost(
-                f"task {task_id[:12]} is {row['state']} and no longer run by supervisor "
-                f"{supervisor_id}; its write was refused"
-            )
-        lost = row["lost_at"] is not None
-        if lost or (row["lease_expires_at"] is not None and row["lease_expires_at"] <= now):
-            raise LeaseLost(
-                f"supervisor {supervisor_id} lost its lease; its write about task "
-                f"{task_id[:12]} was refused"
-            )
-
     def mark_started(
         self,
         task_id: str,
@@ -141,7 +114,7 @@ class PgRunning(PgDb):
         supervisor_id: str | None = None,
     ) -> None:
         now = self._clock()
-        with self._tx() as tx:
+        with self._tx(durable=False) as tx:
             self._fence(tx, task_id, supervisor_id, now)
             tx.execute(
                 "UPDATE tasks SET pid = %s, pgid = %s, proc_start = %s, cgroup = %s, "
@@ -217,7 +190,7 @@ class PgRunning(PgDb):
         supervisor_id: str | None = None,
     ) -> None:
         now = self._clock()
-        with self._tx() as tx:
+        with self._tx(durable=False) as tx:
             self._fence(tx, task_id, supervisor_id, now)
             row = tx.execute(
                 "UPDATE tasks SET progress = %(f)s, progress_message = %(m)s, updated_at = %(now)s "

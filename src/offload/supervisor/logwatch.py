@@ -1,0 +1,97 @@
+"""What the supervisor reads from running tasks' logs: progress markers and the output cap.
+
+The child writes its log itself; the supervisor only looks at it, once a second, for the
+latest progress marker (stored so every front end sees it) and for a log that passed
+`max_output_bytes` (the task is stopped and its log cut there, with a note). Just before a
+task's end is written, its last marker of the whole log is stored too.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from offload.errors import LeaseLost, OffloadError
+from offload.logs import final_progress, progress_of
+from offload.queue.models import State
+from offload.queue.store import Store
+from offload.supervisor.tracker import Running, Tracker
+
+__all__ = ["LogWatch"]
+
+
+class LogWatch:
+    """Progress and the output cap of the tasks a Tracker runs."""
+
+    def __init__(self, store: Store, tracker: Tracker, max_output_bytes: int | None, log: Any):
+        self.store = store
+        self.tracker = tracker
+        self.cap = max_output_bytes
+        self.log = log
+        self._cut: set[str] = set()  # tasks stopped for passing the cap
+
+    def enforce_cap(self, now: float) -> None:
+        """Stops a task whose log passed the cap; its log is cut there (again at the end)."""
+        if not self.cap:
+            return
+        for run in self.tracker.running.values():
+            if run.kill_state is not None or run.status is not None:
+                continue
+            try:
+                if os.stat(run.log_path).st_size <= self.cap:
+                    continue
+                os.truncate(run.log_path, self.cap)  # frees the disk now
+            except OSError as exc:  # a full disk must not keep the task alive
+                self.log.error("output_cap_error", task_id=run.task.id, error=str(exc))
+            self._cut.add(run.task.id)
+            error = f"its output passed max_output_bytes ({self.cap} bytes); the log was cut there"
+            self.tracker.start_kill(run, State.FAILED, error, now)
+
+    def update_progress(self) -> None:
+        """Stores each running task's latest progress marker when it changed."""
+        for run in self.tracker.running.values():
+            found = progress_of(run.log_path)
+            value = (found.fraction, found.message) if found else (None, None)
+            if value != run.progress:
+                run.progress = value
+                self._store_progress(run, value)
+
+    def before_finish(self, run: Running, state: State) -> None:
+        """Cuts an over-long log and records the final progress, before the end is written."""
+        if run.task.id in self._cut:
+            self._cut.discard(run.task.id)
+            self._cut_log(run.log_path)
+        try:
+            found = final_progress(run.log_path)
+        except OSError:
+            return
+        if found is None:
+            return
+        fraction = 1.0 if state is State.COMPLETED else found.fraction  # done means 100%
+        if (fraction, found.message) != run.progress:
+            self._store_progress(run, (fraction, found.message))
+
+    def forget(self, task_id: str) -> None:
+        """Drops what is kept about a task whose end will not be written."""
+        self._cut.discard(task_id)
+
+    def _store_progress(self, run: Running, value: tuple[float | None, str | None]) -> None:
+        try:
+            self.store.set_progress(run.task.id, *value, supervisor_id=run.task.supervisor_id)
+        except LeaseLost as exc:
+            self.tracker.lease_lost = True
+            self.log.error("progress_refused", task_id=run.task.id, error=str(exc))
+        except OffloadError as exc:
+            self.log.error("progress_failed", task_id=run.task.id, error=str(exc))
+
+    def _cut_log(self, path: Path) -> None:
+        """Cuts a stopped task's log at the cap and says so at the cut (the tree is dead)."""
+        cap = self.cap or 0
+        note = f"\n[offload: output cut at {cap} bytes (max_output_bytes); the task was stopped]\n"
+        try:
+            os.truncate(path, cap)
+            with open(path, "ab") as log:
+                log.write(note.encode())
+        except OSError as exc:
+            self.log.error("output_cap_error", path=str(path), error=str(exc))
