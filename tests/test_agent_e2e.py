@@ -6,6 +6,7 @@ in the middle of a command."""
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -28,7 +29,9 @@ from test_mcp_support import call, make_server
 pytest_plugins = ["fakes.fixtures"]
 
 DEADLINE_SECONDS = 60.0
-RUFF = str(Path(sys.executable).parent / "ruff")
+# The project's own venv, as a user's checkout has one: the agent runs `.venv/bin/ruff`,
+# which the staging copy links. (The runner's venv may sit where the sandbox hides it.)
+RUFF = ".venv/bin/ruff"
 EXAMPLE = "add type hints to src/util.py, run ruff on it, fix what it reports, repeat until clean"
 UNTYPED = "def half(x):\n    return x / 2\n"
 FIRST_TRY = "import os\n\n\ndef half(x: float) -> float:\n    return x / 2\n"
@@ -83,6 +86,8 @@ def test_the_issue_example_through_the_cli(
 ) -> None:
     (workspace / "src").mkdir()
     (workspace / "src/util.py").write_text(UNTYPED)
+    (workspace / ".venv/bin").mkdir(parents=True)
+    shutil.copy2(Path(sys.executable).parent / "ruff", workspace / RUFF)
     _script_example(llm_env.bedrock)
     start_supervisor(max_concurrent="2", openai_base_url_is_openai="1")
     submitted = cli("submit", "--type", "agent", "--spec", EXAMPLE)
@@ -94,7 +99,8 @@ def test_the_issue_example_through_the_cli(
     assert shown["state"] == "completed", shown
     assert (workspace / "src/util.py").read_text() == CLEAN
     assert shown["result"] == "Typed src/util.py; ruff is clean.\n\napplied src/util.py"
-    assert sorted(p.name for p in workspace.iterdir()) == ["src"]  # no ruff cache, no staging
+    # No ruff cache, no staging copy left behind.
+    assert sorted(p.name for p in workspace.iterdir()) == [".venv", "src"]
     # The model saw ruff's real verdicts through the staging copy.
     bodies = llm_env.bedrock.bodies()
     assert len(bodies) == 5
