@@ -29,7 +29,7 @@ BYPASSES = [
     (["^env\\b", "^echo\\b"], "env --un echo touch pwned"),
     (["^env\\b", "^echo\\b"], "env --unse=x --u echo touch pwned"),
     (["^xargs\\b", "^echo\\b"], "xargs --arg echo touch pwned"),
-    (["^sudo\\b", "^echo\\b"], "sudo --pr echo touch pwned"),
+    (["^sudo\\b", "^echo\\b"], "sudo --pro echo touch pwned"),
     # a shell's option values are not its script: the -c string runs
     (["^sh\\b", "^echo\\b"], "sh -o errexit -c 'touch pwned'"),
     (["^sh\\b", "^echo\\b"], "sh -eo errexit -c 'touch pwned'"),
