@@ -23,6 +23,9 @@ import pytest
 from offload.queue.sqlite import SqliteStore
 from offload.supervisor.wake import poke
 
+# The PostgreSQL fixtures (`url`, `clock`, `pg`) every PostgreSQL test file shares.
+pytest_plugins = ["pg_server"]
+
 MARKER = "OFFLOAD_TASK_ID"
 
 
@@ -38,6 +41,15 @@ def wait_until(
         if time.monotonic() >= deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what or condition}")
         time.sleep(interval)
+
+
+def run_to_end(store: SqliteStore, home: Path, spec: Any, timeout: float = 30) -> tuple[Any, str]:
+    """Submits `spec`, wakes the running supervisor of `home`, waits for the task's end;
+    returns the final task and its output."""
+    task = store.submit([spec])[0]
+    poke(home)
+    done = wait_until(lambda: (t := store.get(task.id)).is_final and t, timeout=timeout)
+    return done, Path(done.log_path or "").read_text(errors="replace")
 
 
 def marked_processes(task_id: str) -> list[psutil.Process]:

@@ -13,6 +13,7 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -72,3 +73,35 @@ def fresh_schema() -> Iterator[str]:
     finally:
         with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+class Clock:
+    """A settable clock in UTC milliseconds, for stores whose leases a test moves on."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000_000
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture
+def url() -> Iterator[str]:
+    """A fresh schema's URL, dropped after the test."""
+    with fresh_schema() as u:
+        yield u
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def pg(url: str, clock: Clock) -> Iterator[Any]:
+    """A PostgresStore on its own schema, timed by `clock`."""
+    from offload.queue.postgres import PostgresStore
+
+    s = PostgresStore(url, clock=clock, pool_size=2)
+    yield s
+    s.close()

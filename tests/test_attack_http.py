@@ -14,24 +14,21 @@ from typing import Any
 import httpx
 import pytest
 
-from conftest import wait_until
+from conftest import run_to_end
 from offload.config import load_settings
 from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import State, TaskSpec
 from offload.queue.sqlite import SqliteStore
 from offload.supervisor.sandbox import probe_sandbox
-from offload.supervisor.wake import poke
 from offload.web.serve import ServerThread, prepare
 
 SECRET = "OUTPUT-OF-ANOTHER-WORKSPACE"
 
 
 def _finished(store: SqliteStore, home: Path, spec: TaskSpec) -> str:
-    task = store.submit([spec])[0]
-    poke(home)
-    done = wait_until(lambda: (t := store.get(task.id)).is_final and t, timeout=30)
+    done, output = run_to_end(store, home, spec)
     assert done.state is State.COMPLETED, done.error
-    return Path(done.log_path or "").read_text(errors="replace")
+    return output
 
 
 @pytest.mark.slow

@@ -22,12 +22,13 @@ from conftest import wait_until
 from offload.config import load_settings
 from offload.desk import open_desk
 from offload.policies.task_policy import TaskPolicy
-from offload.queue.models import Task, TaskSpec
+from offload.queue.models import TaskSpec
 from offload.queue.sqlite import SqliteStore
 from offload.supervisor import sandbox as sandbox_module
 from offload.supervisor.sandbox import Sandbox, command_sandbox, probe_sandbox
 from offload.supervisor.wake import poke
 from offload.workers.agent.commands import run_shell
+from test_sandbox import _run  # a task with a sandboxing policy, run to its end
 
 _PYTHON = os.path.realpath(sys.executable)  # a venv under /tmp is hidden by the private /tmp
 IPC_CREAT, IPC_RMID = 0o1000, 0
@@ -35,21 +36,6 @@ IPC_CREAT, IPC_RMID = 0o1000, 0
 pytestmark = pytest.mark.skipif(
     not probe_sandbox().available, reason=f"no sandbox here: {probe_sandbox().reason}"
 )
-
-
-def _run(
-    store: SqliteStore, home: Path, cwd: Path, command: str, **policy: Any
-) -> tuple[Task, str]:
-    spec = TaskSpec(
-        command=command,
-        cwd=str(cwd),
-        workspace=str(cwd),
-        policy=TaskPolicy(sandbox=True, **policy).to_json(),
-    )
-    task = store.submit([spec])[0]
-    poke(home)
-    done = wait_until(lambda: (t := store.get(task.id)).is_final and t, timeout=30)
-    return done, Path(done.log_path or "").read_text(errors="replace")
 
 
 def _boxed(

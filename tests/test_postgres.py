@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -18,33 +17,7 @@ from offload.errors import IllegalTransition, LeaseLost, StoreError
 from offload.queue.models import State, TaskSpec
 from offload.queue.postgres import PostgresStore, redact
 from offload.queue.postgres.migrate import SCHEMA_VERSION
-from pg_server import fresh_schema, require_postgres
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_800_000_000_000
-
-    def __call__(self) -> int:
-        return self.now
-
-
-@pytest.fixture
-def url() -> Iterator[str]:
-    with fresh_schema() as u:
-        yield u
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def pg(url: str, clock: Clock) -> Iterator[PostgresStore]:
-    s = PostgresStore(url, clock=clock, pool_size=2)
-    yield s
-    s.close()
+from pg_server import Clock, require_postgres
 
 
 def spec(**kw: object) -> TaskSpec:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import wait_until
+from conftest import run_to_end, wait_until
 from offload.config import load_settings
 from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import State, Task, TaskSpec
@@ -51,10 +51,7 @@ def _run(
         workspace=str(cwd),
         policy=TaskPolicy(sandbox=True, **policy).to_json(),
     )
-    task = store.submit([spec])[0]
-    poke(home)
-    done = wait_until(lambda: (t := store.get(task.id)).is_final and t, timeout=30)
-    return done, Path(done.log_path or "").read_text(errors="replace")
+    return run_to_end(store, home, spec)
 
 
 def _mounts() -> int:

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import pytest
 
-from conftest import wait_until
+from conftest import run_to_end, wait_until
 from fakes.environment import FAKE_AWS_SECRET, FAKE_OPENAI_KEY, LlmEnv
 from fakes.http import Reply, Request
 from offload.queue.models import State, TaskSpec
@@ -33,11 +33,9 @@ pytest_plugins = ["fakes.fixtures"]
 
 def _shell(store: SqliteStore, home: Path, workspace: Path, command: str) -> str:
     spec = TaskSpec(command=command, cwd=str(workspace), workspace=str(workspace))
-    task = store.submit([spec])[0]
-    poke(home)
-    done = wait_until(lambda: (t := store.get(task.id)).is_final and t, timeout=30)
+    done, output = run_to_end(store, home, spec)
     assert done.state is State.COMPLETED, done.error
-    return Path(done.log_path or "").read_text(errors="replace")
+    return output
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import Iterable, Mapping
 
-from offload.errors import InvalidInput
+from offload.errors import InvalidInput, LeaseLost, NotFound
 from offload.records import record
 
 TYPE_CHECKING = False  # typing costs ~3 ms of every CLI call; mypy reads this as True
@@ -115,3 +115,23 @@ def utc_text(ms: int) -> str:
 def lease_lost_error(host: str, renewed_at: int) -> str:
     """The error an interrupted task of a reaped member carries."""
     return f"host {host} stopped renewing its lease at {utc_text(renewed_at)}"
+
+
+def check_still_runs(
+    row: Mapping[str, Any] | None, task_id: str, supervisor_id: str
+) -> Mapping[str, Any]:
+    """The fence both backends apply to a supervisor's write about a task: the task's row
+    (state, supervisor_id) must show it still running under that supervisor.
+
+    Raises:
+        NotFound: The task is gone.
+        LeaseLost: It ended or another supervisor runs it; the write is refused.
+    """
+    if row is None:
+        raise NotFound(f"task {task_id} no longer exists")
+    if row["state"] != "running" or row["supervisor_id"] != supervisor_id:
+        raise LeaseLost(
+            f"task {task_id[:12]} is {row['state']} and no longer run by supervisor "
+            f"{supervisor_id}; its write was refused"
+        )
+    return row

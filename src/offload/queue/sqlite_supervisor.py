@@ -12,7 +12,7 @@ import json
 import sqlite3
 from collections.abc import Mapping, Sequence
 
-from offload.errors import LeaseLost, NotFound
+from offload.queue.members import check_still_runs
 from offload.queue.models import State, Task
 from offload.queue.sqlite_db import SqliteDb
 
@@ -250,13 +250,7 @@ class SqliteSupervisorSide(SqliteDb):
         row = db.execute(
             "SELECT state, supervisor_id FROM tasks WHERE id = ?", (task_id,)
         ).fetchone()
-        if row is None:
-            raise NotFound(f"task {task_id} no longer exists")
-        if row["state"] != "running" or row["supervisor_id"] != supervisor_id:
-            raise LeaseLost(
-                f"task {task_id[:12]} is {row['state']} and no longer run by supervisor "
-                f"{supervisor_id}; its write was refused"
-            )
+        check_still_runs(row, task_id, supervisor_id)
 
     def heartbeat(self, supervisor_id: str, pid: int) -> None:
         value = json.dumps({"id": supervisor_id, "pid": pid, "at": self._clock()})

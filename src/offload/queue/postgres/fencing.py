@@ -8,7 +8,8 @@ checks lock what they read, so a reaper on another host cannot slip in between.
 
 from __future__ import annotations
 
-from offload.errors import LeaseLost, NotFound
+from offload.errors import LeaseLost
+from offload.queue.members import check_still_runs
 from offload.queue.postgres.db import PgDb, Tx
 
 __all__ = ["PgFencing"]
@@ -51,15 +52,9 @@ class PgFencing(PgDb):
             "WHERE t.id = %(id)s FOR UPDATE OF t",
             {"sup": supervisor_id, "id": task_id},
         )
-        if row is None:
-            raise NotFound(f"task {task_id} no longer exists")
-        if row["state"] != "running" or row["supervisor_id"] != supervisor_id:
-            raise LeaseLost(
-                f"task {task_id[:12]} is {row['state']} and no longer run by supervisor "
-                f"{supervisor_id}; its write was refused"
-            )
-        lost = row["lost_at"] is not None
-        if lost or (row["lease_expires_at"] is not None and row["lease_expires_at"] <= now):
+        checked = check_still_runs(row, task_id, supervisor_id)
+        expires = checked["lease_expires_at"]
+        if checked["lost_at"] is not None or (expires is not None and expires <= now):
             raise LeaseLost(
                 f"supervisor {supervisor_id} lost its lease; its write about task "
                 f"{task_id[:12]} was refused"
