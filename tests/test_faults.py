@@ -22,7 +22,7 @@ from mcp.client import Client
 from mcp.client.stdio import StdioServerParameters
 
 from conftest import SupervisorProc, marked_processes, stop_detached_supervisors, wait_until
-from offload.logs import final_progress
+from offload.progress import final_progress
 from offload.queue.models import State
 from offload.queue.sqlite import SqliteStore
 from offload.supervisor.liveness import supervisor_state

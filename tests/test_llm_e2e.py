@@ -18,7 +18,7 @@ from fakes import FakeBedrock, FakeOpenAI, Reply, Request
 from fakes.environment import LlmEnv
 from offload.clock import now_ms
 from offload.config import load_settings
-from offload.logs import parse_progress
+from offload.progress import parse_progress
 from offload.queue.models import State, Task
 from offload.queue.sqlite import SqliteStore
 from offload.submission import Submitter

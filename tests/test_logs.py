@@ -16,17 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from offload.errors import InvalidInput
-from offload.logs import (
-    MAX_TAIL_BYTES,
-    MAX_TAIL_LINES,
-    Progress,
-    Tail,
-    check_tail_args,
-    parse_progress,
-    progress_of,
-    read_from,
-    read_tail,
-)
+from offload.logs import MAX_TAIL_BYTES, MAX_TAIL_LINES, Tail, check_tail_args, read_from, read_tail
+from offload.progress import Progress, parse_progress, progress_of
 
 BLOCK_BYTES = 8192  # the read size output.py documents; the bound allows one block over
 

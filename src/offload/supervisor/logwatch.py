@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from offload.errors import LeaseLost, OffloadError
-from offload.logs import final_progress, progress_of
+from offload.progress import final_progress, progress_of
 from offload.queue.models import State
 from offload.queue.store import Store
 from offload.supervisor.tracker import Running, Tracker
