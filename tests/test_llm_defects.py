@@ -308,7 +308,7 @@ def test_reasoning_effort_values_are_openais_and_sent_only_to_reasoning_models(
 ) -> None:
     from openai.types.shared import ReasoningEffort
 
-    from offload.config import REASONING_EFFORTS
+    from offload.config_checks import REASONING_EFFORTS
 
     assert set(REASONING_EFFORTS) <= set(typing.get_args(typing.get_args(ReasoningEffort)[0]))
     client = OpenAIChat(base_url=llm_env.openai.base_url, api_key="k", timeout_seconds=5)
