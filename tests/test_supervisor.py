@@ -420,6 +420,41 @@ def test_limits_reach_the_command_under_its_namespace_init(
     assert log_text(done).split() == ["37", str(4096 * 1024)]
 
 
+_CGROUP_AND_LIMITS = "cat /proc/self/cgroup; ulimit -Sn; ulimit -Hn; ulimit -c"
+
+
+def _cgroup_and_limits(done: Task) -> tuple[str, list[str]]:
+    """The cgroup the task's shell was in (v2 line) and its open-files and core limits."""
+    lines = log_text(done).split()
+    v2 = next(line for line in lines if line.startswith("0::"))
+    return v2[3:], lines[-3:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sandboxed", [False, True], ids=["init", "bwrap"])
+def test_the_command_starts_inside_its_cgroup_and_limits(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start, sandboxed: bool
+) -> None:
+    """The init (or, under the sandbox, the supervisor) puts both in place before it runs."""
+    from offload.policies.task_policy import TaskPolicy
+    from offload.supervisor.sandbox import probe_sandbox
+
+    if sandboxed and not probe_sandbox().available:
+        pytest.skip(f"no sandbox here: {probe_sandbox().reason}")
+    start_supervisor(max_open_files="300")
+    policy = TaskPolicy(sandbox=True).to_json() if sandboxed else None
+    task = submit(store, offload_home, _CGROUP_AND_LIMITS, policy=policy)
+    done = final(store, task.id)
+    assert done.state is State.COMPLETED, log_text(done)
+    assert (done.containment or "").startswith("pid-namespace"), done.containment
+    cgroup, limits = _cgroup_and_limits(done)
+    assert limits == ["300", "300", "0"]
+    if done.cgroup is not None:  # a writable cgroup v2 here: the task's own, from the start
+        assert done.cgroup.endswith(cgroup) and cgroup.endswith(task.id), (cgroup, done.cgroup)
+    else:
+        assert "cgroup" not in (done.containment or "")
+
+
 # -- plain lines: the namespace's init runs the words without a shell of their own ----------
 def _below_init(task: Task) -> list[str]:
     """The names of the processes below a running task's init (its PID namespace's pid 1)."""

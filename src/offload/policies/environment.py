@@ -126,8 +126,19 @@ def _star_match(name: str, parts: tuple[str, ...]) -> bool:
 
 def is_secret_name(name: str) -> bool:
     """Tell whether an environment name looks like a credential or an offload setting."""
-    upper = name.upper()
-    return any(_star_match(upper, parts) for parts in _SECRET_PARTS)
+    known = _SECRET_SEEN.get(name)
+    if known is None:
+        upper = name.upper()
+        known = any(_star_match(upper, parts) for parts in _SECRET_PARTS)
+        if len(_SECRET_SEEN) < _SECRET_SEEN_MAX:
+            _SECRET_SEEN[name] = known
+    return known
+
+
+# The supervisor judges the same few inherited names for every task it starts: remember
+# each verdict (bounded, so a flood of distinct names cannot grow it without end).
+_SECRET_SEEN: dict[str, bool] = {}
+_SECRET_SEEN_MAX = 4096
 
 
 def check_task_env(env: Mapping[str, str]) -> dict[str, str]:

@@ -166,18 +166,20 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def apply_limits_to(pid: int, limits: Limits) -> None:
+def apply_limits_to(pid: int, limits: Limits, *, rlimits: bool = True) -> None:
     """Put ``limits`` on an already started process (and the nice value on its group).
 
     The supervisor spawns without running Python in the child (so the fork is a fast
-    vfork), then applies the limits from outside with ``prlimit``. Limits that would only
+    vfork). A task with its own PID namespace has an init that sets its rlimits before
+    the command starts (``rlimits=False`` then: only the nice value is left to set);
+    otherwise they are applied from outside with ``prlimit``. Limits that would only
     matter for processes the task forks in its first microseconds are also set on the
     supervisor itself (see ``inheritable_soft_limits``), so nothing escapes them.
 
     Raises:
         OSError: The kernel refused a limit (the process may already be gone).
     """
-    for res, (soft, hard) in limits.rlimits():
+    for res, (soft, hard) in limits.rlimits() if rlimits else ():
         _, current_hard = resource.prlimit(pid, res)
         if current_hard != resource.RLIM_INFINITY:
             hard = min(hard, current_hard)

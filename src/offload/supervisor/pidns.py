@@ -5,14 +5,16 @@ group, and drop its `OFFLOAD_TASK_ID` marker; it can never leave its PID namespa
 namespace's init dies the kernel SIGKILLs everything else in it, so killing one pid ends a
 task's whole tree, whatever it did.
 
-The namespace is made in the supervisor's own fork path, as the cgroup is: the supervisor
+The namespace is made in the supervisor's own fork path: the supervisor
 calls `unshare(CLONE_NEWPID)` (its own pid stays; only its *next* child is born into a new
 namespace, as pid 1), forks the task, and points its children back at its own namespace
 with `setns`. That costs two system calls, no extra exec. Pid 1 of a namespace is special:
 signals it has no handler for are dropped, and orphans re-parent to it. So the task's
 command never is pid 1: a shell init (`/bin/sh -c '"$@"; exit $?'`) is, and runs the
 command as its child (a plain line as its words, without a `sh -c` of their own; a builtin
-such as `true` or `echo` runs in the init itself and is done at once). When the command
+such as `true` or `echo` runs in the init itself and is done at once). Before it runs the
+command the init joins the task's cgroup and sets the task's rlimits on itself, so the
+command and everything it forks start inside both. When the command
 exits the init exits with its status (a death by signal N becomes exit status 128+N, as in
 every shell; `wrapped_status` undoes that), and the kernel then kills whatever the command
 left behind.
@@ -23,12 +25,15 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import resource
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from offload.policies.limits import Limits
+
+_RLIMIT_AS: int | None = getattr(resource, "RLIMIT_AS", None)
 
 __all__ = [
     "INIT_ARGV",
@@ -47,23 +52,52 @@ CLONE_NEWPID = 0x20000000
 INIT_ARGV = ("/bin/sh", "-c", '"$@"; exit $?', "/bin/sh")
 
 
-def init_argv(limits: Limits | None = None) -> list[str]:
-    """The init's words; with CPU or memory limits, the init sets them on itself first.
+def init_argv(limits: Limits | None = None, cgroup: str | None = None) -> list[str]:
+    """The init's words: it joins the task's cgroup and sets the limits, then runs "$@".
 
-    The supervisor also puts them on the init from outside (`prlimit`), but the init may
-    fork the command before that lands; limits set by the init are inherited for sure.
+    The init does this itself, before the command's first instruction, so the supervisor
+    neither moves itself in and out of the cgroup around the fork nor `prlimit`s a process
+    that may already be forking: both cost the supervisor's loop time on every task, and a
+    limit set from outside can come after the command's first fork.
     """
-    ulimits = ""
-    if limits is not None and limits.address_space_bytes:
-        ulimits += f"ulimit -v {limits.address_space_bytes // 1024} 2>/dev/null; "
-    if limits is not None and limits.cpu_seconds:
-        ulimits += f"ulimit -t {limits.cpu_seconds} 2>/dev/null; "
-    return [INIT_ARGV[0], INIT_ARGV[1], ulimits + INIT_ARGV[2], INIT_ARGV[3]]
+    prelude = ""
+    if cgroup is not None:  # a failed join leaves the namespace, group and marker nets
+        prelude += f"echo 0 >{_quoted(os.path.join(cgroup, 'cgroup.procs'))} 2>/dev/null; "
+    if limits is not None:
+        for flag, value in _ulimits(limits):
+            prelude += f"ulimit -{flag} {value} 2>/dev/null; "
+    return [INIT_ARGV[0], INIT_ARGV[1], prelude + INIT_ARGV[2], INIT_ARGV[3]]
 
 
 def init_needed_for(limits: Limits) -> bool:
-    """True when limits must be set from inside (see `init_argv`)."""
+    """True when CPU or memory limits must be in place before the command's first fork."""
     return bool(limits.address_space_bytes or limits.cpu_seconds)
+
+
+def _ulimits(limits: Limits) -> list[tuple[str, int]]:
+    """`ulimit` flags and values (soft = hard), each clamped to the hard limit we have.
+
+    A limit never rises above what the supervisor itself was given (root could raise it).
+    """
+    wanted = [
+        ("v", _RLIMIT_AS, limits.address_space_bytes, 1024),  # ulimit -v counts KiB
+        ("t", resource.RLIMIT_CPU, limits.cpu_seconds, 1),
+        ("n", resource.RLIMIT_NOFILE, limits.open_files, 1),
+        ("c", resource.RLIMIT_CORE, limits.core_bytes, 512),  # ulimit -c counts 512 B blocks
+    ]
+    found = []
+    for flag, res, value, unit in wanted:
+        if res is None or value is None:
+            continue
+        _, hard = resource.getrlimit(res)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        found.append((flag, value // unit))
+    return found
+
+
+def _quoted(word: str) -> str:
+    return "'" + word.replace("'", "'\\''") + "'"
 
 
 _MAX_SIGNAL = 64

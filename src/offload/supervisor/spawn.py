@@ -92,6 +92,7 @@ def _direct_words(task: Task) -> list[str] | None:
     separator, see `plain_words`), `sh -c LINE` would only run the same words, so the init
     runs them itself: one exec fewer per task, the same tree, the same messages (the init
     calls itself /bin/sh too). A builtin such as `true` or `echo` runs in the init.
+    Under the sandbox, bwrap execs the words itself, once their program is found.
     """
     if task.type != "shell" or not isinstance(task.command, str):
         return None
@@ -189,28 +190,33 @@ def spawn_task(
     keys_fd = _worker_keys(task, keys or {})
     if keys_fd is not None:
         env[KEYS_FD_VAR] = str(keys_fd)
-    argv = [*prefix, *task_argv(task)]
-    _check_program(task_argv(task)[0], task.cwd, env, cgroup)
-    direct = None if prefix else _direct_words(task)
+    argv, direct = _command_words(task, prefix, env, cgroup)
     log_fd = _open_log(log_path)
     try:
-        with (
-            cgroups.entered(cgroup) if cgroups else nullcontext(False) as joined,
-            containment.pidns.entered() as in_pidns,
-        ):
-            if in_pidns and (not prefix or init_needed_for(limits)):
-                argv = [*init_argv(limits), *(direct or argv)]  # else bwrap is the init
-            popen = subprocess.Popen(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log_fd,
-                stderr=subprocess.STDOUT,
-                cwd=task.cwd,
-                env=env,
-                start_new_session=True,
-                close_fds=True,
-                pass_fds=(keys_fd,) if keys_fd is not None else (),
-            )
+        with containment.pidns.entered() as in_pidns:
+            # A shell init joins the task's cgroup and sets its limits itself; without
+            # one (no namespace, or bwrap as the init), the supervisor forks from inside
+            # the cgroup and sets the limits from outside. bwrap is the init unless CPU or
+            # memory limits must be in place before it forks: an init shell in front of
+            # it would cost each sandboxed task an exec and a cgroup move of its own.
+            init = in_pidns and (not prefix or init_needed_for(limits))
+            joining = cgroups.entered(cgroup) if cgroups and not init else nullcontext(False)
+            with joining as joined:
+                if init:
+                    inner = direct if direct and not prefix else argv
+                    argv = [*init_argv(limits, cgroup), *inner]
+                    joined = cgroup is not None
+                popen = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_fd,
+                    stderr=subprocess.STDOUT,
+                    cwd=task.cwd,
+                    env=env,
+                    start_new_session=True,
+                    close_fds=True,
+                    pass_fds=(keys_fd,) if keys_fd is not None else (),
+                )
     except FileNotFoundError as exc:
         _drop_cgroup(cgroup)
         raise SpawnError(f"command not found: {exc.filename or argv[0]}") from exc
@@ -225,12 +231,28 @@ def spawn_task(
         _drop_cgroup(cgroup)
         cgroup = None  # the PID namespace, process group and marker cover this tree instead
     try:
-        apply_limits_to(popen.pid, limits)
+        apply_limits_to(popen.pid, limits, rlimits=not init)  # the init set them
     except OSError:
         pass  # it already exited; nothing left to limit
     own_ns = in_pidns or bool(prefix)  # without ours, bwrap makes one (--unshare-pid)
     described = _describe(own_ns, cgroup is not None, sandboxed, containment.pidns.reason)
     return Spawned(popen, log_path, cgroup, described, in_pidns, own_ns)
+
+
+def _command_words(
+    task: Task, prefix: list[str], env: Mapping[str, str], cgroup: str | None
+) -> tuple[list[str], list[str] | None]:
+    """The task's argv (behind bwrap's words, if any) and its plain words, if it has some.
+
+    Raises:
+        SpawnError: its program cannot be found.
+    """
+    command = task_argv(task)
+    _check_program(command[0], task.cwd, env, cgroup)
+    direct = _direct_words(task)
+    if direct and prefix and not _found(direct[0], task.cwd, env):
+        direct = None  # the shell says "not found" (127), as it would without the sandbox
+    return [*prefix, *(direct if direct and prefix else command)], direct
 
 
 def _found(program: str, cwd: str, env: Mapping[str, str]) -> bool:
