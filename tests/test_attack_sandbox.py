@@ -81,6 +81,27 @@ def test_renaming_or_relinking_in_the_workspace_does_not_unhide_credentials(
     assert "PLANTED" not in log, log
 
 
+def test_a_hidden_path_reached_through_a_removed_directory_stays_hidden(tmp_path: Path) -> None:
+    """`~/.config` a task linked as `d/../.cfg`, then `d` removed: the kernel finds no
+    `~/.config/gh`, but the secret written through the link sits in `.cfg/gh` and is hidden."""
+    user = tmp_path / "user"
+    (user / "d").mkdir(parents=True)
+    (user / ".cfg" / "gh").mkdir(parents=True)
+    (user / ".config").symlink_to(f"{user}/d/../.cfg")
+    (user / ".config" / "gh" / "hosts.yml").write_text("GH-PLANTED\n")
+    (user / "d").rmdir()
+    assert not os.path.lexists(user / ".config" / "gh")  # as written, nothing is there
+    box = Sandbox(probe_sandbox().path)
+    words = box.argv(workspace=str(user), cwd=str(user), hide=[str(user / ".config" / "gh")])
+    done = subprocess.run(
+        [*words, "cat", str(user / ".cfg" / "gh" / "hosts.yml")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert "GH-PLANTED" not in done.stdout, done.stdout
+
+
 def test_a_link_planted_where_a_writable_path_would_be_does_not_widen_the_sandbox(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

@@ -180,3 +180,21 @@ def test_unbuffered_output_can_be_turned_off(cli: Cli, start_supervisor: Start) 
     start_supervisor(python_unbuffered="false")
     result = cli("submit", "--wait", "--", 'echo "u=${PYTHONUNBUFFERED-unset}"')
     assert "u=unset" in result.stdout
+
+
+def test_judging_huge_env_names_pins_no_memory() -> None:
+    """A submitter's env names have no length limit; the verdicts the supervisor keeps
+    must not hold on to them (4,096 names of 100 KB once pinned 400 MB)."""
+    import tracemalloc
+
+    from offload.policies.environment import is_secret_name
+
+    tracemalloc.start()
+    try:
+        before, _ = tracemalloc.get_traced_memory()
+        for i in range(200):
+            assert is_secret_name(f"N{i}_" + "X" * 100_000) is False
+        after, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert after - before < 1_000_000, f"{after - before} bytes kept"

@@ -130,15 +130,17 @@ def is_secret_name(name: str) -> bool:
     if known is None:
         upper = name.upper()
         known = any(_star_match(upper, parts) for parts in _SECRET_PARTS)
-        if len(_SECRET_SEEN) < _SECRET_SEEN_MAX:
+        if len(name) <= _SECRET_SEEN_NAME_MAX and len(_SECRET_SEEN) < _SECRET_SEEN_MAX:
             _SECRET_SEEN[name] = known
     return known
 
 
 # The supervisor judges the same few inherited names for every task it starts: remember
-# each verdict (bounded, so a flood of distinct names cannot grow it without end).
+# each verdict. Bounded in count and in name length: a submitter's env names are not
+# limited in length, and 4,096 names of a megabyte each would pin gigabytes.
 _SECRET_SEEN: dict[str, bool] = {}
 _SECRET_SEEN_MAX = 4096
+_SECRET_SEEN_NAME_MAX = 128
 
 
 def check_task_env(env: Mapping[str, str]) -> dict[str, str]:

@@ -39,7 +39,7 @@ __all__ = [
     "INIT_ARGV",
     "PidNamespaces",
     "init_argv",
-    "init_needed_for",
+    "limits_prelude",
     "namespace_of",
     "probe_pid_namespaces",
     "wrapped_status",
@@ -63,15 +63,19 @@ def init_argv(limits: Limits | None = None, cgroup: str | None = None) -> list[s
     prelude = ""
     if cgroup is not None:  # a failed join leaves the namespace, group and marker nets
         prelude += f"echo 0 >{_quoted(os.path.join(cgroup, 'cgroup.procs'))} 2>/dev/null; "
-    if limits is not None:
-        for flag, value in _ulimits(limits):
-            prelude += f"ulimit -{flag} {value} 2>/dev/null; "
+    prelude += limits_prelude(limits)
     return [INIT_ARGV[0], INIT_ARGV[1], prelude + INIT_ARGV[2], INIT_ARGV[3]]
 
 
-def init_needed_for(limits: Limits) -> bool:
-    """True when CPU or memory limits must be in place before the command's first fork."""
-    return bool(limits.address_space_bytes or limits.cpu_seconds)
+def limits_prelude(limits: Limits | None) -> str:
+    """Shell words that put `limits` (soft = hard) on the shell that runs them.
+
+    Everything that shell starts inherits them; a command without CAP_SYS_RESOURCE can
+    never raise a hard limit again.
+    """
+    if limits is None:
+        return ""
+    return "".join(f"ulimit -{flag} {value} 2>/dev/null; " for flag, value in _ulimits(limits))
 
 
 def _ulimits(limits: Limits) -> list[tuple[str, int]]:

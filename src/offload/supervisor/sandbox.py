@@ -198,10 +198,10 @@ def _hidden(hide: Iterable[str]) -> tuple[list[str], list[str]]:
     """The existing hidden paths: directories, then files (and sockets)."""
     dirs: list[str] = []
     files: list[str] = []
-    # Most hidden paths do not exist on a given machine: one lstat skips each, where
-    # resolving it first (realpath: an lstat per component) cost every sandboxed spawn.
-    present = (p for p in hide if os.path.lexists(os.path.expanduser(p)))
-    for path in dict.fromkeys(_real(p) for p in present):
+    # Resolved first, always: realpath drops `..` after a missing directory by text, where
+    # the kernel's lookup fails, so a path that does not exist as written can still name
+    # one that does (a task's link through a directory it then removed).
+    for path in dict.fromkeys(_real(p) for p in hide):
         if path in ("/", "/tmp") or not os.path.lexists(path):
             continue
         (dirs if os.path.isdir(path) else files).append(path)

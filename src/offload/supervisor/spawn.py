@@ -31,7 +31,7 @@ from offload.queue.models import Task
 from offload.supervisor.cgroups import CgroupRoot
 from offload.supervisor.containment import Containment
 from offload.supervisor.keys import KEYS_FD_VAR, is_key_name, keys_pipe
-from offload.supervisor.pidns import init_argv, init_needed_for
+from offload.supervisor.pidns import init_argv, limits_prelude
 
 __all__ = [
     "SpawnError",
@@ -92,7 +92,6 @@ def _direct_words(task: Task) -> list[str] | None:
     separator, see `plain_words`), `sh -c LINE` would only run the same words, so the init
     runs them itself: one exec fewer per task, the same tree, the same messages (the init
     calls itself /bin/sh too). A builtin such as `true` or `echo` runs in the init.
-    Under the sandbox, bwrap execs the words itself, once their program is found.
     """
     if task.type != "shell" or not isinstance(task.command, str):
         return None
@@ -190,21 +189,20 @@ def spawn_task(
     keys_fd = _worker_keys(task, keys or {})
     if keys_fd is not None:
         env[KEYS_FD_VAR] = str(keys_fd)
-    argv, direct = _command_words(task, prefix, env, cgroup)
+    argv, direct = _command_words(task, prefix, env, cgroup, limits)
     log_fd = _open_log(log_path)
     try:
         with containment.pidns.entered() as in_pidns:
-            # A shell init joins the task's cgroup and sets its limits itself; without
-            # one (no namespace, or bwrap as the init), the supervisor forks from inside
-            # the cgroup and sets the limits from outside. bwrap is the init unless CPU or
-            # memory limits must be in place before it forks: an init shell in front of
-            # it would cost each sandboxed task an exec and a cgroup move of its own.
-            init = in_pidns and (not prefix or init_needed_for(limits))
+            # A shell init joins the task's cgroup and sets its limits itself. Under the
+            # sandbox bwrap is the init (a shell in front of it would cost each task an
+            # exec and a cgroup move of its own) and a shell inside sets the limits; the
+            # supervisor forks from inside the cgroup. Without a namespace, it also sets
+            # the limits from outside.
+            init = in_pidns and not prefix
             joining = cgroups.entered(cgroup) if cgroups and not init else nullcontext(False)
             with joining as joined:
                 if init:
-                    inner = direct if direct and not prefix else argv
-                    argv = [*init_argv(limits, cgroup), *inner]
+                    argv = [*init_argv(limits, cgroup), *(direct or argv)]
                     joined = cgroup is not None
                 popen = subprocess.Popen(
                     argv,
@@ -231,7 +229,7 @@ def spawn_task(
         _drop_cgroup(cgroup)
         cgroup = None  # the PID namespace, process group and marker cover this tree instead
     try:
-        apply_limits_to(popen.pid, limits, rlimits=not init)  # the init set them
+        apply_limits_to(popen.pid, limits, rlimits=not (init or prefix))  # set inside
     except OSError:
         pass  # it already exited; nothing left to limit
     own_ns = in_pidns or bool(prefix)  # without ours, bwrap makes one (--unshare-pid)
@@ -240,19 +238,24 @@ def spawn_task(
 
 
 def _command_words(
-    task: Task, prefix: list[str], env: Mapping[str, str], cgroup: str | None
+    task: Task, prefix: list[str], env: Mapping[str, str], cgroup: str | None, limits: Limits
 ) -> tuple[list[str], list[str] | None]:
-    """The task's argv (behind bwrap's words, if any) and its plain words, if it has some.
+    """The task's argv, and its plain words if it has some (see `_direct_words`).
+
+    Under the sandbox (`prefix`: bwrap's words) a shell inside sets the task's limits
+    before its command runs: set from outside, they would race bwrap's own fork.
 
     Raises:
         SpawnError: its program cannot be found.
     """
     command = task_argv(task)
     _check_program(command[0], task.cwd, env, cgroup)
-    direct = _direct_words(task)
-    if direct and prefix and not _found(direct[0], task.cwd, env):
-        direct = None  # the shell says "not found" (127), as it would without the sandbox
-    return [*prefix, *(direct if direct and prefix else command)], direct
+    if not prefix:
+        return command, _direct_words(task)
+    prelude = limits_prelude(limits)
+    if isinstance(task.command, str):
+        return [*prefix, "/bin/sh", "-c", prelude + task.command], None
+    return [*prefix, "/bin/sh", "-c", prelude + 'exec "$@"', "/bin/sh", *command], None
 
 
 def _found(program: str, cwd: str, env: Mapping[str, str]) -> bool:
