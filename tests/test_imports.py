@@ -48,6 +48,8 @@ HEAVY = {
     "shutil",
     "threading",
     "ctypes",
+    # A C extension: loading its shared object costs ~1 ms; only the supervisor sets limits.
+    "resource",
 }
 
 

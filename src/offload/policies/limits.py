@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import resource
 
 from offload.errors import ConfigError, InvalidInput
 from offload.records import record
@@ -38,8 +37,8 @@ MAX_PRIORITY = 10
 MAX_NICE = 19
 GROUP_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
-# RLIMIT_AS is missing on some platforms; a limit that cannot be expressed is skipped.
-_RLIMIT_AS: int | None = getattr(resource, "RLIMIT_AS", None)
+# `resource` is imported where limits are put in place, not here: `offload submit` checks
+# timeouts and groups through this module, and loading the extension costs it ~1 ms.
 
 
 @record
@@ -81,8 +80,11 @@ class Limits:
         Pure: the wanted values, before :func:`apply_limits` clamps them to the limits the
         process already has (a hard limit can only be lowered).
         """
+        import resource
+
         wanted = [
-            (_RLIMIT_AS, self.address_space_bytes),
+            # RLIMIT_AS is missing on some platforms; a limit that cannot be expressed is skipped
+            (getattr(resource, "RLIMIT_AS", None), self.address_space_bytes),
             (resource.RLIMIT_CPU, self.cpu_seconds),
             (resource.RLIMIT_NOFILE, self.open_files),
             (resource.RLIMIT_CORE, self.core_bytes),
@@ -102,6 +104,8 @@ def apply_limits(limits: Limits) -> None:
         OSError: The kernel refused a limit or the nice value (reported by subprocess as a
             failure to start the task).
     """
+    import resource
+
     for res, (soft, hard) in limits.rlimits():
         _, current_hard = resource.getrlimit(res)
         if current_hard != resource.RLIM_INFINITY:
@@ -179,6 +183,8 @@ def apply_limits_to(pid: int, limits: Limits, *, rlimits: bool = True) -> None:
     Raises:
         OSError: The kernel refused a limit (the process may already be gone).
     """
+    import resource
+
     for res, (soft, hard) in limits.rlimits() if rlimits else ():
         _, current_hard = resource.prlimit(pid, res)
         if current_hard != resource.RLIM_INFINITY:
@@ -196,6 +202,8 @@ def inheritable_soft_limits(limits: Limits) -> None:
     stay, so the supervisor could raise them again. CPU and address-space limits are not
     set here: they would apply to the supervisor's own long life.
     """
+    import resource
+
     for res, value in ((resource.RLIMIT_NOFILE, limits.open_files), (resource.RLIMIT_CORE, 0)):
         if value is None:
             continue
