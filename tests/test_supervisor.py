@@ -191,6 +191,31 @@ def test_kill_9_supervisor_then_restart_interrupts_and_kills(
     assert marked_processes(task.id) == []
 
 
+@pytest.mark.parametrize("sandboxed", [False, True], ids=["plain", "sandboxed"])
+def test_the_recorded_start_time_is_the_processs_own(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start, sandboxed: bool
+) -> None:
+    """Taken from the clock around the fork, not read from /proc: it must still be the
+    start time recovery checks a pid against (0.05 s slack), or a task would be lost."""
+    from offload.policies.task_policy import TaskPolicy
+    from offload.supervisor.sandbox import probe_sandbox
+
+    if sandboxed and not probe_sandbox().available:
+        pytest.skip(f"no sandbox here: {probe_sandbox().reason}")
+    start_supervisor(grace_seconds="0.5", max_concurrent="8")
+    policy = TaskPolicy(sandbox=True).to_json() if sandboxed else None
+    tasks = [submit(store, offload_home, "sleep 300", policy=policy) for _ in range(8)]
+    for task in tasks:
+        running = running_with_pid(store, task.id)
+        created = psutil.Process(running.pid).create_time()
+        assert running.proc_start is not None and abs(created - running.proc_start) <= 0.05
+    for task in tasks:
+        store.request_cancel(task.id)
+    poke(offload_home)
+    for task in tasks:
+        final(store, task.id)
+
+
 def test_sigterm_interrupts_running_tasks_and_exits_zero(
     store: SqliteStore, offload_home: Path, start_supervisor: Start
 ) -> None:
@@ -421,17 +446,17 @@ def test_limits_reach_the_command_under_its_namespace_init(
 
 
 _CGROUP_AND_LIMITS = (
-    "cat /proc/self/cgroup; ulimit -Sn; ulimit -Hn; ulimit -c; "
+    "cat /proc/self/cgroup; nice; ulimit -Sn; ulimit -Hn; ulimit -c; "
     "(ulimit -n 400 2>/dev/null && echo raised) || echo kept"
 )
 
 
 def _cgroup_and_limits(done: Task) -> tuple[str, list[str]]:
-    """The cgroup the task's shell was in (v2 line), its open-files and core limits, and
-    whether it could raise the open-files limit again."""
+    """The cgroup the task's shell was in (v2 line), its nice value, its open-files and
+    core limits, and whether it could raise the open-files limit again."""
     lines = log_text(done).split()
     v2 = next(line for line in lines if line.startswith("0::"))
-    return v2[3:], lines[-4:]
+    return v2[3:], lines[-5:]
 
 
 @pytest.mark.slow
@@ -447,7 +472,7 @@ def test_the_command_starts_inside_its_cgroup_and_limits(
 
     if sandboxed and not probe_sandbox().available:
         pytest.skip(f"no sandbox here: {probe_sandbox().reason}")
-    start_supervisor(max_open_files="300", max_concurrent="4")
+    sup = start_supervisor(max_open_files="300", max_concurrent="4", nice="7")
     policy = TaskPolicy(sandbox=True).to_json() if sandboxed else None
     tasks = [
         submit(store, offload_home, _CGROUP_AND_LIMITS, policy=policy)
@@ -459,11 +484,13 @@ def test_the_command_starts_inside_its_cgroup_and_limits(
         assert (done.containment or "").startswith("pid-namespace"), done.containment
         cgroup, limits = _cgroup_and_limits(done)
         # root outside the sandbox keeps CAP_SYS_RESOURCE and may raise it; inside, never
-        assert limits[:3] == ["300", "300", "0"] and (not sandboxed or limits[3] == "kept")
+        assert limits[:4] == ["7", "300", "300", "0"] and (not sandboxed or limits[4] == "kept")
         if done.cgroup is not None:  # a writable cgroup v2 here: the task's own, from the start
             assert done.cgroup.endswith(cgroup) and cgroup.endswith(task.id), (cgroup, done.cgroup)
         else:
             assert "cgroup" not in (done.containment or "")
+    # the supervisor forked them niced and has its own nice value back
+    assert psutil.Process(sup.proc.pid).nice() == os.getpriority(os.PRIO_PROCESS, 0)
 
 
 @pytest.mark.slow

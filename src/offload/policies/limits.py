@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from offload.errors import ConfigError, InvalidInput
 from offload.records import record
@@ -29,6 +31,7 @@ __all__ = [
     "check_priority",
     "check_timeout",
     "inheritable_soft_limits",
+    "niced_for_fork",
 ]
 
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
@@ -170,15 +173,15 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def apply_limits_to(pid: int, limits: Limits, *, rlimits: bool = True) -> None:
+def apply_limits_to(pid: int, limits: Limits, *, rlimits: bool = True, nice: bool = True) -> None:
     """Put ``limits`` on an already started process (and the nice value on its group).
 
     The supervisor spawns without running Python in the child (so the fork is a fast
     vfork). A task with its own PID namespace has an init that sets its rlimits before
-    the command starts (``rlimits=False`` then: only the nice value is left to set);
-    otherwise they are applied from outside with ``prlimit``. Limits that would only
-    matter for processes the task forks in its first microseconds are also set on the
-    supervisor itself (see ``inheritable_soft_limits``), so nothing escapes them.
+    the command starts (``rlimits=False`` then), and a supervisor that can renice itself
+    forks it already niced (``nice=False``); otherwise they are applied from outside.
+    Limits that would only matter for processes the task forks in its first microseconds
+    are also set on the supervisor itself (see ``inheritable_soft_limits``).
 
     Raises:
         OSError: The kernel refused a limit (the process may already be gone).
@@ -191,8 +194,47 @@ def apply_limits_to(pid: int, limits: Limits, *, rlimits: bool = True) -> None:
             hard = min(hard, current_hard)
             soft = min(soft, hard)
         resource.prlimit(pid, res, (soft, hard))
-    if limits.nice > 0:
+    if nice and limits.nice > 0:
         os.setpriority(os.PRIO_PGRP, pid, limits.nice)
+
+
+@contextmanager
+def niced_for_fork(limits: Limits) -> Iterator[bool]:
+    """Gives the calling process the tasks' nice value for a fork, then its own back.
+
+    A child is born with its parent's nice value, so the task starts niced, with no
+    `setpriority` on it from outside (which waits while the child execs and sets up a
+    sandbox). Going back up needs CAP_SYS_NICE: without it this yields False and changes
+    nothing, and the caller renices the task from outside.
+    """
+    if limits.nice <= 0 or not _can_renice_back():
+        yield False
+        return
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    os.setpriority(os.PRIO_PROCESS, 0, limits.nice)
+    try:
+        yield True
+    finally:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, own)
+        except OSError:
+            _RENICE_BACK[0] = False  # from now on tasks are reniced from outside
+
+
+_RENICE_BACK: list[bool | None] = [None]
+_CAP_SYS_NICE = 23
+
+
+def _can_renice_back() -> bool:
+    """Whether this process may lower its nice value again (CAP_SYS_NICE, Linux)."""
+    if _RENICE_BACK[0] is None:
+        try:
+            with open("/proc/self/status") as f:
+                caps = next(line for line in f if line.startswith("CapEff:"))
+            _RENICE_BACK[0] = bool(int(caps.split()[1], 16) >> _CAP_SYS_NICE & 1)
+        except (OSError, StopIteration, ValueError, IndexError):
+            _RENICE_BACK[0] = False
+    return bool(_RENICE_BACK[0])
 
 
 def inheritable_soft_limits(limits: Limits) -> None:

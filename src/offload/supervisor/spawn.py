@@ -25,12 +25,13 @@ from pathlib import Path
 from offload.policies.commands import plain_words
 from offload.policies.enforce import check_task
 from offload.policies.environment import TASK_ID_VAR, build_task_env
-from offload.policies.limits import Limits, apply_limits_to
+from offload.policies.limits import Limits, apply_limits_to, niced_for_fork
 from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import Task
 from offload.supervisor.cgroups import CgroupRoot
 from offload.supervisor.containment import Containment
 from offload.supervisor.keys import KEYS_FD_VAR, is_key_name, keys_pipe
+from offload.supervisor.liveness import fork_clock, start_between
 from offload.supervisor.pidns import init_argv, limits_prelude
 
 __all__ = [
@@ -56,6 +57,7 @@ class Spawned:
     containment: str = ""
     pid_namespace: bool = False  # the main pid is the init of the task's PID namespace
     wrapped: bool = False  # an init or bwrap runs the command: 128+N means signal N
+    started: float | None = None  # the main process's start time (see `start_between`)
 
 
 def shell_base_env(parent_env: Mapping[str, str], env_allow: tuple[str, ...]) -> dict[str, str]:
@@ -200,7 +202,8 @@ def spawn_task(
             # the limits from outside.
             init = in_pidns and not prefix
             joining = cgroups.entered(cgroup) if cgroups and not init else nullcontext(False)
-            with joining as joined:
+            with joining as joined, niced_for_fork(limits) as niced:
+                before = fork_clock()
                 if init:
                     argv = [*init_argv(limits, cgroup), *(direct or argv)]
                     joined = cgroup is not None
@@ -215,6 +218,7 @@ def spawn_task(
                     close_fds=True,
                     pass_fds=(keys_fd,) if keys_fd is not None else (),
                 )
+                started = start_between(popen.pid, before, fork_clock())
     except FileNotFoundError as exc:
         _drop_cgroup(cgroup)
         raise SpawnError(f"command not found: {exc.filename or argv[0]}") from exc
@@ -229,12 +233,12 @@ def spawn_task(
         _drop_cgroup(cgroup)
         cgroup = None  # the PID namespace, process group and marker cover this tree instead
     try:
-        apply_limits_to(popen.pid, limits, rlimits=not (init or prefix))  # set inside
+        apply_limits_to(popen.pid, limits, rlimits=not (init or prefix), nice=not niced)
     except OSError:
         pass  # it already exited; nothing left to limit
     own_ns = in_pidns or bool(prefix)  # without ours, bwrap makes one (--unshare-pid)
     described = _describe(own_ns, cgroup is not None, sandboxed, containment.pidns.reason)
-    return Spawned(popen, log_path, cgroup, described, in_pidns, own_ns)
+    return Spawned(popen, log_path, cgroup, described, in_pidns, own_ns, started)
 
 
 def _command_words(

@@ -20,7 +20,7 @@ from offload.queue.store import Store
 from offload.supervisor.containment import Containment
 from offload.supervisor.spawn import SpawnError, shell_base_env, spawn_task
 from offload.supervisor.tracker import Running, Tracker
-from offload.supervisor.tree import TaskTree, proc_start_time
+from offload.supervisor.tree import TaskTree
 
 __all__ = ["TaskStarter", "limits_of"]
 
@@ -115,7 +115,7 @@ class TaskStarter:
                 task.id,
                 pid=pid,
                 pgid=pid,
-                proc_start=proc_start_time(pid),
+                proc_start=spawned.started,
                 cgroup=spawned.cgroup,
                 log_path=str(spawned.log_path),
                 containment=spawned.containment,
