@@ -102,6 +102,45 @@ def test_a_hidden_path_reached_through_a_removed_directory_stays_hidden(tmp_path
     assert "GH-PLANTED" not in done.stdout, done.stdout
 
 
+def test_a_hidden_path_linked_to_dev_does_not_empty_dev_or_drop_the_limits(
+    tmp_path: Path,
+) -> None:
+    """A task that may write the parent of a hidden path links `~/.ssh` to /dev: /dev is
+    not hidden for the next task, and its limits are set all the same."""
+    from offload.policies.limits import Limits
+    from offload.supervisor.pidns import limits_prelude
+
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / ".ssh").symlink_to("/dev")
+    box = Sandbox(probe_sandbox().path)
+    words = box.argv(workspace=str(user), cwd=str(user), hide=[str(user / ".ssh")])
+    assert "/dev" not in [words[i + 1] for i, w in enumerate(words) if w == "--tmpfs"]
+    line = limits_prelude(Limits(open_files=300)) + "ulimit -Hn; echo x >/dev/null && echo ok"
+    done = subprocess.run(
+        [*words, "/bin/sh", "-c", line], capture_output=True, text=True, timeout=30
+    )
+    assert done.stdout.split() == ["300", "ok"], done.stderr
+
+
+def test_the_limits_hold_even_where_dev_null_is_missing() -> None:
+    """They were set with `2>/dev/null`: with /dev emptied, the shell skipped each one and
+    ran the command without them."""
+    from offload.policies.limits import Limits
+    from offload.supervisor.pidns import limits_prelude
+
+    bwrap = probe_sandbox().path or "bwrap"
+    empty_dev = [bwrap, "--ro-bind", "/", "/", "--tmpfs", "/dev", "--remount-ro", "/dev"]
+    prelude = limits_prelude(Limits(open_files=300, cpu_seconds=37))
+    done = subprocess.run(
+        [*empty_dev, "/bin/sh", "-c", prelude + "ulimit -Hn; ulimit -Ht"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.stdout.split() == ["300", "37"], done.stderr
+
+
 def test_a_link_planted_where_a_writable_path_would_be_does_not_widen_the_sandbox(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,

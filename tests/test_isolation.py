@@ -196,3 +196,47 @@ def test_without_pid_namespaces_the_fallback_is_said_once(
     status = cli("supervisor", "status")
     assert "pid namespace: no (turned off (pid_namespaces = false))" in status.stdout
     assert f"containment  {done.containment}" in cli("show", done.id, COLUMNS="400").stdout
+
+
+def test_a_namespace_probe_that_cannot_come_back_leaves_the_supervisor_able_to_fork() -> None:
+    """Root of a user namespace may unshare a PID namespace but not setns back; tried in the
+    supervisor itself, that left its next child the init of a dying namespace and every
+    fork after it failed (ENOMEM)."""
+    code = (
+        "import subprocess; from offload.supervisor.pidns import probe_pid_namespaces; "
+        "found = probe_pid_namespaces(); "
+        "codes = [subprocess.run(['true']).returncode for _ in range(3)]; "
+        "print(found.available, max(codes), found.reason)"
+    )
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", sys.executable, "-P", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0 and "unshare failed" in done.stderr:
+        pytest.skip(f"no user namespaces here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    available, forked, reason = done.stdout.split(" ", 2)
+    assert forked == "0"
+    if available == "False":
+        assert "setns" in reason or "not permitted" in reason, reason
+
+
+def test_a_supervisor_that_cannot_renice_itself_back_never_nices_itself() -> None:
+    """Inside a user namespace CapEff shows CAP_SYS_NICE, but going back down needs it in
+    the initial one: trusting the bits left the supervisor at its tasks' nice for good."""
+    code = (
+        "import os; from offload.policies.limits import Limits, niced_for_fork\n"
+        "with niced_for_fork(Limits(nice=5)) as niced: pass\n"
+        "print(niced, os.getpriority(os.PRIO_PROCESS, 0))"
+    )
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", sys.executable, "-P", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0 and "unshare failed" in done.stderr:
+        pytest.skip(f"no user namespaces here: {done.stderr.strip()}")
+    assert done.stdout.split() == ["False", str(os.getpriority(os.PRIO_PROCESS, 0))], done

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -222,18 +223,38 @@ def niced_for_fork(limits: Limits) -> Iterator[bool]:
 
 
 _RENICE_BACK: list[bool | None] = [None]
-_CAP_SYS_NICE = 23
 
 
 def _can_renice_back() -> bool:
-    """Whether this process may lower its nice value again (CAP_SYS_NICE, Linux)."""
+    """Whether this process may lower its nice value again, tried once for real.
+
+    The capability bits do not say: inside a user namespace CapEff shows CAP_SYS_NICE
+    while lowering nice needs it in the initial namespace. On Linux a nice value belongs
+    to a thread, so the round trip runs in a throwaway thread and leaves ours as it was.
+    """
+    if _RENICE_BACK[0] is None and not sys.platform.startswith("linux"):
+        _RENICE_BACK[0] = False  # a nice value belongs to the whole process there
     if _RENICE_BACK[0] is None:
+        import threading
+
+        found: list[bool] = []
+
+        def round_trip() -> None:
+            try:
+                own = os.getpriority(os.PRIO_PROCESS, 0)
+                os.setpriority(os.PRIO_PROCESS, 0, min(own + 1, MAX_NICE))
+                os.setpriority(os.PRIO_PROCESS, 0, own)
+                found.append(own < MAX_NICE and os.getpriority(os.PRIO_PROCESS, 0) == own)
+            except OSError:
+                found.append(False)
+
+        probe = threading.Thread(target=round_trip, name="renice-probe")
         try:
-            with open("/proc/self/status") as f:
-                caps = next(line for line in f if line.startswith("CapEff:"))
-            _RENICE_BACK[0] = bool(int(caps.split()[1], 16) >> _CAP_SYS_NICE & 1)
-        except (OSError, StopIteration, ValueError, IndexError):
-            _RENICE_BACK[0] = False
+            probe.start()
+            probe.join()
+        except RuntimeError:  # no thread to spare: renice tasks from outside
+            found.append(False)
+        _RENICE_BACK[0] = bool(found and found[0])
     return bool(_RENICE_BACK[0])
 
 

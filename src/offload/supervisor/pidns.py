@@ -71,11 +71,15 @@ def limits_prelude(limits: Limits | None) -> str:
     """Shell words that put `limits` (soft = hard) on the shell that runs them.
 
     Everything that shell starts inherits them; a command without CAP_SYS_RESOURCE can
-    never raise a hard limit again.
+    never raise a hard limit again. They fail closed: a limit that cannot be set ends the
+    task (exit 126, the shell's message in its log) before its command runs. Nothing in
+    them depends on the task's view of the filesystem (no `2>/dev/null`: under the
+    sandbox an earlier task could have hidden /dev, and the limits would have been
+    skipped).
     """
     if limits is None:
         return ""
-    return "".join(f"ulimit -{flag} {value} 2>/dev/null; " for flag, value in _ulimits(limits))
+    return "".join(f"ulimit -{flag} {value} || exit 126; " for flag, value in _ulimits(limits))
 
 
 def _ulimits(limits: Limits) -> list[tuple[str, int]]:
@@ -173,6 +177,10 @@ def probe_pid_namespaces() -> PidNamespaces:
     except OSError as exc:
         return PidNamespaces(False, f"cannot open /proc/self/ns/pid: {exc.strerror}")
     libc = _libc()
+    tried = _try_in_child(own_fd)
+    if tried is not None:
+        os.close(own_fd)
+        return PidNamespaces(False, tried)
     if libc.unshare(CLONE_NEWPID) != 0:
         os.close(own_fd)
         return PidNamespaces(False, _why(ctypes.get_errno()))
@@ -181,6 +189,33 @@ def probe_pid_namespaces() -> PidNamespaces:
         os.close(own_fd)
         return PidNamespaces(False, f"setns back failed: {os.strerror(err)}")
     return PidNamespaces(True, "", own_fd)
+
+
+_SETNS_FAILED = 255
+
+
+def _try_in_child(own_fd: int) -> str | None:
+    """The round trip (into a new namespace for children, then back) in a throwaway child.
+
+    Where `unshare` works but `setns` back does not (root of a user namespace), trying it
+    in the supervisor itself would leave its next child the init of a namespace that
+    dies with it, and every fork after that would fail. Returns why not, or None.
+    """
+    pid = os.fork()
+    if pid == 0:  # the child: system calls only, then out without Python's teardown
+        code = 0
+        if _libc().unshare(CLONE_NEWPID) != 0:
+            code = min(ctypes.get_errno(), _SETNS_FAILED - 1) or 1
+        elif _libc().setns(own_fd, CLONE_NEWPID) != 0:
+            code = _SETNS_FAILED
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0:
+        return None
+    if code == _SETNS_FAILED:
+        return "setns back to the supervisor's namespace is not permitted (a user namespace?)"
+    return _why(code) if code > 0 else f"the probe died of signal {-code}"
 
 
 def wrapped_status(status: int) -> int:

@@ -200,10 +200,21 @@ def _hidden(hide: Iterable[str]) -> tuple[list[str], list[str]]:
     files: list[str] = []
     expanded = dict.fromkeys(os.path.expanduser(p) for p in hide)  # the same entry twice
     for path in dict.fromkeys(os.path.realpath(p) for p in expanded if not _surely_absent(p)):
-        if path in ("/", "/tmp") or not os.path.lexists(path):
+        if path == "/tmp" or _holds_system_dir(path) or not os.path.lexists(path):
             continue
         (dirs if os.path.isdir(path) else files).append(path)
     return dirs, files
+
+
+# What the sandbox itself stands on: a hidden path that resolves to one of these, or to a
+# directory above one, is not hidden. A task that may write the parent of a hidden path
+# could otherwise link it to /dev (or /usr, /etc) and empty that for every later task.
+_SYSTEM_DIRS: tuple[str, ...] = ("/bin", "/dev", "/etc", "/lib", "/lib32", "/lib64")
+_SYSTEM_DIRS += ("/libx32", "/proc", "/sbin", "/sys", "/usr")
+
+
+def _holds_system_dir(path: str) -> bool:
+    return path == "/" or any(_inside(system, path) for system in _SYSTEM_DIRS)
 
 
 def _surely_absent(path: str) -> bool:
@@ -217,7 +228,13 @@ def _surely_absent(path: str) -> bool:
     path absent as written can still name one that exists (a task's link through a
     directory it then removed).
     """
-    return not os.path.lexists(path) and os.path.isdir(os.path.dirname(path))
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return os.path.isdir(os.path.dirname(path))
+    except OSError:  # too long, not a directory, no access: let realpath decide
+        return False
+    return False
 
 
 def probe_sandbox(bwrap: str | None = None) -> Sandbox:

@@ -194,7 +194,9 @@ def spawn_task(
     argv, direct = _command_words(task, prefix, env, cgroup, limits)
     log_fd = _open_log(log_path)
     try:
-        with containment.pidns.entered() as in_pidns:
+        # niced first: its one-time probe starts a thread, which clone() refuses once the
+        # next child is to be born in another PID namespace
+        with niced_for_fork(limits) as niced, containment.pidns.entered() as in_pidns:
             # A shell init joins the task's cgroup and sets its limits itself. Under the
             # sandbox bwrap is the init (a shell in front of it would cost each task an
             # exec and a cgroup move of its own) and a shell inside sets the limits; the
@@ -202,7 +204,7 @@ def spawn_task(
             # the limits from outside.
             init = in_pidns and not prefix
             joining = cgroups.entered(cgroup) if cgroups and not init else nullcontext(False)
-            with joining as joined, niced_for_fork(limits) as niced:
+            with joining as joined:
                 before = fork_clock()
                 if init:
                     argv = [*init_argv(limits, cgroup), *(direct or argv)]
