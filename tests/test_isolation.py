@@ -198,6 +198,19 @@ def test_without_pid_namespaces_the_fallback_is_said_once(
     assert f"containment  {done.containment}" in cli("show", done.id, COLUMNS="400").stdout
 
 
+def _as_user_namespace_root(code: str) -> subprocess.CompletedProcess[str]:
+    """Runs Python `code` as root of a new user namespace (skips where there is none)."""
+    done = subprocess.run(
+        ["unshare", "--user", "--map-root-user", sys.executable, "-P", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0 and "unshare failed" in done.stderr:
+        pytest.skip(f"no user namespaces here: {done.stderr.strip()}")
+    return done
+
+
 def test_a_namespace_probe_that_cannot_come_back_leaves_the_supervisor_able_to_fork() -> None:
     """Root of a user namespace may unshare a PID namespace but not setns back; tried in the
     supervisor itself, that left its next child the init of a dying namespace and every
@@ -208,14 +221,7 @@ def test_a_namespace_probe_that_cannot_come_back_leaves_the_supervisor_able_to_f
         "codes = [subprocess.run(['true']).returncode for _ in range(3)]; "
         "print(found.available, max(codes), found.reason)"
     )
-    done = subprocess.run(
-        ["unshare", "--user", "--map-root-user", sys.executable, "-P", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if done.returncode != 0 and "unshare failed" in done.stderr:
-        pytest.skip(f"no user namespaces here: {done.stderr.strip()}")
+    done = _as_user_namespace_root(code)
     assert done.returncode == 0, done.stderr
     available, forked, reason = done.stdout.split(" ", 2)
     assert forked == "0"
@@ -231,12 +237,5 @@ def test_a_supervisor_that_cannot_renice_itself_back_never_nices_itself() -> Non
         "with niced_for_fork(Limits(nice=5)) as niced: pass\n"
         "print(niced, os.getpriority(os.PRIO_PROCESS, 0))"
     )
-    done = subprocess.run(
-        ["unshare", "--user", "--map-root-user", sys.executable, "-P", "-c", code],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    if done.returncode != 0 and "unshare failed" in done.stderr:
-        pytest.skip(f"no user namespaces here: {done.stderr.strip()}")
+    done = _as_user_namespace_root(code)
     assert done.stdout.split() == ["False", str(os.getpriority(os.PRIO_PROCESS, 0))], done
