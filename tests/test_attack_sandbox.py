@@ -12,7 +12,7 @@ import secrets
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +21,12 @@ import pytest
 from conftest import wait_until
 from offload.config import load_settings
 from offload.desk import open_desk
+from offload.policies.limits import Limits
 from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import TaskSpec
 from offload.queue.sqlite import SqliteStore
 from offload.supervisor import sandbox as sandbox_module
+from offload.supervisor.pidns import limits_prelude
 from offload.supervisor.sandbox import Sandbox, command_sandbox, probe_sandbox
 from offload.supervisor.wake import poke
 from offload.workers.agent.commands import run_shell
@@ -38,12 +40,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+def _box_words(cwd: Path, network: bool = False, hide: Sequence[Path] = ()) -> list[str]:
+    """The bwrap words of the sandbox a task with workspace `cwd` gets."""
+    box = Sandbox(probe_sandbox().path)
+    return box.argv(workspace=str(cwd), cwd=str(cwd), network=network, hide=map(str, hide))
+
+
 def _boxed(
-    command: list[str], cwd: Path, network: bool = False
+    command: list[str], cwd: Path, network: bool = False, hide: Sequence[Path] = ()
 ) -> subprocess.CompletedProcess[str]:
     """Runs `command` in the sandbox a task gets, without a supervisor."""
-    box = Sandbox(probe_sandbox().path)
-    words = box.argv(workspace=str(cwd), cwd=str(cwd), network=network)
+    words = _box_words(cwd, network, hide)
     return subprocess.run([*words, *command], capture_output=True, text=True, timeout=30)
 
 
@@ -91,14 +98,8 @@ def test_a_hidden_path_reached_through_a_removed_directory_stays_hidden(tmp_path
     (user / ".config" / "gh" / "hosts.yml").write_text("GH-PLANTED\n")
     (user / "d").rmdir()
     assert not os.path.lexists(user / ".config" / "gh")  # as written, nothing is there
-    box = Sandbox(probe_sandbox().path)
-    words = box.argv(workspace=str(user), cwd=str(user), hide=[str(user / ".config" / "gh")])
-    done = subprocess.run(
-        [*words, "cat", str(user / ".cfg" / "gh" / "hosts.yml")],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    hidden = [user / ".config" / "gh"]
+    done = _boxed(["cat", str(user / ".cfg" / "gh" / "hosts.yml")], user, hide=hidden)
     assert "GH-PLANTED" not in done.stdout, done.stdout
 
 
@@ -107,27 +108,19 @@ def test_a_hidden_path_linked_to_dev_does_not_empty_dev_or_drop_the_limits(
 ) -> None:
     """A task that may write the parent of a hidden path links `~/.ssh` to /dev: /dev is
     not hidden for the next task, and its limits are set all the same."""
-    from offload.policies.limits import Limits
-    from offload.supervisor.pidns import limits_prelude
-
     user = tmp_path / "user"
     user.mkdir()
     (user / ".ssh").symlink_to("/dev")
-    box = Sandbox(probe_sandbox().path)
-    words = box.argv(workspace=str(user), cwd=str(user), hide=[str(user / ".ssh")])
+    words = _box_words(user, hide=[user / ".ssh"])
     assert "/dev" not in [words[i + 1] for i, w in enumerate(words) if w == "--tmpfs"]
     line = limits_prelude(Limits(open_files=300)) + "ulimit -Hn; echo x >/dev/null && echo ok"
-    done = subprocess.run(
-        [*words, "/bin/sh", "-c", line], capture_output=True, text=True, timeout=30
-    )
+    done = _boxed(["/bin/sh", "-c", line], user, hide=[user / ".ssh"])
     assert done.stdout.split() == ["300", "ok"], done.stderr
 
 
 def test_the_limits_hold_even_where_dev_null_is_missing() -> None:
     """They were set with `2>/dev/null`: with /dev emptied, the shell skipped each one and
     ran the command without them."""
-    from offload.policies.limits import Limits
-    from offload.supervisor.pidns import limits_prelude
 
     bwrap = probe_sandbox().path or "bwrap"
     empty_dev = [bwrap, "--ro-bind", "/", "/", "--tmpfs", "/dev", "--remount-ro", "/dev"]

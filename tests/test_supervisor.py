@@ -16,8 +16,10 @@ import pytest
 from conftest import SupervisorProc, marked_processes, wait_until
 from offload.config import load_settings
 from offload.errors import IllegalTransition
+from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import State, Task, TaskSpec
 from offload.queue.sqlite import SqliteStore
+from offload.supervisor.sandbox import probe_sandbox
 from offload.supervisor.wake import poke
 
 Start = Callable[..., SupervisorProc]
@@ -44,6 +46,13 @@ def running_with_pid(store: SqliteStore, task_id: str) -> Task:
 
 def log_text(task: Task) -> str:
     return Path(task.log_path or "").read_text(errors="replace")
+
+
+def _sandboxed_policy() -> str:
+    """A task policy asking for the sandbox (skips, and under CI fails, without bwrap)."""
+    if not probe_sandbox().available:
+        pytest.skip(f"no sandbox here: {probe_sandbox().reason}")
+    return TaskPolicy(sandbox=True).to_json()
 
 
 def test_lifecycle_completed_failed_signalled(
@@ -197,13 +206,8 @@ def test_the_recorded_start_time_is_the_processs_own(
 ) -> None:
     """Taken from the clock around the fork, not read from /proc: it must still be the
     start time recovery checks a pid against (0.05 s slack), or a task would be lost."""
-    from offload.policies.task_policy import TaskPolicy
-    from offload.supervisor.sandbox import probe_sandbox
-
-    if sandboxed and not probe_sandbox().available:
-        pytest.skip(f"no sandbox here: {probe_sandbox().reason}")
+    policy = _sandboxed_policy() if sandboxed else None
     start_supervisor(grace_seconds="0.5", max_concurrent="8")
-    policy = TaskPolicy(sandbox=True).to_json() if sandboxed else None
     tasks = [submit(store, offload_home, "sleep 300", policy=policy) for _ in range(8)]
     for task in tasks:
         running = running_with_pid(store, task.id)
@@ -467,13 +471,8 @@ def test_the_command_starts_inside_its_cgroup_and_limits(
     """The init (or, under the sandbox, a shell inside bwrap) puts both in place before the
     command runs. Several tasks: a limit set from outside lost the race to bwrap's fork
     about one time in eight, and the sandboxed command then raised it."""
-    from offload.policies.task_policy import TaskPolicy
-    from offload.supervisor.sandbox import probe_sandbox
-
-    if sandboxed and not probe_sandbox().available:
-        pytest.skip(f"no sandbox here: {probe_sandbox().reason}")
+    policy = _sandboxed_policy() if sandboxed else None
     sup = start_supervisor(max_open_files="300", max_concurrent="4", nice="7")
-    policy = TaskPolicy(sandbox=True).to_json() if sandboxed else None
     tasks = [
         submit(store, offload_home, _CGROUP_AND_LIMITS, policy=policy)
         for _ in range(12 if sandboxed else 2)
@@ -497,13 +496,8 @@ def test_the_command_starts_inside_its_cgroup_and_limits(
 def test_cpu_and_memory_limits_reach_a_sandboxed_command(
     store: SqliteStore, offload_home: Path, start_supervisor: Start
 ) -> None:
-    from offload.policies.task_policy import TaskPolicy
-    from offload.supervisor.sandbox import probe_sandbox
-
-    if not probe_sandbox().available:
-        pytest.skip(f"no sandbox here: {probe_sandbox().reason}")
+    policy = _sandboxed_policy()
     start_supervisor(max_cpu_seconds="37", max_address_space_mb="4096")
-    policy = TaskPolicy(sandbox=True).to_json()
     task = submit(store, offload_home, ["/bin/sh", "-c", "ulimit -t; ulimit -v"], policy=policy)
     done = final(store, task.id)
     assert "sandbox" in (done.containment or ""), done.containment
