@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,8 +116,6 @@ def fork_clock() -> float | None:
     """
     if not sys.platform.startswith("linux"):
         return None
-    import time
-
     try:
         return _boot_time() + time.clock_gettime(time.CLOCK_BOOTTIME)
     except OSError:

@@ -16,20 +16,10 @@ import signal
 import psutil
 
 from offload.supervisor.cgroups import CgroupRoot
-from offload.supervisor.liveness import process_start
 
-__all__ = ["TaskTree", "adopted_children", "all_processes", "proc_start_time"]
+__all__ = ["TaskTree", "adopted_children", "all_processes"]
 
 MARKER = "OFFLOAD_TASK_ID"
-
-
-def proc_start_time(pid: int) -> float | None:
-    """The start time of `pid` (as psutil reports it), or None if it is gone.
-
-    Read from /proc by `process_start` where there is one: psutil builds a whole Process
-    for it, a tenth of the supervisor's own work per task.
-    """
-    return process_start(pid)
 
 
 def _has_marker(proc: psutil.Process, task_id: str) -> bool:
