@@ -209,7 +209,9 @@ def main() -> int:
     parser.add_argument("--cold-starts", type=int, default=COLD_STARTS)
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="offload-bench-mcp-"))
+    root = Path(
+        tempfile.mkdtemp(prefix="offload-bench-mcp-", dir=os.environ.get("OFFLOAD_BENCH_SCRATCH"))
+    )
     try:
         figures = anyio.run(bench, root, args.tasks, args.cold_starts)
     finally:
