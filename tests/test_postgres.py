@@ -12,6 +12,7 @@ import time
 import psycopg
 import pytest
 
+from conftest import wait_until
 from offload.config import load_settings
 from offload.errors import IllegalTransition, LeaseLost, StoreError
 from offload.queue.models import State, TaskSpec
@@ -111,6 +112,8 @@ def test_a_finish_racing_the_reaper_leaves_one_outcome(url: str) -> None:
         task = a.submit([spec()])[0]
         a.claim(1, "A", {})  # an expired member may not claim: shorten the lease after
         a.register_member("A", host="h", pid=1, capacity=1, lease_seconds=0.001)
+        expires = a._clock() + 2  # the lease runs out before the finish is tried
+        wait_until(lambda a=a, expires=expires: a._clock() >= expires, what="lease expired")
         outcome: dict[str, object] = {}
 
         def finish(
