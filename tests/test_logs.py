@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -101,6 +102,24 @@ def test_read_tail_validates_before_touching_the_file(tmp_path: Path) -> None:
 def test_missing_file_is_an_empty_log(tmp_path: Path) -> None:
     assert read_tail(tmp_path / "nope.log") == Tail("", 0, False, 0)
     assert read_tail(tmp_path / "not-a-dir" / "x.log") == Tail("", 0, False, 0)
+
+
+def test_a_fifo_at_a_logs_path_reads_as_no_output_at_once(tmp_path: Path) -> None:
+    """A task can plant a FIFO where its log goes; no reader, the supervisor least of all,
+    may block on it (opening a FIFO nobody writes waits for ever)."""
+    fifo = tmp_path / "x.log"
+    os.mkfifo(fifo)
+    reads: list[object] = []
+    reader = threading.Thread(
+        target=lambda: reads.extend([read_tail(fifo), read_from(fifo, 0), progress_of(fifo)])
+    )
+    reader.start()
+    reader.join(10)
+    blocked = reader.is_alive()
+    while reader.is_alive():  # release it before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(1)
+    assert not blocked and reads == [read_tail(tmp_path / "absent"), (b"", 0), None]
 
 
 def test_empty_file(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from offload.errors import IllegalTransition
 from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import State, Task, TaskSpec
 from offload.queue.sqlite import SqliteStore
+from offload.supervisor.pidns import probe_pid_namespaces
 from offload.supervisor.sandbox import probe_sandbox
 from offload.supervisor.wake import poke
 
@@ -265,6 +266,29 @@ def test_unwritable_log_dir_fails_the_task_not_the_supervisor(
     done = final(store, task.id)
     assert done.state is State.FAILED and "cannot open the log file" in (done.error or "")
     assert sup.proc.poll() is None and poke(offload_home)
+
+
+def test_a_log_that_will_not_open_holds_up_only_its_own_task(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start
+) -> None:
+    """A task's init creates its log: a log path whose open blocks (here a FIFO nobody
+    reads; elsewhere a hung network home) stalls that task, never the supervisor's loop."""
+    if not probe_pid_namespaces().available:
+        pytest.skip(f"no PID namespaces here: {probe_pid_namespaces().reason}")
+    stuck = submit(store, offload_home, "echo never")  # no supervisor yet: it waits
+    (offload_home / "logs").mkdir(mode=0o700)
+    os.mkfifo(offload_home / "logs" / f"{stuck.id}.log", 0o600)
+    start_supervisor(max_concurrent="2", grace_seconds="0.5")
+    running_with_pid(store, stuck.id)
+    other = submit(store, offload_home, "umask")
+    own = os.umask(0o022)
+    os.umask(own)
+    done = final(store, other.id)  # the init's own umask for the log is not the command's
+    assert done.state is State.COMPLETED and log_text(done) == f"{own:04o}\n"
+    assert os.stat(done.log_path or "").st_mode & 0o777 == 0o600
+    store.request_cancel(stuck.id)
+    poke(offload_home)
+    assert final(store, stuck.id).state is State.CANCELLED
 
 
 def test_progress_is_parsed_from_output(

@@ -12,6 +12,7 @@ Stdlib only, and nothing heavy: the CLI imports this module on every call.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from offload.errors import InvalidInput
@@ -189,11 +190,19 @@ def _check_range(what: str, value: int, low: int, high: int | None, unit: str) -
 
 
 def open_if_exists(path: Path) -> int | None:
-    """Opens ``path`` read-only, returning None when it (or a parent) does not exist."""
+    """Opens ``path`` read-only, returning None when it (or a parent) does not exist.
+
+    Only a regular file counts: anything else at a log's path (a FIFO a task planted, a
+    device) reads as no output, and never blocks the reader, who may be the supervisor.
+    """
     try:
-        return os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        return None
+    return fd
 
 
 def _read_back(fd: int, size: int, lines: int, max_bytes: int) -> tuple[bytes, int]:

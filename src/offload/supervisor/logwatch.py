@@ -20,6 +20,10 @@ from offload.supervisor.tracker import Running, Tracker
 
 __all__ = ["LogWatch"]
 
+# How long a task's init may take to create its log before a missing log counts as one
+# removed to escape the cap (its writes would go on filling the disk unseen).
+LOG_CREATE_SECONDS = 10.0
+
 
 class LogWatch:
     """Progress and the output cap of the tasks a Tracker runs."""
@@ -42,6 +46,10 @@ class LogWatch:
                 if os.stat(run.log_path).st_size <= self.cap:
                     continue
                 os.truncate(run.log_path, self.cap)  # frees the disk now
+            except FileNotFoundError as exc:
+                if run.log_by_init and now < run.spawned_at + LOG_CREATE_SECONDS:
+                    continue  # its init has not created it yet
+                self.log.error("output_cap_error", task_id=run.task.id, error=str(exc))
             except OSError as exc:  # a full disk must not keep the task alive
                 self.log.error("output_cap_error", task_id=run.task.id, error=str(exc))
             self._cut.add(run.task.id)
@@ -91,7 +99,10 @@ class LogWatch:
         note = f"\n[offload: output cut at {cap} bytes (max_output_bytes); the task was stopped]\n"
         try:
             os.truncate(path, cap)
-            with open(path, "ab") as log:
-                log.write(note.encode())
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)
+            try:
+                os.write(fd, note.encode())
+            finally:
+                os.close(fd)
         except OSError as exc:
             self.log.error("output_cap_error", path=str(path), error=str(exc))

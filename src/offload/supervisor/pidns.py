@@ -13,8 +13,8 @@ signals it has no handler for are dropped, and orphans re-parent to it. So the t
 command never is pid 1: a shell init (`/bin/sh -c '"$@"; exit $?'`) is, and runs the
 command as its child (a plain line as its words, without a `sh -c` of their own; a builtin
 such as `true` or `echo` runs in the init itself and is done at once). Before it runs the
-command the init joins the task's cgroup and sets the task's rlimits on itself, so the
-command and everything it forks start inside both. When the command
+command the init joins the task's cgroup, opens the task's log and sets the task's rlimits
+on itself, so the command and everything it forks start inside both. When the command
 exits the init exits with its status (a death by signal N becomes exit status 128+N, as in
 every shell; `wrapped_status` undoes that), and the kernel then kills whatever the command
 left behind.
@@ -37,6 +37,7 @@ _RLIMIT_AS: int | None = getattr(resource, "RLIMIT_AS", None)
 
 __all__ = [
     "INIT_ARGV",
+    "LOG_FAILED",
     "PidNamespaces",
     "init_argv",
     "limits_prelude",
@@ -50,21 +51,49 @@ CLONE_NEWPID = 0x20000000
 # task's command pid 1 again. The init's $0 is /bin/sh, so the shell's own messages ("not
 # found", "Permission denied") read as they would from `/bin/sh -c CMD`.
 INIT_ARGV = ("/bin/sh", "-c", '"$@"; exit $?', "/bin/sh")
+# The init's exit status when it could not create the task's log (see `init_argv`).
+LOG_FAILED = 125
 
 
-def init_argv(limits: Limits | None = None, cgroup: str | None = None) -> list[str]:
-    """The init's words: it joins the task's cgroup and sets the limits, then runs "$@".
+def init_argv(
+    limits: Limits | None = None, cgroup: str | None = None, log: str | None = None
+) -> list[str]:
+    """The init's words: it joins the task's cgroup, opens its log, sets the limits, runs "$@".
 
     The init does this itself, before the command's first instruction, so the supervisor
     neither moves itself in and out of the cgroup around the fork nor `prlimit`s a process
     that may already be forking: both cost the supervisor's loop time on every task, and a
     limit set from outside can come after the command's first fork.
+
+    With `log`, the init also creates the log (0600, emptied, then opened for appending,
+    as the supervisor would) and sends its stdout and stderr there. Creating a file is
+    the one step of a spawn that waits on the file system: a slow disk or a network home
+    directory then slows the task, not the supervisor's loop, which meanwhile keeps
+    claiming, reaping and killing. If the log cannot be created the init exits with
+    `LOG_FAILED` before the command runs, and the supervisor says why.
     """
     prelude = ""
     if cgroup is not None:  # a failed join leaves the namespace, group and marker nets
         prelude += f"echo 0 >{_quoted(os.path.join(cgroup, 'cgroup.procs'))} 2>/dev/null; "
+    if log is not None:
+        path = _quoted(log)
+        # `true`, not a special builtin: its failed redirection returns, it does not exit
+        prelude += f"umask 077; true >{path} || exit {LOG_FAILED}; umask {_own_umask():03o}; "
+        prelude += f"exec >>{path} 2>&1; "
     prelude += limits_prelude(limits)
     return [INIT_ARGV[0], INIT_ARGV[1], prelude + INIT_ARGV[2], INIT_ARGV[3]]
+
+
+_UMASK: list[int] = []
+
+
+def _own_umask() -> int:
+    """The supervisor's umask, which its tasks inherit (read once: nothing here sets it)."""
+    if not _UMASK:
+        current = os.umask(0o077)
+        os.umask(current)
+        _UMASK.append(current)
+    return _UMASK[0]
 
 
 def limits_prelude(limits: Limits | None) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from offload.errors import LeaseLost, OffloadError
+from offload.logs import open_if_exists
 from offload.queue.shared import SharedQueue
 from offload.supervisor.tracker import Running, Tracker
 
@@ -54,7 +55,10 @@ class Shipper:
         task_id = run.task.id
         sent = self._sent.get(task_id, 0)
         try:
-            with open(run.log_path, "rb") as log:
+            fd = open_if_exists(run.log_path)
+            if fd is None:
+                return True  # not created yet (its init creates it), or never: nothing to ship
+            with os.fdopen(fd, "rb") as log:
                 size = os.fstat(log.fileno()).st_size
                 start = max(sent, size - self.shared.max_output_bytes)
                 log.seek(start)
@@ -67,7 +71,7 @@ class Shipper:
                     )
                     start += len(data)
                     self._sent[task_id] = start
-        except OSError as exc:  # the log is gone or unreadable: nothing to ship
+        except OSError as exc:  # the log is unreadable: nothing to ship
             self.log.error("ship_unreadable", task_id=task_id, error=str(exc))
         except LeaseLost as exc:
             self.tracker.lease_lost = True

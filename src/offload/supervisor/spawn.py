@@ -40,6 +40,7 @@ __all__ = [
     "shell_base_env",
     "spawn_task",
     "task_argv",
+    "why_no_log",
 ]
 
 
@@ -58,6 +59,7 @@ class Spawned:
     pid_namespace: bool = False  # the main pid is the init of the task's PID namespace
     wrapped: bool = False  # an init or bwrap runs the command: 128+N means signal N
     started: float | None = None  # the main process's start time (see `start_between`)
+    log_by_init: bool = False  # the init creates the log (see `pidns.init_argv`)
 
 
 def shell_base_env(parent_env: Mapping[str, str], env_allow: tuple[str, ...]) -> dict[str, str]:
@@ -104,10 +106,20 @@ def _direct_words(task: Task) -> list[str] | None:
 
 
 def _open_log(path: Path) -> int:
-    try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    try:  # O_NONBLOCK: a FIFO planted at the path fails the task, it does not hang the loop
+        return os.open(path, flags | os.O_NONBLOCK, 0o600)
     except OSError as exc:
         raise SpawnError(f"cannot open the log file {path}: {exc.strerror}") from exc
+
+
+def why_no_log(path: Path) -> str:
+    """Why an init could not create the log at `path`, found by trying it again here."""
+    try:
+        os.close(_open_log(path))
+    except SpawnError as exc:
+        return str(exc)
+    return f"cannot open the log file {path}"
 
 
 def _describe(pidns: bool, cgroup: bool, sandbox: str, why_no_pidns: str) -> str:
@@ -173,18 +185,9 @@ def spawn_task(
     log_path = logs_dir / f"{task.id}.log"
     if not os.path.isdir(task.cwd):
         raise SpawnError(f"working directory {task.cwd} does not exist")
-    policy = TaskPolicy.from_json(task.policy)
-    if task.policy is not None:  # defence in depth: the policy stored at submit still holds
-        decision = check_task(task, policy)
-        if not decision.allowed:
-            raise SpawnError(f"refused by the task's policy: {decision.reason}")
+    policy = _checked_policy(task)
     prefix, sandboxed = _sandbox_prefix(task, policy, containment)
-    if task.type == "shell":
-        env = build_task_env(shell_env, task.env, task.id, extra_allow=env_allow)
-    else:
-        # the task's own env is for the commands a worker runs, never for the interpreter
-        env = {k: v for k, v in parent_env.items() if not is_key_name(k)}
-        env[TASK_ID_VAR] = task.id
+    env = _task_env(task, parent_env, shell_env, env_allow)
     cgroups = containment.cgroups
     cgroup_path = cgroups.create(task.id) if cgroups else None
     cgroup = str(cgroup_path) if cgroup_path else None
@@ -192,7 +195,7 @@ def spawn_task(
     if keys_fd is not None:
         env[KEYS_FD_VAR] = str(keys_fd)
     argv, direct = _command_words(task, prefix, env, cgroup, limits)
-    log_fd = _open_log(log_path)
+    log_fd = subprocess.DEVNULL  # an init opens the log itself (see `init_argv`)
     try:
         # niced first: its one-time probe starts a thread, which clone() refuses once the
         # next child is to be born in another PID namespace
@@ -203,11 +206,13 @@ def spawn_task(
             # supervisor forks from inside the cgroup. Without a namespace, it also sets
             # the limits from outside.
             init = in_pidns and not prefix
+            if not init:
+                log_fd = _open_log(log_path)
             joining = cgroups.entered(cgroup) if cgroups and not init else nullcontext(False)
             with joining as joined:
                 before = fork_clock()
                 if init:
-                    argv = [*init_argv(limits, cgroup), *(direct or argv)]
+                    argv = [*init_argv(limits, cgroup, str(log_path)), *(direct or argv)]
                     joined = cgroup is not None
                 popen = subprocess.Popen(
                     argv,
@@ -227,8 +232,12 @@ def spawn_task(
     except (OSError, subprocess.SubprocessError) as exc:
         _drop_cgroup(cgroup)
         raise SpawnError(f"cannot start the task: {exc}") from exc
+    except SpawnError:
+        _drop_cgroup(cgroup)
+        raise
     finally:
-        os.close(log_fd)
+        if log_fd >= 0:
+            os.close(log_fd)
         if keys_fd is not None:
             os.close(keys_fd)
     if cgroup and not joined:
@@ -240,7 +249,31 @@ def spawn_task(
         pass  # it already exited; nothing left to limit
     own_ns = in_pidns or bool(prefix)  # without ours, bwrap makes one (--unshare-pid)
     described = _describe(own_ns, cgroup is not None, sandboxed, containment.pidns.reason)
-    return Spawned(popen, log_path, cgroup, described, in_pidns, own_ns, started)
+    return Spawned(popen, log_path, cgroup, described, in_pidns, own_ns, started, init)
+
+
+def _checked_policy(task: Task) -> TaskPolicy:
+    """The task's stored policy, which must still allow it (defence in depth)."""
+    policy = TaskPolicy.from_json(task.policy)
+    if task.policy is not None:
+        decision = check_task(task, policy)
+        if not decision.allowed:
+            raise SpawnError(f"refused by the task's policy: {decision.reason}")
+    return policy
+
+
+def _task_env(
+    task: Task,
+    parent_env: Mapping[str, str],
+    shell_env: Mapping[str, str],
+    env_allow: tuple[str, ...],
+) -> dict[str, str]:
+    if task.type == "shell":
+        return build_task_env(shell_env, task.env, task.id, extra_allow=env_allow)
+    # the task's own env is for the commands a worker runs, never for the interpreter
+    env = {k: v for k, v in parent_env.items() if not is_key_name(k)}
+    env[TASK_ID_VAR] = task.id
+    return env
 
 
 def _command_words(

@@ -109,6 +109,8 @@ class TaskStarter:
             log_path=spawned.log_path,
             deadline=now + timeout if timeout else None,
             wrapped=spawned.wrapped,
+            log_by_init=spawned.log_by_init,
+            spawned_at=now,
         )
         try:
             self.store.mark_started(

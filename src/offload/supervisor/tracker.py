@@ -24,7 +24,8 @@ from offload.queue.models import State, Task
 from offload.queue.store import Store
 from offload.supervisor import outcome
 from offload.supervisor.cgroups import CgroupRoot
-from offload.supervisor.pidns import wrapped_status
+from offload.supervisor.pidns import LOG_FAILED, wrapped_status
+from offload.supervisor.spawn import why_no_log
 from offload.supervisor.tree import TaskTree, adopted_children
 
 __all__ = ["Running", "Tracker"]
@@ -49,6 +50,8 @@ class Running:
     killed_hard: bool = False
     progress: tuple[float | None, str | None] = (None, None)
     wrapped: bool = False  # an init or bwrap ran the command (see pidns.wrapped_status)
+    log_by_init: bool = False  # the init creates the log (see pidns.init_argv)
+    spawned_at: float = 0.0  # monotonic
 
 
 class Tracker:
@@ -157,7 +160,9 @@ class Tracker:
                 run.tree.signal(signal.SIGKILL, self.candidates())  # leftovers of the command
                 self.lingering.append(run.tree)
             state, code, sig, error = outcome.from_status(run.status)
-            if state is not State.COMPLETED and run.task.type != "shell":
+            if run.log_by_init and code == LOG_FAILED and not run.log_path.exists():
+                error = why_no_log(run.log_path)  # the command never ran
+            elif state is not State.COMPLETED and run.task.type != "shell":
                 error = self._worker_error(run.task.id) or error
             self._pop(pid, state, exit_code=code, signal=sig, error=error)
 
