@@ -8,6 +8,7 @@ offload's own modules that has no business on the path) is loaded.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -104,3 +105,24 @@ def test_submit_loads_nothing_heavy(
     assert "sqlite3" in names  # the check would pass vacuously if nothing were recorded
     # A plain command line under no allow or deny list needs no shell parser.
     assert not {"offload.policies.shell", "offload.policies.argv", "shlex"} & names
+
+
+def test_the_mcp_server_starts_without_rich(
+    offload_home: Path, workspace: Path, start_supervisor: Any
+) -> None:
+    """rich is in many environments (here the test tools bring it); the SDK's server would
+    import it for its log handler, ~20 ms of every start."""
+    assert importlib.util.find_spec("rich") is not None  # else this passes vacuously
+    start_supervisor()
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-P", "-m", "offload", "mcp"],
+        env=_env(offload_home),
+        cwd=workspace,
+        stdin=subprocess.DEVNULL,  # end of input: the server starts, then ends
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    names = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert "offload.mcp_server.server" in names and "mcp_types" in names, result.stderr[-2000:]
+    assert not {n for n in names if n == "rich" or n.startswith("rich.")}

@@ -9,13 +9,15 @@ running under the supervisor.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import server as sdk_server
 from mcp.server.mcpserver.exceptions import ResourceNotFoundError, ToolError
 from mcp_types import CallToolResult, InputRequiredResult, SubscriptionsListenRequestParams
 from pydantic import ValidationError
@@ -38,6 +40,21 @@ INSTRUCTIONS = (
     "wait_for_tasks (≤55 s per call) or get_task. Tasks outlive this session."
 )
 _ARGUMENT_ERRORS_SHOWN = 5
+
+
+def _plain_logging(
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO",
+) -> None:
+    """The SDK's own logging set-up, with a plain stderr handler.
+
+    `MCPServer()` sets up logging with rich's handler whenever rich can be imported (other
+    tools in the same environment often bring it): importing rich for it took about 20 ms
+    of every start, a third of what offload's own start costs beyond the SDK's import.
+    """
+    logging.basicConfig(level=level, format="%(message)s", handlers=[logging.StreamHandler()])
+
+
+sdk_server.configure_logging = _plain_logging  # what MCPServer.__init__ calls
 
 
 class OffloadServer(MCPServer[Any]):
