@@ -75,6 +75,22 @@ def test_a_sigterm_ignoring_task_dies_on_time_while_the_db_is_locked(
     wait_until(lambda: store.get(task_id).state is State.TIMED_OUT, timeout=10)
 
 
+@pytest.mark.parametrize(
+    "dodge",
+    ['rm "$L"', 'rm "$L"; : >"$L"'],
+    ids=["log removed", "empty log swapped in"],
+)
+def test_the_output_cap_holds_when_the_task_removes_its_log(
+    cli: Cli, store: SqliteStore, start_supervisor: Start, dodge: str
+) -> None:
+    """The cap looks at the file the task writes to, not only at the path."""
+    start_supervisor(max_output_bytes="100000", grace_seconds="1")
+    command = f"L=$(readlink /proc/self/fd/2); {dodge}; yes 0123456789"
+    task_id = cli("submit", "--", command).stdout.strip()
+    task = wait_until(lambda: (t := store.get(task_id)).is_final and t, timeout=20)
+    assert task.state is State.FAILED and "max_output_bytes" in (task.error or "")
+
+
 @pytest.mark.slow
 def test_output_past_the_cap_is_cut_and_the_task_stopped(
     cli: Cli, store: SqliteStore, start_supervisor: Start

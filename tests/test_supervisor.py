@@ -272,10 +272,12 @@ def test_a_log_that_will_not_open_holds_up_only_its_own_task(
     store: SqliteStore, offload_home: Path, start_supervisor: Start
 ) -> None:
     """A task's init creates its log: a log path whose open blocks (here a FIFO nobody
-    reads; elsewhere a hung network home) stalls that task, never the supervisor's loop."""
+    reads; elsewhere a hung network home) stalls that task, never the supervisor's loop,
+    and a log that is not a regular file fails the task before its command runs."""
     if not probe_pid_namespaces().available:
         pytest.skip(f"no PID namespaces here: {probe_pid_namespaces().reason}")
-    stuck = submit(store, offload_home, "echo never")  # no supervisor yet: it waits
+    ran = offload_home.parent / "ws" / "ran"
+    stuck = submit(store, offload_home, f"touch {ran}")  # no supervisor yet: it waits
     (offload_home / "logs").mkdir(mode=0o700)
     os.mkfifo(offload_home / "logs" / f"{stuck.id}.log", 0o600)
     start_supervisor(max_concurrent="2", grace_seconds="0.5")
@@ -286,9 +288,43 @@ def test_a_log_that_will_not_open_holds_up_only_its_own_task(
     done = final(store, other.id)  # the init's own umask for the log is not the command's
     assert done.state is State.COMPLETED and log_text(done) == f"{own:04o}\n"
     assert os.stat(done.log_path or "").st_mode & 0o777 == 0o600
-    store.request_cancel(stuck.id)
-    poke(offload_home)
-    assert final(store, stuck.id).state is State.CANCELLED
+    failed = final(store, stuck.id)  # a reader looking for progress lets its open through
+    assert failed.state is State.FAILED and "not a regular file" in (failed.error or "")
+    assert not ran.exists()
+
+
+def test_a_command_that_removes_its_log_gets_no_file_made_for_it(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start
+) -> None:
+    """Exit 125 without a log reads as a log that could not be made; the supervisor looks
+    at the path to say why, and never opens it (here a link the command left there)."""
+    target = offload_home.parent / "made-by-the-supervisor"
+    start_supervisor()
+    task = submit(store, offload_home, f'L=$(readlink /proc/self/fd/2); rm "$L"; '
+                  f'ln -s {target} "$L"; exit 125')  # fmt: skip
+    done = final(store, task.id)
+    assert done.state is State.FAILED and done.exit_code == 125
+    assert "or the command removed it" in (done.error or "")
+    assert not target.exists()
+
+
+def test_a_relative_data_dir_still_finds_the_log(
+    offload_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The init runs in the task's cwd: the log path it is given must not be relative."""
+    monkeypatch.chdir(offload_home.parent)
+    monkeypatch.setenv("OFFLOAD_HOME", offload_home.name)
+    sup, store, ws = _in_process(offload_home)
+    sup.start()
+    try:
+        task = store.submit([TaskSpec(command="echo here", cwd=ws, workspace=ws)])[0]
+        _drive(sup, store)
+    finally:
+        sup.close()
+    done = store.get(task.id)
+    assert done.state is State.COMPLETED, done.error
+    assert (offload_home / "logs" / f"{task.id}.log").read_text() == "here\n"
+    assert not (Path(ws) / offload_home.name).exists()
 
 
 def test_progress_is_parsed_from_output(

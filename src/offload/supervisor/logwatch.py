@@ -9,6 +9,7 @@ task's end is written, its last marker of the whole log is stored too.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,29 @@ from offload.supervisor.tracker import Running, Tracker
 
 __all__ = ["LogWatch"]
 
-# How long a task's init may take to create its log before a missing log counts as one
-# removed to escape the cap (its writes would go on filling the disk unseen).
-LOG_CREATE_SECONDS = 10.0
+_PROC_FDS = os.path.isdir("/proc/self/fd")
+
+
+def _outputs(run: Running) -> list[str]:
+    """Where a task's output goes: its log path and, where /proc shows it, its main
+    process's stdout (an init or bwrap holds that open for the task's whole life)."""
+    if not _PROC_FDS:
+        return [str(run.log_path)]
+    return [str(run.log_path), f"/proc/{run.popen.pid}/fd/1"]
+
+
+def _size(path: str) -> int:
+    """The size of the regular file at `path`; 0 for anything else or nothing (an init's
+    stdout is /dev/null until it opens the log; a process that just exited has no fds).
+
+    Raises:
+        OSError: the file is there but cannot be looked at.
+    """
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return 0
+    return found.st_size if stat.S_ISREG(found.st_mode) else 0
 
 
 class LogWatch:
@@ -36,20 +57,23 @@ class LogWatch:
         self._cut: set[str] = set()  # tasks stopped for passing the cap
 
     def enforce_cap(self, now: float) -> None:
-        """Stops a task whose log passed the cap; its log is cut there (again at the end)."""
+        """Stops a task whose output passed the cap; its log is cut there (again at the end).
+
+        Both the log path and the file the task's main process writes to (its stdout) are
+        looked at: a task that removes its log, or swaps an empty file in at the path, is
+        still seen, and so is one whose main process sends its own stdout elsewhere.
+        """
         if not self.cap:
             return
         for run in self.tracker.running.values():
             if run.kill_state is not None or run.status is not None:
                 continue
             try:
-                if os.stat(run.log_path).st_size <= self.cap:
+                over = [path for path in _outputs(run) if _size(path) > self.cap]
+                if not over:
                     continue
-                os.truncate(run.log_path, self.cap)  # frees the disk now
-            except FileNotFoundError as exc:
-                if run.log_by_init and now < run.spawned_at + LOG_CREATE_SECONDS:
-                    continue  # its init has not created it yet
-                self.log.error("output_cap_error", task_id=run.task.id, error=str(exc))
+                for path in over:
+                    os.truncate(path, self.cap)  # frees the disk now
             except OSError as exc:  # a full disk must not keep the task alive
                 self.log.error("output_cap_error", task_id=run.task.id, error=str(exc))
             self._cut.add(run.task.id)

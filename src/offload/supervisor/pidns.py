@@ -65,8 +65,8 @@ def init_argv(
     that may already be forking: both cost the supervisor's loop time on every task, and a
     limit set from outside can come after the command's first fork.
 
-    With `log`, the init also creates the log (0600, emptied, then opened for appending,
-    as the supervisor would) and sends its stdout and stderr there. Creating a file is
+    With `log`, the init also creates the log (0600, opened for appending and emptied, as
+    the supervisor would) and sends its stdout and stderr there. Creating a file is
     the one step of a spawn that waits on the file system: a slow disk or a network home
     directory then slows the task, not the supervisor's loop, which meanwhile keeps
     claiming, reaping and killing. If the log cannot be created the init exits with
@@ -76,10 +76,14 @@ def init_argv(
     if cgroup is not None:  # a failed join leaves the namespace, group and marker nets
         prelude += f"echo 0 >{_quoted(os.path.join(cgroup, 'cgroup.procs'))} 2>/dev/null; "
     if log is not None:
-        path = _quoted(log)
-        # `true`, not a special builtin: its failed redirection returns, it does not exit
-        prelude += f"umask 077; true >{path} || exit {LOG_FAILED}; umask {_own_umask():03o}; "
-        prelude += f"exec >>{path} 2>&1; "
+        # One open of the path (`command`: a failed redirection returns, it does not exit
+        # the shell); then the file it opened is checked (a FIFO or device planted there
+        # is refused) and emptied through /proc/self/fd, never through the path again.
+        prelude += (
+            f"umask 077; command exec >>{_quoted(os.path.abspath(log))} 2>&1 || exit "
+            f"{LOG_FAILED}; [ -f /proc/self/fd/1 ] || exit {LOG_FAILED}; "
+            f": >/proc/self/fd/1; umask {_own_umask():03o}; "
+        )
     prelude += limits_prelude(limits)
     return [INIT_ARGV[0], INIT_ARGV[1], prelude + INIT_ARGV[2], INIT_ARGV[3]]
 

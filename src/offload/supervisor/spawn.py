@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -32,7 +33,7 @@ from offload.supervisor.cgroups import CgroupRoot
 from offload.supervisor.containment import Containment
 from offload.supervisor.keys import KEYS_FD_VAR, is_key_name, keys_pipe
 from offload.supervisor.liveness import fork_clock, start_between
-from offload.supervisor.pidns import init_argv, limits_prelude
+from offload.supervisor.pidns import LOG_FAILED, init_argv, limits_prelude
 
 __all__ = [
     "SpawnError",
@@ -106,20 +107,40 @@ def _direct_words(task: Task) -> list[str] | None:
 
 
 def _open_log(path: Path) -> int:
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK
     try:  # O_NONBLOCK: a FIFO planted at the path fails the task, it does not hang the loop
-        return os.open(path, flags | os.O_NONBLOCK, 0o600)
+        fd = os.open(path, flags, 0o600)
     except OSError as exc:
         raise SpawnError(f"cannot open the log file {path}: {exc.strerror}") from exc
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SpawnError(f"cannot open the log file {path}: it is not a regular file")
+    os.ftruncate(fd, 0)  # emptied only once it is known to be the file it should be
+    os.set_blocking(fd, True)  # the task's output must not see EAGAIN
+    return fd
 
 
 def why_no_log(path: Path) -> str:
-    """Why an init could not create the log at `path`, found by trying it again here."""
+    """Why a task whose init exited with LOG_FAILED has no log at `path`.
+
+    Looked at, never opened: the path is the task's to change (it may have removed its
+    own log and exited 125 itself, so the words admit both).
+    """
+    reason = ""
     try:
-        os.close(_open_log(path))
-    except SpawnError as exc:
-        return str(exc)
-    return f"cannot open the log file {path}"
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            reason = ": it is not a regular file"
+    except FileNotFoundError:
+        if not os.path.isdir(path.parent):
+            reason = f": {path.parent} is not a directory"
+        elif not os.access(path.parent, os.W_OK):
+            reason = f": {path.parent} is not writable"
+    except OSError as exc:
+        reason = f": {exc.strerror}"
+    return (
+        f"cannot open the log file {path}{reason} (exit {LOG_FAILED} and no log: its init "
+        "could not create it, or the command removed it)"
+    )
 
 
 def _describe(pidns: bool, cgroup: bool, sandbox: str, why_no_pidns: str) -> str:

@@ -110,7 +110,6 @@ class TaskStarter:
             deadline=now + timeout if timeout else None,
             wrapped=spawned.wrapped,
             log_by_init=spawned.log_by_init,
-            spawned_at=now,
         )
         try:
             self.store.mark_started(

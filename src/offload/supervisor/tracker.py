@@ -51,7 +51,6 @@ class Running:
     progress: tuple[float | None, str | None] = (None, None)
     wrapped: bool = False  # an init or bwrap ran the command (see pidns.wrapped_status)
     log_by_init: bool = False  # the init creates the log (see pidns.init_argv)
-    spawned_at: float = 0.0  # monotonic
 
 
 class Tracker:
@@ -160,8 +159,8 @@ class Tracker:
                 run.tree.signal(signal.SIGKILL, self.candidates())  # leftovers of the command
                 self.lingering.append(run.tree)
             state, code, sig, error = outcome.from_status(run.status)
-            if run.log_by_init and code == LOG_FAILED and not run.log_path.exists():
-                error = why_no_log(run.log_path)  # the command never ran
+            if run.log_by_init and code == LOG_FAILED and not run.log_path.is_file():
+                error = why_no_log(run.log_path)
             elif state is not State.COMPLETED and run.task.type != "shell":
                 error = self._worker_error(run.task.id) or error
             self._pop(pid, state, exit_code=code, signal=sig, error=error)
