@@ -91,6 +91,21 @@ def test_the_output_cap_holds_when_the_task_removes_its_log(
     assert task.state is State.FAILED and "max_output_bytes" in (task.error or "")
 
 
+def test_cutting_a_log_leaves_a_link_the_task_put_there_alone(
+    cli: Cli, store: SqliteStore, start_supervisor: Start, tmp_path: Path
+) -> None:
+    """The log is cut through the file the task wrote to, never through a link at its
+    path: that once grew the link's target to the cap and wrote the note into it."""
+    victim = tmp_path / "victim"
+    victim.write_text("untouched\n")
+    start_supervisor(max_output_bytes="100000", grace_seconds="1")
+    command = f'L=$(readlink /proc/self/fd/2); rm "$L"; ln -s {victim} "$L"; yes 0123456789'
+    task_id = cli("submit", "--", command).stdout.strip()
+    task = wait_until(lambda: (t := store.get(task_id)).is_final and t, timeout=20)
+    assert task.state is State.FAILED and "max_output_bytes" in (task.error or "")
+    assert victim.read_text() == "untouched\n"
+
+
 @pytest.mark.slow
 def test_output_past_the_cap_is_cut_and_the_task_stopped(
     cli: Cli, store: SqliteStore, start_supervisor: Start

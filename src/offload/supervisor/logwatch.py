@@ -24,15 +24,16 @@ __all__ = ["LogWatch"]
 _PROC_FDS = os.path.isdir("/proc/self/fd")
 
 
-def _outputs(run: Running) -> list[str]:
-    """Where a task's output goes: its log path and, where /proc shows it, its main
+def _outputs(run: Running) -> list[tuple[str, bool]]:
+    """Where a task's output goes, and whether to follow a link there: its log path (never
+    followed: a task may have put a link there) and, where /proc shows it, its main
     process's stdout (an init or bwrap holds that open for the task's whole life)."""
     if not _PROC_FDS:
-        return [str(run.log_path)]
-    return [str(run.log_path), f"/proc/{run.popen.pid}/fd/1"]
+        return [(str(run.log_path), False)]
+    return [(str(run.log_path), False), (f"/proc/{run.popen.pid}/fd/1", True)]
 
 
-def _size(path: str) -> int:
+def _size(path: str, follow: bool) -> int:
     """The size of the regular file at `path`; 0 for anything else or nothing (an init's
     stdout is /dev/null until it opens the log; a process that just exited has no fds).
 
@@ -40,10 +41,32 @@ def _size(path: str) -> int:
         OSError: the file is there but cannot be looked at.
     """
     try:
-        found = os.stat(path)
+        found = os.stat(path, follow_symlinks=follow)
     except FileNotFoundError:
         return 0
     return found.st_size if stat.S_ISREG(found.st_mode) else 0
+
+
+def _cut(path: str, cap: int, follow: bool, note: bytes = b"") -> None:
+    """Cuts the regular file at `path` down to `cap` bytes (never longer), then adds `note`.
+
+    One open, checked: a link, FIFO or device a task put at the path is left alone.
+
+    Raises:
+        OSError: the file cannot be opened or cut.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | (0 if follow else os.O_NOFOLLOW)
+    fd = os.open(path, flags)
+    try:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            return
+        if found.st_size > cap:
+            os.ftruncate(fd, cap)
+        if note:
+            os.write(fd, note)
+    finally:
+        os.close(fd)
 
 
 class LogWatch:
@@ -69,11 +92,11 @@ class LogWatch:
             if run.kill_state is not None or run.status is not None:
                 continue
             try:
-                over = [path for path in _outputs(run) if _size(path) > self.cap]
+                over = [(p, follow) for p, follow in _outputs(run) if _size(p, follow) > self.cap]
                 if not over:
                     continue
-                for path in over:
-                    os.truncate(path, self.cap)  # frees the disk now
+                for path, follow in over:
+                    _cut(path, self.cap, follow)  # frees the disk now
             except OSError as exc:  # a full disk must not keep the task alive
                 self.log.error("output_cap_error", task_id=run.task.id, error=str(exc))
             self._cut.add(run.task.id)
@@ -122,11 +145,6 @@ class LogWatch:
         cap = self.cap or 0
         note = f"\n[offload: output cut at {cap} bytes (max_output_bytes); the task was stopped]\n"
         try:
-            os.truncate(path, cap)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)
-            try:
-                os.write(fd, note.encode())
-            finally:
-                os.close(fd)
+            _cut(str(path), cap, False, note.encode())
         except OSError as exc:
             self.log.error("output_cap_error", path=str(path), error=str(exc))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import resource
 import sys
@@ -88,16 +89,12 @@ def init_argv(
     return [INIT_ARGV[0], INIT_ARGV[1], prelude + INIT_ARGV[2], INIT_ARGV[3]]
 
 
-_UMASK: list[int] = []
-
-
+@functools.cache
 def _own_umask() -> int:
     """The supervisor's umask, which its tasks inherit (read once: nothing here sets it)."""
-    if not _UMASK:
-        current = os.umask(0o077)
-        os.umask(current)
-        _UMASK.append(current)
-    return _UMASK[0]
+    current = os.umask(0o077)
+    os.umask(current)
+    return current
 
 
 def limits_prelude(limits: Limits | None) -> str:

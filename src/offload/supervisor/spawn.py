@@ -112,11 +112,17 @@ def _open_log(path: Path) -> int:
         fd = os.open(path, flags, 0o600)
     except OSError as exc:
         raise SpawnError(f"cannot open the log file {path}: {exc.strerror}") from exc
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        if regular:
+            os.ftruncate(fd, 0)  # emptied only once it is known to be the file it should be
+            os.set_blocking(fd, True)  # the task's output must not see EAGAIN
+    except OSError as exc:
+        os.close(fd)
+        raise SpawnError(f"cannot open the log file {path}: {exc.strerror}") from exc
+    if not regular:
         os.close(fd)
         raise SpawnError(f"cannot open the log file {path}: it is not a regular file")
-    os.ftruncate(fd, 0)  # emptied only once it is known to be the file it should be
-    os.set_blocking(fd, True)  # the task's output must not see EAGAIN
     return fd
 
 
