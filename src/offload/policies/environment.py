@@ -10,6 +10,7 @@ credentials into logs. Everything here is a pure function of its arguments.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -126,21 +127,21 @@ def _star_match(name: str, parts: tuple[str, ...]) -> bool:
 
 def is_secret_name(name: str) -> bool:
     """Tell whether an environment name looks like a credential or an offload setting."""
-    known = _SECRET_SEEN.get(name)
-    if known is None:
-        upper = name.upper()
-        known = any(_star_match(upper, parts) for parts in _SECRET_PARTS)
-        if len(name) <= _SECRET_SEEN_NAME_MAX and len(_SECRET_SEEN) < _SECRET_SEEN_MAX:
-            _SECRET_SEEN[name] = known
-    return known
+    # The supervisor judges the same few inherited names for every task it starts, so
+    # verdicts are kept; only for short names: a submitter's env names are not limited
+    # in length, and 4,096 names of a megabyte each would pin gigabytes.
+    return _judged(name) if len(name) <= _KEPT_NAME_MAX else _judge(name)
 
 
-# The supervisor judges the same few inherited names for every task it starts: remember
-# each verdict. Bounded in count and in name length: a submitter's env names are not
-# limited in length, and 4,096 names of a megabyte each would pin gigabytes.
-_SECRET_SEEN: dict[str, bool] = {}
-_SECRET_SEEN_MAX = 4096
-_SECRET_SEEN_NAME_MAX = 128
+_KEPT_NAME_MAX = 128
+
+
+def _judge(name: str) -> bool:
+    upper = name.upper()
+    return any(_star_match(upper, parts) for parts in _SECRET_PARTS)
+
+
+_judged = functools.lru_cache(maxsize=4096)(_judge)
 
 
 def check_task_env(env: Mapping[str, str]) -> dict[str, str]:
