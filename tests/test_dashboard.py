@@ -21,6 +21,7 @@ from offload.clock import now_ms
 from offload.config import load_settings
 from offload.queue.models import State, TaskSpec
 from offload.queue.sqlite import SqliteStore
+from offload.supervisor.wake import WakeFifo
 from offload.web.serve import ServerThread, prepare
 from offload.workers.agent.transcript import Transcript, transcript_path
 
@@ -197,10 +198,15 @@ def _turn(index: int, text: str, calls: list[dict[str, Any]], **fields: Any) -> 
 
 
 def test_an_agent_tasks_turns_are_shown_as_text_and_follow_its_events(
-    dash: Dash, store: SqliteStore
+    dash: Dash, store: SqliteStore, request: pytest.FixtureRequest
 ) -> None:
     here = str(Path.cwd())
     settings = load_settings()
+    # The test plays the supervisor running this task, so it holds the wake FIFO as one
+    # does: else the page's reads start a real one, which finds the task's runner gone
+    # and marks it interrupted before the test finishes it.
+    playing = WakeFifo(settings.home)
+    request.addfinalizer(playing.close)
     [task] = store.submit([TaskSpec(type="agent", spec="tidy up", cwd=here, workspace=here)])
     store.claim(1, "test", {})
     log = settings.logs_dir / f"{task.id}.log"
