@@ -98,7 +98,8 @@ def test_output_is_shipped_within_a_second_and_a_cancel_from_another_host_lands_
         (started,) = c.wait_started([task.id])
         assert c.live_member("a").id == started.supervisor_id  # type: ignore[union-attr]
         log = Path(started.log_path or "")
-        wait_until(lambda: log.stat().st_size > 100, what="output")
+        # (the task's init creates the log just after the task is recorded as started)
+        wait_until(lambda: log.is_file() and log.stat().st_size > 100, what="output")
         lags = []
         for _ in range(5):
             lags.append(_shipped_lag(c, task.id, log))
