@@ -5,6 +5,7 @@ in the middle of a command."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psutil
 from mcp.client import Client
 
 from conftest import marked_processes, wait_until
@@ -175,7 +177,11 @@ def test_cancel_mid_loop_kills_the_task_and_its_command(
     task_id = submitted.stdout.strip()
 
     def sleeping() -> bool:
-        return any(p.name() == "sleep" for p in marked_processes(task_id))
+        for proc in marked_processes(task_id):
+            with contextlib.suppress(psutil.NoSuchProcess):  # one may end as we look
+                if proc.name() == "sleep":
+                    return True
+        return False
 
     wait_until(sleeping, timeout=DEADLINE_SECONDS, what="the agent's command")
     started = time.monotonic()
