@@ -9,18 +9,22 @@ the agent's context at every session start.
 
 from __future__ import annotations
 
+import inspect
+import json
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
+from mcp.server.mcpserver.utilities.context_injection import find_context_parameter
+from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata, func_metadata
 from mcp_types import CallToolResult, ToolAnnotations
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, PrivateAttr
 
 from offload.desk import Desk
 from offload.desk.waits import MAX_WAIT_SECONDS, wait_tasks
@@ -350,10 +354,9 @@ class ToolSet:
         ]
         return views.WaitResult(met=met, tasks=briefs)
 
-    def tools(self) -> list[Tool]:
-        """The SDK registrations of every tool, with compacted schemas."""
+    def _specs(self) -> list[tuple[Any, ToolAnnotations | None]]:
         read_only = ToolAnnotations(read_only_hint=True)
-        specs: list[tuple[Any, ToolAnnotations | None]] = [
+        return [
             (self.submit_task, None),
             (self.submit_batch, None),
             (self.get_task, read_only),
@@ -366,8 +369,36 @@ class ToolSet:
             (self.purge_tasks, None),
             (self.queue_stats, read_only),
         ]
+
+    def tools(self) -> list[Tool]:
+        """The SDK registrations of every tool, with the schemas published beside this module.
+
+        Deriving the schemas from the signatures (`built_tools`) costs pydantic about
+        20 ms, half of what `offload mcp` takes to start beyond the SDK's own import. Here
+        each tool's argument model is built at its first call instead; `tests/test_mcp_
+        schemas.py` fails whenever the published schemas differ from what the signatures
+        give (`python -m offload.mcp_server.tools` writes them anew).
+        """
+        published = json.loads(PUBLISHED_SCHEMAS.read_text(encoding="utf-8"))
+        return [
+            Tool(
+                fn=fn,
+                name=fn.__name__,
+                title=None,
+                description=(fn.__doc__ or "").strip(),
+                parameters=published[fn.__name__]["parameters"],
+                fn_metadata=_FirstCallMetadata.of(fn, published[fn.__name__]["output"]),
+                is_async=inspect.iscoroutinefunction(fn),
+                context_kwarg=find_context_parameter(fn),
+                annotations=hints,
+            )
+            for fn, hints in self._specs()
+        ]
+
+    def built_tools(self) -> list[Tool]:
+        """The registrations derived from the signatures, with compacted schemas."""
         out = []
-        for fn, hints in specs:
+        for fn, hints in self._specs():
             tool = Tool.from_function(
                 fn,
                 description=(fn.__doc__ or "").strip(),
@@ -376,10 +407,73 @@ class ToolSet:
             )
             tool.parameters = compact(tool.parameters)
             tool.fn_metadata.arg_model = _strict(tool.fn_metadata.arg_model)
-            output = None
-            if tool.name in DECLARED_OUTPUTS:
-                output = compact(tool.fn_metadata.output_schema)
-                output.pop("description", None)
-            tool.fn_metadata.output_schema = output
+            tool.fn_metadata.output_schema = _published_output(tool)
             out.append(tool)
         return out
+
+
+PUBLISHED_SCHEMAS = Path(__file__).with_name("tool_schemas.json")
+
+
+def _published_output(tool: Tool) -> dict[str, Any] | None:
+    if tool.name not in DECLARED_OUTPUTS:
+        return None
+    output: dict[str, Any] = compact(tool.fn_metadata.output_schema)
+    output.pop("description", None)
+    return output
+
+
+def schemas(tools: list[Tool]) -> dict[str, dict[str, Any]]:
+    """What `tools()` publishes for each tool: its input and declared output schemas."""
+    return {
+        t.name: {"parameters": t.parameters, "output": t.fn_metadata.output_schema} for t in tools
+    }
+
+
+class _FirstCallMetadata(FuncMetadata):
+    """A tool's argument and output models, built from its signature at its first call.
+
+    Until then the tool has only its published schemas; the SDK reads `arg_model`,
+    `output_model` and `wrap_output` only in the three methods below.
+    """
+
+    _fn: Any = PrivateAttr(default=None)
+
+    @classmethod
+    def of(cls, fn: Any, output_schema: dict[str, Any] | None) -> _FirstCallMetadata:
+        meta = cls(arg_model=ArgModelBase, output_schema=output_schema)
+        meta._fn = fn
+        return meta
+
+    def _built(self) -> None:
+        if self._fn is None:
+            return
+        skip = [name for name in [find_context_parameter(self._fn)] if name]
+        real = func_metadata(self._fn, skip_names=skip, structured_output=True)
+        self.arg_model = _strict(real.arg_model)
+        self.output_model, self.wrap_output = real.output_model, real.wrap_output
+        self._fn = None
+
+    def validate_arguments(self, arguments_to_validate: dict[str, Any]) -> dict[str, Any]:
+        self._built()
+        return super().validate_arguments(arguments_to_validate)
+
+    def pre_parse_json(self, data: dict[str, Any]) -> dict[str, Any]:
+        self._built()
+        return super().pre_parse_json(data)
+
+    def convert_result(self, result: Any) -> Any:
+        self._built()
+        return super().convert_result(result)
+
+
+def _write_published(path: Path = PUBLISHED_SCHEMAS) -> None:
+    """Writes the schemas the signatures give to `path` (by default, the published file)."""
+    derived = schemas(ToolSet(None).built_tools())  # type: ignore[arg-type]
+    path.write_text(json.dumps(derived, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    import sys
+
+    _write_published(*(Path(arg) for arg in sys.argv[1:2]))
