@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from offload.errors import AmbiguousId, IllegalTransition, InvalidInput, NotFound
+from offload.errors import AmbiguousId, IllegalTransition, InvalidInput, LeaseLost, NotFound
 from offload.queue.models import State, TaskSpec
 from offload.queue.postgres import PostgresStore
 from offload.queue.sqlite import SqliteStore
@@ -237,6 +237,29 @@ def test_mark_started_updates_updated_at(s: Store, backend: tuple[Store, FakeClo
     s.mark_started(task.id, pid=123, pgid=123, proc_start=None, cgroup=None, log_path="/x")
     started = s.get(task.id)
     assert started.pid == 123 and started.updated_at == clock.now
+
+
+def test_writes_about_a_task_are_fenced_to_the_supervisor_that_runs_it(s: Store) -> None:
+    task = s.submit([spec()])[0]
+    s.claim(1, "A", {})
+    started = {"pid": 7, "pgid": 7, "proc_start": None, "cgroup": None, "log_path": "/x"}
+    with pytest.raises(LeaseLost, match="no longer run by supervisor B"):
+        s.mark_started(task.id, **started, supervisor_id="B")
+    with pytest.raises(LeaseLost, match="no longer run by supervisor B"):
+        s.finish(task.id, State.FAILED, exit_code=1, supervisor_id="B")
+    left = s.get(task.id)
+    assert (left.state, left.pid, left.exit_code) == (State.RUNNING, None, None)
+    s.mark_started(task.id, **started, supervisor_id="A")
+    assert s.finish(task.id, State.COMPLETED, exit_code=0, supervisor_id="A").pid == 7
+    with pytest.raises(LeaseLost, match="is completed"):  # a late second end by its own
+        s.finish(task.id, State.FAILED, exit_code=1, supervisor_id="A")
+    with pytest.raises(LeaseLost, match="is completed"):
+        s.mark_started(task.id, **started, supervisor_id="A")
+    with pytest.raises(IllegalTransition, match="it is completed"):  # unfenced: the state
+        s.finish(task.id, State.FAILED)
+    assert s.get(task.id).state is State.COMPLETED
+    with pytest.raises(NotFound):
+        s.finish("0" * 32, State.FAILED, supervisor_id="A")
 
 
 def test_huge_limits_and_offsets_are_clamped(s: Store) -> None:

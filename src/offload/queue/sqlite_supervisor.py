@@ -50,6 +50,17 @@ RETURNING *
 """
 
 
+def _fenced(supervisor_id: str | None, mark: str = "?") -> str:
+    """The condition that makes a supervisor's write about a task its own (see `_fence`).
+
+    In the write itself, so a write that goes through costs no statement of its own; one
+    that is refused is looked at again by `_fence`, which says why.
+    """
+    if supervisor_id is None:
+        return ""
+    return f" AND state = 'running' AND supervisor_id = {mark}"
+
+
 class SqliteSupervisorSide(SqliteDb):
     """The Store verbs of the supervisor's side, on one SQLite file."""
 
@@ -92,12 +103,14 @@ class SqliteSupervisorSide(SqliteDb):
         supervisor_id: str | None = None,
     ) -> None:
         with self._write() as db:
-            self._fence(db, task_id, supervisor_id)
-            db.execute(
+            written = db.execute(
                 "UPDATE tasks SET pid = ?, pgid = ?, proc_start = ?, cgroup = ?, log_path = ?, "
-                "containment = ?, updated_at = ? WHERE id = ?",
-                (pid, pgid, proc_start, cgroup, log_path, containment, self._clock(), task_id),
+                f"containment = ?, updated_at = ? WHERE id = ?{_fenced(supervisor_id)}",
+                (pid, pgid, proc_start, cgroup, log_path, containment, self._clock(), task_id)
+                + ((supervisor_id,) if supervisor_id is not None else ()),
             )
+            if written.rowcount == 0:
+                self._fence(db, task_id, supervisor_id)  # says why the write was refused
 
     def finish(
         self,
@@ -110,23 +123,21 @@ class SqliteSupervisorSide(SqliteDb):
         supervisor_id: str | None = None,
     ) -> Task:
         now = self._clock()
+        sets = (
+            "state = :state, finished_at = :now, updated_at = :now, exit_code = :code, "
+            "signal = :sig, error = :error, cancel_requested = 0"
+        )
+        params = {"state": state.value, "now": now, "code": exit_code, "sig": signal}
+        params.update(error=error, id=task_id, sup=supervisor_id)
         with self._write() as db:
-            self._fence(db, task_id, supervisor_id)
-            row = self._transition(
-                db,
-                task_id,
-                {State.RUNNING},
-                "finish",
-                "state = :state, finished_at = :now, updated_at = :now, exit_code = :code, "
-                "signal = :sig, error = :error, cancel_requested = 0",
-                {
-                    "state": state.value,
-                    "now": now,
-                    "code": exit_code,
-                    "sig": signal,
-                    "error": error,
-                },
-            )
+            row = db.execute(
+                f"UPDATE tasks SET {sets} WHERE id = :id AND state = 'running'"
+                f"{_fenced(supervisor_id, ':sup')} RETURNING *",
+                params,
+            ).fetchone()
+            if row is None:  # refused: say why, fenced first, as the plain transition would
+                self._fence(db, task_id, supervisor_id)
+                row = self._transition(db, task_id, {State.RUNNING}, "finish", sets, params)
             self._event(
                 db, task_id, "finished", now, state=state.value, exit_code=exit_code, error=error
             )
