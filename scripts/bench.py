@@ -368,16 +368,22 @@ def bench_containment() -> None:
             f"{on:.3f} s",
             f"{on / off:.2f}x off (target <= 2x)",
         )
+        # The same with a command that does a little work: a Python start (~10 ms).
+        work_cmd = f"{sys.executable} -c pass"
+        off = _batch_with_policy(None, work_cmd)
+        on = _batch_with_policy({"sandbox": True, "network": True}, work_cmd)
+        report(f"{N_TASKS} x `python -c pass`, sandbox off", f"{off:.3f} s")
+        report(f"{N_TASKS} x `python -c pass`, sandbox on", f"{on:.3f} s", f"{on / off:.2f}x off")
     else:
         report("full sandbox", "unavailable", box.reason)
 
 
-def _batch_with_policy(policy: dict[str, object] | None) -> float:
+def _batch_with_policy(policy: dict[str, object] | None, command: str = "true") -> float:
     with supervisor(max_concurrent=str(CONCURRENCY)) as (home, store, _):
         work = home.parent / f"{home.name}-ws"
         work.mkdir()
         specs = [
-            TaskSpec(command="true", cwd=str(work), workspace=str(work), policy=policy)
+            TaskSpec(command=command, cwd=str(work), workspace=str(work), policy=policy)
             for _ in range(N_TASKS)
         ]
         start = time.perf_counter()
