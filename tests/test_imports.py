@@ -107,11 +107,13 @@ def test_submit_loads_nothing_heavy(
     assert not {"offload.policies.shell", "offload.policies.argv", "shlex"} & names
 
 
-def test_the_mcp_server_starts_without_rich(
+def test_the_mcp_server_starts_without_rich_or_the_sdk_client(
     offload_home: Path, workspace: Path, start_supervisor: Any
 ) -> None:
     """rich is in many environments (here the test tools bring it); the SDK's server would
-    import it for its log handler, ~20 ms of every start."""
+    import it for its log handler, ~20 ms of every start. The SDK's package init would
+    import its whole client side, ~28 ms more (tests/test_mcp_stdio.py talks to the
+    server this starts)."""
     assert importlib.util.find_spec("rich") is not None  # else this passes vacuously
     start_supervisor()
     result = subprocess.run(
@@ -126,3 +128,4 @@ def test_the_mcp_server_starts_without_rich(
     names = {line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if "|" in line}
     assert "offload.mcp_server.server" in names and "mcp_types" in names, result.stderr[-2000:]
     assert not {n for n in names if n == "rich" or n.startswith("rich.")}
+    assert not {n for n in names if n == "mcp.client" or n.startswith("mcp.client.")}
