@@ -1,5 +1,5 @@
 """`python -m offload` is the `offload` command."""
 
-from offload.cli import run
+from offload.entry import run
 
 run()

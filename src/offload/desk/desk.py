@@ -244,8 +244,10 @@ class Desk:
         Raises:
             Stalled: The task cannot move (its supervisor is stopped, none can start).
         """
+        from offload.collector import resume
         from offload.desk.waits import LIVENESS_EVERY_SECONDS, Stalled
 
+        resume()
         polls = max(1, int(LIVENESS_EVERY_SECONDS / FOLLOW_POLL_SECONDS))
         told: set[str] = set()
         for poll in itertools.count():

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from offload.collector import resume
 from offload.errors import OffloadError
 from offload.queue.models import Event, State, Task
 from offload.queue.store import Store
@@ -103,6 +104,7 @@ def wait_for(
     Raises:
         Stalled: `liveness` said the tasks cannot move.
     """
+    resume()
     ids = list(task_ids)
     deadline = None if timeout_seconds is None else clock() + timeout_seconds
     cursor = store.last_event_seq()

@@ -23,6 +23,7 @@ from mcp_types import CallToolResult, InputRequiredResult, SubscriptionsListenRe
 from pydantic import ValidationError
 
 from offload import __version__
+from offload.collector import resume
 from offload.config import Settings
 from offload.desk import Desk, open_desk, wake_supervisor
 from offload.errors import OffloadError
@@ -172,6 +173,7 @@ def run(settings: Settings, workspace: Path) -> int:
     try:
         server = build_server(settings, workspace, store=store)
         wake_supervisor(settings)
+        resume()
         anyio.run(serve_stdio, server)
     except KeyboardInterrupt:
         return 130

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 
+from offload.collector import resume
 from offload.config import Settings
 from offload.errors import OffloadError, SupervisorRunning
 from offload.logging import get_logger
@@ -158,6 +159,7 @@ class Supervisor:
     def run(self) -> int:
         """Starts, loops until stopped (or idle, when detached), cleans up; returns 0."""
         self.start()
+        resume()
         try:
             while not self.finished():
                 self.wait(self._timeout(time.monotonic()))

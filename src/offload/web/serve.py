@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from offload.collector import resume
 from offload.config import Settings
 from offload.errors import ConfigError, OffloadError
 from offload.web.limits import Limits
@@ -253,6 +254,7 @@ def run(
     what = "MCP" if mcp_only else "dashboard, API and MCP"
     sys.stderr.write(f"offload: {what} up; Ctrl-C stops the server\n")
     server = make_server(prepared)
+    resume()
     try:
         server.run(sockets=[prepared.sock])
     except KeyboardInterrupt:
