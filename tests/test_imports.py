@@ -129,3 +129,32 @@ def test_the_mcp_server_starts_without_rich_or_the_sdk_client(
     assert "offload.mcp_server.server" in names and "mcp_types" in names, result.stderr[-2000:]
     assert not {n for n in names if n == "rich" or n.startswith("rich.")}
     assert not {n for n in names if n == "mcp.client" or n.startswith("mcp.client.")}
+
+
+def test_the_sdk_server_side_needs_nothing_from_the_package_init() -> None:
+    """`offload mcp` skips the SDK package's `__init__` (see offload.mcp_server). That holds
+    while no module of the server side, which it loads, imports a name from the package
+    root; this fails on an SDK release that starts to."""
+    import ast
+
+    import mcp
+
+    root = Path(mcp.__file__).parent
+    sources = [
+        p for part in ("server", "shared", "types", "os") for p in (root / part).rglob("*.py")
+    ]
+    assert len(sources) > 20  # else this passes vacuously
+    found = []
+    for path in sources:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module == "mcp":
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+            if isinstance(node, ast.Import) and any(a.name == "mcp" for a in node.names):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+            depth = len(path.relative_to(root).parts)  # the level that reaches `mcp`
+            if isinstance(node, ast.ImportFrom) and node.level == depth and not node.module:
+                # `from .. import x` reaching the package root: fine for a submodule only
+                names = [a.name for a in node.names]
+                if not all((root / n).is_dir() or (root / f"{n}.py").is_file() for n in names):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert found == []

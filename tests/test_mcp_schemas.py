@@ -12,7 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase
+import pytest
+from pydantic import ValidationError
 
 from offload.mcp_server import tools as tools_module
 from offload.mcp_server.tools import PUBLISHED_SCHEMAS, ToolSet, schemas
@@ -23,7 +24,8 @@ def test_published_schemas_are_what_the_signatures_give() -> None:
     derived = schemas(ToolSet(None).built_tools())  # type: ignore[arg-type]
     assert published == derived, (
         "src/offload/mcp_server/tool_schemas.json is stale: a tool's signature changed. "
-        "Write it anew with `.venv/bin/python -m offload.mcp_server.tools`"
+        "Write it anew with `.venv/bin/python -m offload.mcp_server.tools "
+        "src/offload/mcp_server/tool_schemas.json`"
     )
 
 
@@ -32,8 +34,14 @@ def test_tools_carry_the_published_schemas_and_build_models_at_first_call() -> N
     slow = {t.name: t for t in ToolSet(None).built_tools()}  # type: ignore[arg-type]
     assert [t.name for t in fast] == list(slow)
     for tool in fast:
-        assert tool.fn_metadata.arg_model is ArgModelBase  # nothing derived at start
         built = slow[tool.name]
+        assert tool.fn_metadata.arg_model.__name__ == "_Unbuilt"  # nothing derived at start
+        with pytest.raises(ValidationError):  # and read early, it refuses every call
+            tool.fn_metadata.arg_model.model_validate({})
+        assert (tool.resolved_params, tool.resolver_plans) == (
+            built.resolved_params,
+            built.resolver_plans,
+        )
         assert tool.parameters == built.parameters
         assert tool.output_schema == built.output_schema
         assert (tool.is_async, tool.context_kwarg) == (built.is_async, built.context_kwarg)
@@ -44,6 +52,13 @@ def test_tools_carry_the_published_schemas_and_build_models_at_first_call() -> N
         assert meta.arg_model.model_json_schema() == want.arg_model.model_json_schema()
         assert meta.arg_model.model_config.get("extra") == "forbid"
         assert (meta.output_model, meta.wrap_output) == (want.output_model, want.wrap_output)
+
+
+def test_the_writer_needs_a_path() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", tools_module.__name__], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0 and "usage:" in done.stderr
 
 
 def test_the_writer_reproduces_the_published_file(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ from mcp.server.mcpserver.tools import Tool
 from mcp.server.mcpserver.utilities.context_injection import find_context_parameter
 from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata, func_metadata
 from mcp_types import CallToolResult, ToolAnnotations
-from pydantic import ConfigDict, Field, PrivateAttr
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from offload.desk import Desk
 from offload.desk.waits import MAX_WAIT_SECONDS, wait_tasks
@@ -377,7 +377,7 @@ class ToolSet:
         20 ms, half of what `offload mcp` takes to start beyond the SDK's own import. Here
         each tool's argument model is built at its first call instead; `tests/test_mcp_
         schemas.py` fails whenever the published schemas differ from what the signatures
-        give (`python -m offload.mcp_server.tools` writes them anew).
+        give (`python -m offload.mcp_server.tools PATH` writes them anew).
         """
         published = json.loads(PUBLISHED_SCHEMAS.read_text(encoding="utf-8"))
         return [
@@ -430,6 +430,19 @@ def schemas(tools: list[Tool]) -> dict[str, dict[str, Any]]:
     }
 
 
+class _Unbuilt(ArgModelBase):
+    """The argument model a tool has until its own is built: it accepts nothing, so a path
+    that reads the model before `_FirstCallMetadata` has built it refuses the call rather
+    than dropping every argument it does not know."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _never(cls, data: Any) -> Any:
+        raise ValueError("the tool's argument model is not built yet")
+
+
 class _FirstCallMetadata(FuncMetadata):
     """A tool's argument and output models, built from its signature at its first call.
 
@@ -441,7 +454,7 @@ class _FirstCallMetadata(FuncMetadata):
 
     @classmethod
     def of(cls, fn: Any, output_schema: dict[str, Any] | None) -> _FirstCallMetadata:
-        meta = cls(arg_model=ArgModelBase, output_schema=output_schema)
+        meta = cls(arg_model=_Unbuilt, output_schema=output_schema)
         meta._fn = fn
         return meta
 
@@ -467,8 +480,8 @@ class _FirstCallMetadata(FuncMetadata):
         return super().convert_result(result)
 
 
-def _write_published(path: Path = PUBLISHED_SCHEMAS) -> None:
-    """Writes the schemas the signatures give to `path` (by default, the published file)."""
+def _write_published(path: Path) -> None:
+    """Writes the schemas the signatures give to `path`."""
     derived = schemas(ToolSet(None).built_tools())  # type: ignore[arg-type]
     path.write_text(json.dumps(derived, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -476,4 +489,8 @@ def _write_published(path: Path = PUBLISHED_SCHEMAS) -> None:
 if __name__ == "__main__":
     import sys
 
-    _write_published(*(Path(arg) for arg in sys.argv[1:2]))
+    if len(sys.argv) != 2:  # never a silent rewrite of an installed copy
+        sys.exit(
+            f"usage: python -m offload.mcp_server.tools PATH (in a checkout: {PUBLISHED_SCHEMAS})"
+        )
+    _write_published(Path(sys.argv[1]))
