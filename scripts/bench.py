@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -369,7 +370,7 @@ def bench_containment() -> None:
             f"{on / off:.2f}x off (target <= 2x)",
         )
         # The same with a command that does a little work: a Python start (~10 ms).
-        work_cmd = f"{sys.executable} -c pass"
+        work_cmd = f"{shlex.quote(sys.executable)} -c pass"
         off = _batch_with_policy(None, work_cmd)
         on = _batch_with_policy({"sandbox": True, "network": True}, work_cmd)
         report(f"{N_TASKS} x `python -c pass`, sandbox off", f"{off:.3f} s")

@@ -14,6 +14,7 @@ import json
 import signal
 import subprocess
 import sys
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -48,8 +49,8 @@ def pause():
     paused.append(True)
     note("P")
 collector.pause = pause
-def resume():
-    real_resume()
+def resume(**kw):
+    real_resume(**kw)
     note("R" if gc.isenabled() else "?")
 collector.resume = resume
 sys.argv = ["offload", *sys.argv[1:]]
@@ -204,3 +205,15 @@ def test_resume_is_a_no_op_unless_paused() -> None:
     frozen = gc.get_freeze_count()
     collector.resume()
     assert gc.isenabled() and gc.get_freeze_count() == frozen
+
+
+def test_resume_can_free_the_start_ups_cycles_before_the_freeze(paused: None) -> None:
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+
+    probe = Cycle()
+    gone = weakref.ref(probe)
+    del probe
+    collector.resume(collect_first=True)
+    assert gone() is None  # frozen, it would have stayed for good

@@ -22,8 +22,17 @@ def pause() -> None:
     gc.disable()
 
 
-def resume() -> None:
-    """Collects automatically again, leaving out what exists now; a no-op if not paused."""
+def resume(*, collect_first: bool = False) -> None:
+    """Collects automatically again, leaving out what exists now; a no-op if not paused.
+
+    Args:
+        collect_first: Free the start-up's few reference cycles (~0.3 MB) before the
+            freeze, which would keep them for good; a collection over everything costs
+            tens of milliseconds, which a process that runs for days pays gladly and an
+            MCP server that an agent waits for does not.
+    """
     if not gc.isenabled():
+        if collect_first:
+            gc.collect()
         gc.freeze()
         gc.enable()

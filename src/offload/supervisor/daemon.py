@@ -159,7 +159,7 @@ class Supervisor:
     def run(self) -> int:
         """Starts, loops until stopped (or idle, when detached), cleans up; returns 0."""
         self.start()
-        resume()
+        resume(collect_first=True)
         try:
             while not self.finished():
                 self.wait(self._timeout(time.monotonic()))

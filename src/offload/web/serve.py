@@ -254,7 +254,7 @@ def run(
     what = "MCP" if mcp_only else "dashboard, API and MCP"
     sys.stderr.write(f"offload: {what} up; Ctrl-C stops the server\n")
     server = make_server(prepared)
-    resume()
+    resume(collect_first=True)
     try:
         server.run(sockets=[prepared.sock])
     except KeyboardInterrupt:
