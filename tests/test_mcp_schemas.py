@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from offload.mcp_server import tools as tools_module
-from offload.mcp_server.tools import PUBLISHED_SCHEMAS, ToolSet, schemas
+from offload.mcp_server import published
+from offload.mcp_server.published import PUBLISHED_SCHEMAS, schemas
+from offload.mcp_server.tools import ToolSet
 
 
 def test_published_schemas_are_what_the_signatures_give() -> None:
@@ -24,7 +25,7 @@ def test_published_schemas_are_what_the_signatures_give() -> None:
     derived = schemas(ToolSet(None).built_tools())  # type: ignore[arg-type]
     assert published == derived, (
         "src/offload/mcp_server/tool_schemas.json is stale: a tool's signature changed. "
-        "Write it anew with `.venv/bin/python -m offload.mcp_server.tools "
+        "Write it anew with `.venv/bin/python -m offload.mcp_server.published "
         "src/offload/mcp_server/tool_schemas.json`"
     )
 
@@ -56,7 +57,7 @@ def test_tools_carry_the_published_schemas_and_build_models_at_first_call() -> N
 
 def test_the_writer_needs_a_path() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", tools_module.__name__], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", published.__name__], capture_output=True, text=True, timeout=60
     )
     assert done.returncode != 0 and "usage:" in done.stderr
 
@@ -64,7 +65,7 @@ def test_the_writer_needs_a_path() -> None:
 def test_the_writer_reproduces_the_published_file(tmp_path: Path) -> None:
     written = tmp_path / "tool_schemas.json"
     done = subprocess.run(
-        [sys.executable, "-m", tools_module.__name__, str(written)],
+        [sys.executable, "-m", published.__name__, str(written)],
         capture_output=True,
         text=True,
         timeout=60,

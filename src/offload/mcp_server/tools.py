@@ -9,22 +9,17 @@ the agent's context at every session start.
 
 from __future__ import annotations
 
-import inspect
-import json
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import anyio.to_thread
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.mcpserver.tools import Tool
-from mcp.server.mcpserver.utilities.context_injection import find_context_parameter
-from mcp.server.mcpserver.utilities.func_metadata import ArgModelBase, FuncMetadata, func_metadata
 from mcp_types import CallToolResult, ToolAnnotations
-from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import Field
 
 from offload.desk import Desk
 from offload.desk.waits import MAX_WAIT_SECONDS, wait_tasks
@@ -41,12 +36,11 @@ from offload.errors import (
 )
 from offload.logs import MAX_TAIL_BYTES
 from offload.mcp_server import views
-from offload.mcp_server.compact_schema import compact
+from offload.mcp_server.published import derived, registrations
 from offload.mcp_server.turns import read_turns
 from offload.queue.models import TASK_TYPES, State, Task
 
 __all__ = [
-    "DECLARED_OUTPUTS",
     "FINISHED_TAIL_BYTES",
     "FINISHED_TAIL_LINES",
     "OUTPUT_MAX_BYTES",
@@ -65,9 +59,6 @@ OUTPUT_MAX_LINES = 2000
 OUTPUT_MAX_BYTES = 65_536
 CANCEL_WAIT_MAX_SECONDS = 15.0
 MAX_LISTED = 200  # one list_tasks answer; more would flood the agent's context
-# Every tool answers structured content; these also declare its schema. The read tools'
-# answers are self-describing and their schemas would push tools/list past 4.5 KB.
-DECLARED_OUTPUTS = frozenset({"submit_task", "submit_batch", "cancel_task", "retry_task"})
 
 TaskType = Literal[TASK_TYPES]  # type: ignore[valid-type]
 StateFilter = Literal[
@@ -118,14 +109,6 @@ def _refusals() -> Iterator[None]:
         raise refusal(exc) from exc
     except OSError as exc:  # a full disk: the cause and the fix, not "Error executing tool"
         raise ToolError(f"{io_error_text(exc)}. Fix: tell the user; retry later") from exc
-
-
-def _strict(model: type[ArgModelBase]) -> type[ArgModelBase]:
-    """`model` refusing unknown arguments: a typo such as `timeout_secnds` must not silently
-    mean "no timeout". The advertised schema is left as is (tools/list stays small)."""
-    config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
-    strict: type[ArgModelBase] = type(model.__name__, (model,), {"model_config": config})
-    return strict
 
 
 def _clamp(value: int, low: int, high: int) -> int:
@@ -371,126 +354,9 @@ class ToolSet:
         ]
 
     def tools(self) -> list[Tool]:
-        """The SDK registrations of every tool, with the schemas published beside this module.
-
-        Deriving the schemas from the signatures (`built_tools`) costs pydantic about
-        20 ms, half of what `offload mcp` takes to start beyond the SDK's own import. Here
-        each tool's argument model is built at its first call instead; `tests/test_mcp_
-        schemas.py` fails whenever the published schemas differ from what the signatures
-        give (`python -m offload.mcp_server.tools PATH` writes them anew).
-        """
-        published = json.loads(PUBLISHED_SCHEMAS.read_text(encoding="utf-8"))
-        return [
-            Tool(
-                fn=fn,
-                name=fn.__name__,
-                title=None,
-                description=(fn.__doc__ or "").strip(),
-                parameters=published[fn.__name__]["parameters"],
-                fn_metadata=_FirstCallMetadata.of(fn, published[fn.__name__]["output"]),
-                is_async=inspect.iscoroutinefunction(fn),
-                context_kwarg=find_context_parameter(fn),
-                annotations=hints,
-            )
-            for fn, hints in self._specs()
-        ]
+        """The SDK registrations of every tool, from their published schemas."""
+        return registrations(self._specs())
 
     def built_tools(self) -> list[Tool]:
-        """The registrations derived from the signatures, with compacted schemas."""
-        out = []
-        for fn, hints in self._specs():
-            tool = Tool.from_function(
-                fn,
-                description=(fn.__doc__ or "").strip(),
-                annotations=hints,
-                structured_output=True,
-            )
-            tool.parameters = compact(tool.parameters)
-            tool.fn_metadata.arg_model = _strict(tool.fn_metadata.arg_model)
-            tool.fn_metadata.output_schema = _published_output(tool)
-            out.append(tool)
-        return out
-
-
-PUBLISHED_SCHEMAS = Path(__file__).with_name("tool_schemas.json")
-
-
-def _published_output(tool: Tool) -> dict[str, Any] | None:
-    if tool.name not in DECLARED_OUTPUTS:
-        return None
-    output: dict[str, Any] = compact(tool.fn_metadata.output_schema)
-    output.pop("description", None)
-    return output
-
-
-def schemas(tools: list[Tool]) -> dict[str, dict[str, Any]]:
-    """What `tools()` publishes for each tool: its input and declared output schemas."""
-    return {
-        t.name: {"parameters": t.parameters, "output": t.fn_metadata.output_schema} for t in tools
-    }
-
-
-class _Unbuilt(ArgModelBase):
-    """The argument model a tool has until its own is built: it accepts nothing, so a path
-    that reads the model before `_FirstCallMetadata` has built it refuses the call rather
-    than dropping every argument it does not know."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _never(cls, data: Any) -> Any:
-        raise ValueError("the tool's argument model is not built yet")
-
-
-class _FirstCallMetadata(FuncMetadata):
-    """A tool's argument and output models, built from its signature at its first call.
-
-    Until then the tool has only its published schemas; the SDK reads `arg_model`,
-    `output_model` and `wrap_output` only in the three methods below.
-    """
-
-    _fn: Any = PrivateAttr(default=None)
-
-    @classmethod
-    def of(cls, fn: Any, output_schema: dict[str, Any] | None) -> _FirstCallMetadata:
-        meta = cls(arg_model=_Unbuilt, output_schema=output_schema)
-        meta._fn = fn
-        return meta
-
-    def _built(self) -> None:
-        if self._fn is None:
-            return
-        skip = [name for name in [find_context_parameter(self._fn)] if name]
-        real = func_metadata(self._fn, skip_names=skip, structured_output=True)
-        self.arg_model = _strict(real.arg_model)
-        self.output_model, self.wrap_output = real.output_model, real.wrap_output
-        self._fn = None
-
-    def validate_arguments(self, arguments_to_validate: dict[str, Any]) -> dict[str, Any]:
-        self._built()
-        return super().validate_arguments(arguments_to_validate)
-
-    def pre_parse_json(self, data: dict[str, Any]) -> dict[str, Any]:
-        self._built()
-        return super().pre_parse_json(data)
-
-    def convert_result(self, result: Any) -> Any:
-        self._built()
-        return super().convert_result(result)
-
-
-def _write_published(path: Path) -> None:
-    """Writes the schemas the signatures give to `path`."""
-    derived = schemas(ToolSet(None).built_tools())  # type: ignore[arg-type]
-    path.write_text(json.dumps(derived, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-if __name__ == "__main__":
-    import sys
-
-    if len(sys.argv) != 2:  # never a silent rewrite of an installed copy
-        sys.exit(
-            f"usage: python -m offload.mcp_server.tools PATH (in a checkout: {PUBLISHED_SCHEMAS})"
-        )
-    _write_published(Path(sys.argv[1]))
+        """The registrations derived from the signatures (what the published file holds)."""
+        return derived(self._specs())
