@@ -50,7 +50,7 @@ RETURNING *
 """
 
 
-def _fenced(supervisor_id: str | None, mark: str = "?") -> str:
+def _fenced(supervisor_id: str | None) -> str:
     """The condition that makes a supervisor's write about a task its own (see `_fence`).
 
     In the write itself, so a write that goes through costs no statement of its own; one
@@ -58,7 +58,7 @@ def _fenced(supervisor_id: str | None, mark: str = "?") -> str:
     """
     if supervisor_id is None:
         return ""
-    return f" AND state = 'running' AND supervisor_id = {mark}"
+    return " AND state = 'running' AND supervisor_id = :sup"
 
 
 class SqliteSupervisorSide(SqliteDb):
@@ -104,10 +104,11 @@ class SqliteSupervisorSide(SqliteDb):
     ) -> None:
         with self._write() as db:
             written = db.execute(
-                "UPDATE tasks SET pid = ?, pgid = ?, proc_start = ?, cgroup = ?, log_path = ?, "
-                f"containment = ?, updated_at = ? WHERE id = ?{_fenced(supervisor_id)}",
-                (pid, pgid, proc_start, cgroup, log_path, containment, self._clock(), task_id)
-                + ((supervisor_id,) if supervisor_id is not None else ()),
+                "UPDATE tasks SET pid = :pid, pgid = :pgid, proc_start = :start, cgroup = :cg, "
+                "log_path = :log, containment = :cont, updated_at = :now "
+                f"WHERE id = :id{_fenced(supervisor_id)}",
+                {"pid": pid, "pgid": pgid, "start": proc_start, "cg": cgroup, "log": log_path}
+                | {"cont": containment, "now": self._clock(), "id": task_id, "sup": supervisor_id},
             )
             if written.rowcount == 0:
                 self._fence(db, task_id, supervisor_id)  # says why the write was refused
@@ -132,7 +133,7 @@ class SqliteSupervisorSide(SqliteDb):
         with self._write() as db:
             row = db.execute(
                 f"UPDATE tasks SET {sets} WHERE id = :id AND state = 'running'"
-                f"{_fenced(supervisor_id, ':sup')} RETURNING *",
+                f"{_fenced(supervisor_id)} RETURNING *",
                 params,
             ).fetchone()
             if row is None:  # refused: say why, fenced first, as the plain transition would
