@@ -136,6 +136,38 @@ def test_a_cwd_swapped_for_a_link_after_submit_does_not_run(
     assert not (outside / "here").exists()
 
 
+def test_the_cwd_check_by_name_agrees_with_full_resolution(tmp_path: Path) -> None:
+    """At spawn a cwd that resolves to itself is judged by its name (no link on its way):
+    every verdict must equal the full resolution's, a name-prefix sibling above all."""
+    from offload.policies.enforce import check_cwd
+    from offload.policies.paths import resolve_inside
+
+    ws = tmp_path / "ws"
+    (ws / "sub").mkdir(parents=True)
+    (tmp_path / "ws2").mkdir()  # shares the workspace's name as a prefix
+    (tmp_path / "link").symlink_to(ws, target_is_directory=True)
+    cases = [
+        (ws, ws, True),
+        (ws / "sub", ws, True),
+        (ws / "sub", f"{ws}/", True),
+        (tmp_path / "ws2", ws, False),  # /x/ws2 is not inside /x/ws
+        (tmp_path, ws, False),
+        (ws / "sub", tmp_path / "link", True),  # a root that is a link: the full check
+        (ws / "sub", "/", True),
+        (Path("/proc/self"), "/", False),  # /proc is never judged by its name
+        (Path("/proc"), "/proc", False),
+    ]
+    for cwd, root, expected in cases:
+        policy = TaskPolicy(roots=(str(root),))
+        verdict = check_cwd(str(cwd), policy, workspace=str(cwd)).allowed
+        try:
+            resolve_inside(str(cwd), [Path(root)])
+            full = True
+        except PolicyRefused:
+            full = False
+        assert verdict is full is expected, (cwd, root, verdict, full)
+
+
 def test_an_agent_cannot_rerun_a_persons_unsandboxed_task(
     workspace: Path, store: SqliteStore
 ) -> None:

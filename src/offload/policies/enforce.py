@@ -137,19 +137,46 @@ def check_cwd(
     """
     if not cwd or not policy.roots:
         return Decision(allowed=True)
+    resolved: dict[str, str] = {}  # the cwd is most often the workspace: resolved once
     for what, path in (("working directory", cwd), ("workspace", workspace)):
-        if path and os.path.isabs(path) and os.path.realpath(path) != os.path.normpath(path):
+        if not path or not os.path.isabs(path):
+            continue
+        if path not in resolved:
+            resolved[path] = os.path.realpath(path)
+        if resolved[path] != os.path.normpath(path):
             return Decision(
                 allowed=False,
-                reason=f"its {what} {path} now leads to {os.path.realpath(path)}: a link "
+                reason=f"its {what} {path} now leads to {resolved[path]}: a link "
                 "replaced a directory since it was submitted; submit it again",
             )
+    if data_dir is None and cwd in resolved and _lexically_inside(cwd, policy.roots):
+        return Decision(allowed=True)
     forbidden = [Path(data_dir)] if data_dir is not None else []
     try:
         resolve_inside(cwd, [Path(root) for root in policy.roots], forbidden=forbidden)
     except (PolicyRefused, ConfigError) as exc:
         return Decision(allowed=False, reason=f"its working directory is refused: {exc}")
     return Decision(allowed=True)
+
+
+def _lexically_inside(cwd: str, roots: Sequence[str]) -> bool:
+    """True when `cwd`, which resolves to itself, lies under one of `roots` by its name.
+
+    A path that resolves to itself has no link on its way, and neither has any of its
+    prefixes: a root that is one is where its name says, so the name decides, as
+    `resolve_inside` would after resolving both. /proc is never judged by its name (see
+    `resolve_inside`), and a root that is not its own prefix takes the full check.
+    """
+    path = os.path.normpath(cwd)
+    if path == "/proc" or path.startswith("/proc/"):
+        return False
+    for root in roots:
+        if not os.path.isabs(root):
+            continue
+        root = os.path.normpath(root)
+        if path == root or path.startswith(root.rstrip("/") + "/"):
+            return True
+    return False
 
 
 def _looser_containment(stored: TaskPolicy, current: TaskPolicy) -> str:
