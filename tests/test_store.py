@@ -6,7 +6,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -425,6 +425,35 @@ def test_an_older_database_is_migrated_in_place(tmp_path: Path) -> None:
         task.id, tokens_in=10, tokens_out=1, cost_usd=None, model_used="m", tokens_cached=4
     )
     assert s.get(task.id).tokens_cached == 4
+    s.close()
+
+
+def test_a_claim_and_a_finish_write_only_the_pages_they_change(tmp_path: Path) -> None:
+    """Each page a transaction dirties is a frame in the write-ahead log, written on every
+    task's claim and finish: the indexes hold only the rows they serve (pending, grouped,
+    finished), so an ungrouped task's claim and finish leave the others untouched."""
+    s = SqliteStore(tmp_path / "q.db")
+    task = s.submit([spec()])[0]
+    wal = tmp_path / "q.db-wal"
+    frame = 24 + s._db.execute("PRAGMA page_size").fetchone()[0]
+
+    def frames(write: Callable[[], object]) -> int:
+        s._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        write()
+        return (wal.stat().st_size - 32) // frame  # 32: the log's own header
+
+    # the row, the state index, the event, its index, the event sequence, and one of the
+    # pending (claim) or finished (finish) index; never the group index
+    assert frames(lambda: s.claim(1, "sup", {})) == 6
+    assert frames(lambda: s.finish(task.id, State.COMPLETED, exit_code=0)) == 6
+    plan = " ".join(
+        row[3]
+        for row in s._db.execute(
+            "EXPLAIN QUERY PLAN SELECT id FROM tasks WHERE state = 'pending' "
+            "ORDER BY priority, seq LIMIT 1"
+        )
+    )
+    assert "tasks_claim" in plan and "TEMP B-TREE" not in plan, plan
     s.close()
 
 

@@ -96,5 +96,17 @@ ALTER TABLE tasks ADD COLUMN containment TEXT;
 ALTER TABLE tasks ADD COLUMN run_on TEXT
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# Every index on a column a task's life changes costs each change a page of the write-ahead
+# log: these three hold only the rows they serve (the pending, the grouped, the finished),
+# so a claim or a finish of an ungrouped task writes three pages fewer than before.
+_V4 = """
+DROP INDEX tasks_claim;
+CREATE INDEX tasks_claim ON tasks (state, priority, seq) WHERE state = 'pending';
+DROP INDEX tasks_group;
+CREATE INDEX tasks_group ON tasks (grp, state) WHERE grp IS NOT NULL;
+DROP INDEX tasks_finished;
+CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
