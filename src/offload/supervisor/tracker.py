@@ -137,9 +137,10 @@ class Tracker:
                 run.popen.returncode = os.waitstatus_to_exitcode(status)
                 run.tree.init_pid = None  # reaped: its namespace is gone, its pid free
 
-    def _pop(self, pid: int, state: State, **kw: Any) -> None:
+    def _pop(self, pid: int, state: State, *, gone: bool = False, **kw: Any) -> None:
+        """Ends the tracking of a task, writes its end; `gone`: its tree is known empty."""
         run = self.running.pop(pid)
-        if run.tree.cgroup and not run.tree.alive([]):
+        if run.tree.cgroup and (gone or not run.tree.alive()):
             CgroupRoot.remove(run.tree.cgroup)
         if run.task.id in self.abandoned:
             self.abandoned.discard(run.task.id)
@@ -155,7 +156,8 @@ class Tracker:
         for pid, run in list(self.running.items()):
             if run.status is None or run.kill_state is not None:
                 continue
-            if run.tree.alive(self.candidates()):
+            gone = not run.tree.alive(self.candidates)
+            if not gone:
                 run.tree.signal(signal.SIGKILL, self.candidates())  # leftovers of the command
                 self.lingering.append(run.tree)
             state, code, sig, error = outcome.from_status(run.status)
@@ -163,7 +165,7 @@ class Tracker:
                 error = why_no_log(run.log_path)
             elif state is not State.COMPLETED and run.task.type != "shell":
                 error = self._worker_error(run.task.id) or error
-            self._pop(pid, state, exit_code=code, signal=sig, error=error)
+            self._pop(pid, state, gone=gone, exit_code=code, signal=sig, error=error)
 
     def _worker_error(self, task_id: str) -> str | None:
         try:
@@ -185,8 +187,8 @@ class Tracker:
         for pid, run in list(self.running.items()):
             if run.kill_state is None:
                 continue
-            if run.status is not None and not run.tree.alive(self.candidates()):
-                self._pop(pid, run.kill_state, error=run.kill_error)
+            if run.status is not None and not run.tree.alive(self.candidates):
+                self._pop(pid, run.kill_state, gone=True, error=run.kill_error)
             elif not run.killed_hard and now >= run.kill_started + self.grace_seconds:
                 run.killed_hard = True
                 run.tree.signal(signal.SIGKILL, self.candidates())
@@ -201,7 +203,7 @@ class Tracker:
     def _sweep_lingering(self) -> None:
         keep = []
         for tree in self.lingering:
-            if tree.alive(self.candidates()):
+            if tree.alive(self.candidates):
                 tree.signal(signal.SIGKILL, self.candidates())
                 keep.append(tree)
             elif tree.cgroup:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Callable
 
 import psutil
 
@@ -55,11 +56,15 @@ class TaskTree:
         """The candidates carrying this task's marker."""
         return [p for p in candidates if _has_marker(p, self.task_id)]
 
-    def alive(self, candidates: list[psutil.Process]) -> bool:
-        """True while any process of the tree is left (zombies of ours excepted)."""
+    def alive(self, candidates: Callable[[], list[psutil.Process]] = list) -> bool:
+        """True while any process of the tree is left (zombies of ours excepted).
+
+        `candidates` is asked for only when the cgroup and the group are empty: listing
+        adopted orphans costs more than both looks.
+        """
         if self.cgroup and CgroupRoot.pids(self.cgroup):
             return True
-        return self._group_alive() or bool(self.marked(candidates))
+        return self._group_alive() or bool(self.marked(candidates()))
 
     def signal(self, sig: int, candidates: list[psutil.Process]) -> None:
         """Sends `sig` to the namespace, the process group, the cgroup and marked processes.
