@@ -135,6 +135,28 @@ def escape(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
 ENDS = ["exit", "cancel", "timeout", "kill -9 of the supervisor"]
 
 
+def test_a_reaped_namespace_init_means_its_tree_is_gone_without_a_scan() -> None:
+    """An init's exit waits until the kernel ended its namespace, and nothing leaves a PID
+    namespace: once the init is reaped the tree is gone, without listing our adopted
+    children (the costly look every task's end paid). Without a namespace, it is looked
+    for as before."""
+    from offload.supervisor.tree import TaskTree
+
+    def no_scan() -> list[psutil.Process]:
+        raise AssertionError("adopted children listed for a reaped namespace")
+
+    sleeper = subprocess.Popen(["sleep", "30"], env={**os.environ, "OFFLOAD_TASK_ID": "t1"})
+    try:
+        namespaced = TaskTree("t1", pgid=None, cgroup=None, init_pid=12345)
+        namespaced.init_pid = None  # as the tracker leaves it once the init is reaped
+        assert not namespaced.alive(no_scan)
+        plain = TaskTree("t1", pgid=None, cgroup=None)  # no namespace: the marker net
+        assert plain.alive(lambda: [psutil.Process(sleeper.pid)])
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("end", ENDS)
 def test_no_escapee_survives_its_task(

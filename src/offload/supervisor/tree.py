@@ -40,6 +40,7 @@ class TaskTree:
         self.pgid = pgid
         self.cgroup = cgroup
         self.init_pid = init_pid  # the unreaped init of the task's PID namespace, if any
+        self.namespaced = init_pid is not None  # the tree lives in a PID namespace of its own
 
     def _group_alive(self) -> bool:
         if not self.pgid:
@@ -59,11 +60,16 @@ class TaskTree:
     def alive(self, candidates: Callable[[], list[psutil.Process]] = list) -> bool:
         """True while any process of the tree is left (zombies of ours excepted).
 
-        `candidates` is asked for only when the cgroup and the group are empty: listing
-        adopted orphans costs more than both looks.
+        `candidates` is asked for only when the cgroup and the group are empty and no PID
+        namespace holds the tree: listing adopted orphans costs more than the other looks.
         """
         if self.cgroup and CgroupRoot.pids(self.cgroup):
             return True
+        if self.namespaced and self.init_pid is None:
+            # Its init was reaped, and an init's exit waits until the kernel has ended
+            # every other process of its namespace: none of them can be left, in the
+            # group or adopted by us (nothing leaves a PID namespace).
+            return False
         return self._group_alive() or bool(self.marked(candidates()))
 
     def signal(self, sig: int, candidates: list[psutil.Process]) -> None:
