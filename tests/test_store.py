@@ -225,7 +225,9 @@ def test_cancel_pending_is_immediate_running_is_requested(s: Store) -> None:
     after = s.request_cancel(running.id)
     assert after.state is State.RUNNING and after.cancel_requested
     assert [t.id for t in s.cancel_requests()] == [running.id]
-    done = s.finish(running.id, State.CANCELLED, error="cancelled while running")
+    s.finish(running.id, State.CANCELLED, error="cancelled while running")
+    done = s.get(running.id)
+    assert done.state is State.CANCELLED
     assert not done.cancel_requested and s.cancel_requests() == []
 
 
@@ -250,7 +252,8 @@ def test_writes_about_a_task_are_fenced_to_the_supervisor_that_runs_it(s: Store)
     left = s.get(task.id)
     assert (left.state, left.pid, left.exit_code) == (State.RUNNING, None, None)
     s.mark_started(task.id, **started, supervisor_id="A")
-    assert s.finish(task.id, State.COMPLETED, exit_code=0, supervisor_id="A").pid == 7
+    s.finish(task.id, State.COMPLETED, exit_code=0, supervisor_id="A")
+    assert s.get(task.id).pid == 7
     with pytest.raises(LeaseLost, match="is completed"):  # a late second end by its own
         s.finish(task.id, State.FAILED, exit_code=1, supervisor_id="A")
     with pytest.raises(LeaseLost, match="is completed"):

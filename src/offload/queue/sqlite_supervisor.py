@@ -122,7 +122,7 @@ class SqliteSupervisorSide(SqliteDb):
         signal: int | None = None,
         error: str | None = None,
         supervisor_id: str | None = None,
-    ) -> Task:
+    ) -> None:
         now = self._clock()
         sets = (
             "state = :state, finished_at = :now, updated_at = :now, exit_code = :code, "
@@ -131,20 +131,19 @@ class SqliteSupervisorSide(SqliteDb):
         params = {"state": state.value, "now": now, "code": exit_code, "sig": signal}
         params.update(error=error, id=task_id, sup=supervisor_id)
         with self._write() as db:
-            row = db.execute(
+            written = db.execute(
                 f"UPDATE tasks SET {sets} WHERE id = :id AND state = 'running'"
-                f"{_fenced(supervisor_id)} RETURNING *",
+                f"{_fenced(supervisor_id)}",
                 params,
-            ).fetchone()
-            if row is None:  # refused: say why, fenced first, as the plain transition would
+            )
+            if written.rowcount == 0:  # refused: say why, fenced first, as a transition would
                 self._fence(db, task_id, supervisor_id)
-                row = self._transition(db, task_id, {State.RUNNING}, "finish", sets, params)
+                self._transition(db, task_id, {State.RUNNING}, "finish", sets, params)
             self._event(
                 db, task_id, "finished", now, state=state.value, exit_code=exit_code, error=error
             )
             if state is not State.COMPLETED:
                 self._fail_dependents(db, task_id, state, now)
-            return self._task(db, row)
 
     def _fail_dependents(
         self, db: sqlite3.Connection, task_id: str, state: State, now: int

@@ -155,8 +155,13 @@ class Store(ABC):
         signal: int | None = None,
         error: str | None = None,
         supervisor_id: str | None = None,
-    ) -> Task:
-        """Moves a running task to a final state; fails its pending dependents if not completed."""
+    ) -> None:
+        """Moves a running task to a final state; fails its pending dependents if not completed.
+
+        It returns nothing: the supervisor writes a task's end and moves on, and building
+        the row back into a Task (its policy and environment decoded) cost it a third of
+        the write. `get` reads it.
+        """
 
     @abstractmethod
     def running(self) -> builtins.list[Task]:

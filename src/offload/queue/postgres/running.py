@@ -131,11 +131,11 @@ class PgRunning(PgFencing):
         signal: int | None = None,
         error: str | None = None,
         supervisor_id: str | None = None,
-    ) -> Task:
+    ) -> None:
         now = self._clock()
         with self._tx() as tx:
             self._fence(tx, task_id, supervisor_id, now)
-            row = self._transition(
+            self._transition(
                 tx,
                 task_id,
                 {State.RUNNING},
@@ -154,7 +154,6 @@ class PgRunning(PgFencing):
             tx.event(task_id, "finished", now, state=state.value, exit_code=exit_code, error=error)
             if state is not State.COMPLETED:
                 self._fail_dependents(tx, task_id, state, now)
-            return self._task(tx, row)
 
     def _fail_dependents(self, tx: Tx, task_id: str, state: State, now: int) -> None:
         frontier = [(task_id, state.value)]
