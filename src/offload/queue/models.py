@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 
@@ -156,6 +157,8 @@ class Task:
     @classmethod
     def from_row(cls, row: Mapping[str, Any], depends_on: Sequence[str] = ()) -> Task:
         """Builds a Task from a database row (a mapping of column name to value)."""
+        if isinstance(row, sqlite3.Row):  # it finds a name by comparing it with each
+            row = dict(zip(row.keys(), row, strict=True))  # column's: 52 times a row
         command = row["command"]
         if command is not None:
             command = json.loads(command)
