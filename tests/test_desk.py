@@ -50,7 +50,8 @@ def finish(store: SqliteStore, task: Task, state: State) -> Task:
     [claimed] = [t for t in store.claim(100, "test", {}) if t.id == task.id] or [None]
     assert claimed is not None, "the task was not claimable"
     store.mark_started(task.id, pid=1, pgid=1, proc_start=None, cgroup=None, log_path="")
-    return store.finish(task.id, state, exit_code=0 if state is State.COMPLETED else 1)
+    store.finish(task.id, state, exit_code=0 if state is State.COMPLETED else 1)
+    return store.get(task.id)
 
 
 def test_a_confined_desk_sees_only_its_workspace(
