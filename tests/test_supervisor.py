@@ -158,6 +158,19 @@ def test_cancel_leaves_no_survivor(
     assert marked_processes(task.id) == []
 
 
+def test_a_cancel_nobody_announced_is_still_carried_out(
+    store: SqliteStore, offload_home: Path, start_supervisor: Start
+) -> None:
+    """A busy loop looks for cancels when a poke may have brought one, and each second: a
+    cancel written to the queue without a poke (another tool, a lost poke) still lands."""
+    start_supervisor(grace_seconds="0.5")
+    task = submit(store, offload_home, "sleep 300")
+    running_with_pid(store, task.id)
+    store.request_cancel(task.id)  # no poke
+    done = final(store, task.id, timeout=10)
+    assert done.state is State.CANCELLED
+
+
 def test_exit_before_cancel_keeps_its_outcome(offload_home: Path) -> None:
     """Drives the supervisor a step at a time: a task that exited 0 stays completed."""
     from offload.supervisor.daemon import Supervisor

@@ -86,8 +86,9 @@ class Supervisor:
         self._cgroups: CgroupRoot | None = None
         self._containment: Containment | None = None
         self._claim_needed = True
-        # On a shared queue, cancels are looked for when one is announced (and each
-        # second); on SQLite the look is local and cheap, so every pass makes it.
+        # Cancels are looked for when a wake-up may have brought one (a front end's poke
+        # here, a notification on a shared queue) and each second, not on every pass:
+        # a busy loop passes once a task, and the look cost each one ~27 us.
         self._cancels_due = True
         self._drain_logged = False
         self._store_down = ""  # the last database error, logged once until it clears
@@ -289,7 +290,7 @@ class Supervisor:
         """The part of a pass that needs the database."""
         if self.membership is not None:
             self.membership.step(now)  # before claiming: a fenced member claims nothing
-        if self.tracker.running and (self._cancels_due or self._shared is None):
+        if self.tracker.running and self._cancels_due:
             self._cancels_due = False
             carry_out_cancels(self.store, self.tracker, now)
         if not (self.flags.stop or self.flags.drain):
