@@ -146,7 +146,10 @@ def test_the_cwd_check_by_name_agrees_with_full_resolution(tmp_path: Path) -> No
     (ws / "sub").mkdir(parents=True)
     (tmp_path / "ws2").mkdir()  # shares the workspace's name as a prefix
     (tmp_path / "link").symlink_to(ws, target_is_directory=True)
+    (tmp_path / "out" / "x").mkdir(parents=True)
+    (ws / "evil").symlink_to(tmp_path / "out" / "x", target_is_directory=True)
     cases = [
+        (ws / "sub", ws / "evil" / "..", False),  # spelled inside ws, leads to out/
         (ws, ws, True),
         (ws / "sub", ws, True),
         (ws / "sub", f"{ws}/", True),

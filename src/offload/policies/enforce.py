@@ -165,14 +165,14 @@ def _lexically_inside(cwd: str, roots: Sequence[str]) -> bool:
     A path that resolves to itself has no link on its way, and neither has any of its
     prefixes: a root that is one is where its name says, so the name decides, as
     `resolve_inside` would after resolving both. /proc is never judged by its name (see
-    `resolve_inside`), and a root that is not its own prefix takes the full check.
+    `resolve_inside`), and a root that is relative or holds `..` takes the full check.
     """
     path = os.path.normpath(cwd)
     if path == "/proc" or path.startswith("/proc/"):
         return False
     for root in roots:
-        if not os.path.isabs(root):
-            continue
+        if not os.path.isabs(root) or ".." in root.split("/"):
+            continue  # `..` after a link leads elsewhere than its spelling: the full check
         root = os.path.normpath(root)
         if path == root or path.startswith(root.rstrip("/") + "/"):
             return True
