@@ -439,11 +439,11 @@ def test_a_failed_store_write_strands_no_task(
                 raise StoreError("queue database write failed: database is locked")
             real_mark(*args, **kw)
 
-        def flaky_finish(*args: Any, **kw: Any) -> Task:
+        def flaky_finish(*args: Any, **kw: Any) -> None:
             if fails["finish"]:
                 fails["finish"] -= 1
                 raise StoreError("queue database write failed: disk I/O error")
-            return real_finish(*args, **kw)
+            real_finish(*args, **kw)
 
         monkeypatch.setattr(store, "mark_started", flaky_mark)
         monkeypatch.setattr(store, "finish", flaky_finish)

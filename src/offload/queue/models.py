@@ -158,7 +158,9 @@ class Task:
     def from_row(cls, row: Mapping[str, Any], depends_on: Sequence[str] = ()) -> Task:
         """Builds a Task from a database row (a mapping of column name to value)."""
         if isinstance(row, sqlite3.Row):  # it finds a name by comparing it with each
-            row = dict(zip(row.keys(), row, strict=True))  # column's: 52 times a row
+            # column's, 52 times a row; a dict hashes. Rows here are `tasks` rows alone
+            # (no join), so no two columns share a name for the dict to collapse.
+            row = dict(zip(row.keys(), row, strict=True))
         command = row["command"]
         if command is not None:
             command = json.loads(command)

@@ -100,11 +100,11 @@ ALTER TABLE tasks ADD COLUMN run_on TEXT
 # log: these three hold only the rows they serve (the pending, the grouped, the finished),
 # so a claim or a finish of an ungrouped task writes three pages fewer than before.
 _V4 = """
-DROP INDEX tasks_claim;
+DROP INDEX IF EXISTS tasks_claim;
 CREATE INDEX tasks_claim ON tasks (state, priority, seq) WHERE state = 'pending';
-DROP INDEX tasks_group;
+DROP INDEX IF EXISTS tasks_group;
 CREATE INDEX tasks_group ON tasks (grp, state) WHERE grp IS NOT NULL;
-DROP INDEX tasks_finished;
+DROP INDEX IF EXISTS tasks_finished;
 CREATE INDEX tasks_finished ON tasks (finished_at) WHERE finished_at IS NOT NULL
 """
 
