@@ -17,8 +17,10 @@ import pytest
 
 from conftest import wait_until
 from fakes.environment import LlmEnv
+from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import State, TaskSpec
 from offload.queue.sqlite import SqliteStore
+from offload.supervisor.sandbox import probe_sandbox
 from offload.supervisor.wake import poke
 
 pytest_plugins = ["fakes.fixtures"]
@@ -197,6 +199,62 @@ def test_no_escapee_survives_its_task(
     }[end]
     assert done.state is expected, done.error
     wait_until(lambda: not _escapees(token), timeout=5, what="no escapee left")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sandbox", [False, True])
+@pytest.mark.parametrize("end", ["exit", "cancel"])
+def test_nothing_of_a_namespaced_task_is_left_when_its_end_is_written(
+    sandbox: bool,
+    end: str,
+    store: SqliteStore,
+    offload_home: Path,
+    workspace: Path,
+    start_supervisor: Callable[..., Any],
+) -> None:
+    """A task's end is written once its tree is gone; in a PID namespace, once its init is
+    reaped. Escapees that double-fork, leave the session, the marker and the cgroup, or
+    try to enter another PID namespace are gone at that moment, sandboxed or not."""
+    root = _cgroup2_root()
+    if root is None or os.geteuid() != 0:
+        pytest.skip("needs root and a writable cgroup2 root to try leaving the cgroup")
+    if sandbox and not probe_sandbox().available:
+        pytest.skip(f"no sandbox here: {probe_sandbox().reason}")
+    token = str(3000 + random.randrange(1, 10**6) / 10**6)
+    (workspace / "double_fork.py").write_text(_DOUBLE_FORK)
+    outside = subprocess.Popen(["sleep", "60"])  # a PID namespace to try to enter
+    leave = "exec setsid env -u OFFLOAD_TASK_ID sleep " + token
+    command = (
+        f"sh -c 'echo $$ > {root}/cgroup.procs; {leave}' & "
+        f"env -u OFFLOAD_TASK_ID {sys.executable} double_fork.py {token}; "
+        f"(nsenter -t {outside.pid} -p -- sleep {token} >/dev/null 2>&1 &); "
+        f"while [ ! -e go ]; do sleep 0.02; done"
+    )
+    try:
+        start_supervisor(grace_seconds="0.5")
+        policy = TaskPolicy(sandbox=sandbox, roots=(str(workspace),)).to_json()
+        spec = TaskSpec(
+            command=command, cwd=str(workspace), workspace=str(workspace), policy=policy
+        )
+        task = store.submit([spec])[0]
+        poke(offload_home)
+        wait_until(lambda: len(_escapees(token)) >= 2, timeout=20, what="escapees")
+        started = store.get(task.id)
+        assert (started.containment or "").startswith("pid-namespace"), started.containment
+        assert ("sandbox" in started.containment) is sandbox, started.containment
+        if end == "exit":
+            (workspace / "go").touch()
+        else:
+            store.request_cancel(task.id)
+            poke(offload_home)
+        done = wait_until(lambda: (t := store.get(task.id)).is_final and t, timeout=30)
+        assert done.state is (State.COMPLETED if end == "exit" else State.CANCELLED)
+        assert _escapees(token) == []  # gone when the end was written, not later
+    finally:
+        outside.kill()
+        outside.wait()
+        for proc in _escapees(token):
+            proc.kill()
 
 
 @pytest.mark.slow
