@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from conftest import marked_processes, wait_until
@@ -277,6 +279,61 @@ def test_supervisor_status_and_stop(cli: Cli, offload_home: Path) -> None:
     assert "stopped" in ok(cli("supervisor", "stop"))
     assert not poke(offload_home)
     assert ok(cli("supervisor", "stop")) == "no supervisor running\n"
+
+
+def test_stop_also_stops_a_supervisor_waiting_to_take_over(cli: Cli, offload_home: Path) -> None:
+    """Two quick submits can start two on-demand supervisors: the second waits for the
+    first's lock. A stop must not leave it to take over: it exits once it has the lock."""
+    offload = str(Path(sys.executable).parent / "offload")
+    env = {**os.environ, "OFFLOAD_HOME": str(offload_home)}
+    first = subprocess.Popen([offload, "supervisor", "--detached"], env=env)
+    wait_until(lambda: poke(offload_home), what="the first supervisor")
+    second = subprocess.Popen([offload, "supervisor", "--detached"], env=env)
+    try:
+        lock = str(offload_home / "supervisor.lock")
+        wait_until(
+            lambda: any(f.path == lock for f in psutil.Process(second.pid).open_files()),
+            what="the second supervisor waiting for the lock",
+        )
+        assert f"(pid {first.pid}" in ok(cli("supervisor", "stop"))
+        assert first.wait(10) == 0 and second.wait(15) == 0  # it did not take over
+        assert not poke(offload_home)
+        ok(cli("submit", "--", "true"))  # a later front end still starts one
+        wait_until(lambda: poke(offload_home), what="a supervisor after the stop")
+        assert "stopped" in ok(cli("supervisor", "stop"))
+    finally:
+        for proc in (first, second):
+            proc.kill()
+            proc.wait()
+
+
+def test_a_supervisor_waiting_for_the_lock_does_not_outlive_a_stop(
+    offload_home: Path,
+) -> None:
+    """The lock is held (as by a supervisor shutting down); an on-demand one waits for it.
+    A stop asked for meanwhile: once it has the lock, it exits instead of serving."""
+    from offload.supervisor.wake import SupervisorLock, request_stop
+
+    offload_home.mkdir(parents=True, exist_ok=True)
+    held = SupervisorLock(offload_home)
+    held.acquire()
+    offload = str(Path(sys.executable).parent / "offload")
+    env = {**os.environ, "OFFLOAD_HOME": str(offload_home)}
+    waiting = subprocess.Popen([offload, "supervisor", "--detached"], env=env)
+    try:
+        lock = str(offload_home / "supervisor.lock")
+        wait_until(
+            lambda: any(f.path == lock for f in psutil.Process(waiting.pid).open_files()),
+            what="the supervisor waiting for the lock",
+        )
+        request_stop(offload_home)
+        held.release()
+        assert waiting.wait(10) == 0
+        assert not poke(offload_home)
+    finally:
+        held.release()
+        waiting.kill()
+        waiting.wait()
 
 
 def test_huge_single_line_output_is_tailed_within_the_cap(

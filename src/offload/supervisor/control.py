@@ -14,7 +14,7 @@ import time
 from offload.config import Settings
 from offload.errors import OffloadError, SupervisorRunning
 from offload.queue.store import Store
-from offload.supervisor.wake import poke, supervisor_pid
+from offload.supervisor.wake import poke, request_stop, supervisor_pid
 
 __all__ = ["run"]
 
@@ -43,25 +43,37 @@ def _run(settings: Settings, store: Store, detached: bool) -> int:
 
 
 def _stop(settings: Settings, drain: bool, timeout: float) -> int:
-    pid = supervisor_pid(settings.home)
-    if not poke(settings.home) or pid is None:
-        sys.stdout.write("no supervisor running\n")
-        return 0
-    try:
-        os.kill(pid, signal.SIGUSR1 if drain else signal.SIGTERM)
-        os.kill(pid, signal.SIGCONT)  # a stopped (SIGSTOP) supervisor acts on it only now
-    except ProcessLookupError:
-        sys.stdout.write("no supervisor running\n")
-        return 0
+    """Stops the data dir's supervisor, and one that takes over while it stops.
+
+    An on-demand supervisor started a moment after another one waits for its lock (see
+    `SupervisorLock.acquire`). It finds the stop noted (`request_stop`) and exits once it
+    has the lock; one that took over before it looked is stopped here too.
+    """
+    stopped: list[int] = []
+    sig = signal.SIGUSR1 if drain else signal.SIGTERM
+    request_stop(settings.home)
     deadline = time.monotonic() + timeout
     while poke(settings.home):
+        pid = supervisor_pid(settings.home)
+        if pid is not None and pid not in stopped:
+            try:
+                os.kill(pid, sig)
+                os.kill(pid, signal.SIGCONT)  # a stopped (SIGSTOP) supervisor acts on it only now
+            except ProcessLookupError:
+                pass  # gone already; the loop looks again
+            stopped.append(pid)
         if time.monotonic() >= deadline:
+            who = f"the supervisor (pid {stopped[-1]})" if stopped else "a supervisor"
             raise OffloadError(
-                f"the supervisor (pid {pid}) is still running after {timeout:g} s; "
-                "running tasks may still be finishing (try again, or stop without --drain)"
+                f"{who} is still running after {timeout:g} s; running tasks may still be "
+                "finishing (try again, or stop without --drain)"
             )
         time.sleep(_POLL_SECONDS)  # waiting for the FIFO reader to go away
-    sys.stdout.write(f"supervisor (pid {pid}) stopped\n")
+    if not stopped:
+        sys.stdout.write("no supervisor running\n")
+        return 0
+    took_over = "".join(f", then pid {pid}, which took over" for pid in stopped[1:])
+    sys.stdout.write(f"supervisor (pid {stopped[0]}{took_over}) stopped\n")
     return 0
 
 

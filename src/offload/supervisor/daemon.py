@@ -39,7 +39,7 @@ from offload.supervisor.shipping import Shipper
 from offload.supervisor.signals import Flags, become_subreaper
 from offload.supervisor.starting import TaskStarter
 from offload.supervisor.tracker import Running, Tracker
-from offload.supervisor.wake import SupervisorLock
+from offload.supervisor.wake import SupervisorLock, stop_asked_since
 from offload.supervisor.wakeups import Wakeups
 
 __all__ = ["Supervisor"]
@@ -115,7 +115,11 @@ class Supervisor:
         home = self.settings.home
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.settings.logs_dir.mkdir(mode=0o700, exist_ok=True)
-        self._lock.acquire(DETACHED_LOCK_WAIT_SECONDS if self.detached else 0.0)
+        began = time.time()
+        waited = self._lock.acquire(DETACHED_LOCK_WAIT_SECONDS if self.detached else 0.0)
+        if waited and stop_asked_since(home, began):
+            self._lock.release()  # it waited on the one that was stopped: it stops too
+            raise SupervisorRunning("a stop was asked for while this supervisor waited")
         try:
             if self.membership is None:  # on a shared queue the heartbeat is anyone's
                 refuse_if_other_alive(self.store, home)

@@ -19,6 +19,7 @@ __all__ = ["SupervisorLock", "WakeFifo", "poke", "supervisor_pid"]
 
 LOCK_NAME = "supervisor.lock"
 FIFO_NAME = "wake.fifo"
+STOP_NAME = "supervisor.stop"  # when `offload supervisor stop` last ran (see `request_stop`)
 _LOCK_RETRY_SECONDS = 0.05
 
 
@@ -29,6 +30,24 @@ def supervisor_pid(home: Path) -> int | None:
         return int(words[0]) if words else None
     except (OSError, ValueError):
         return None
+
+
+def request_stop(home: Path) -> None:
+    """Notes that a stop was asked for now: a supervisor already waiting for the lock
+    (two front ends started one each a moment apart) then does not take over from the
+    one being stopped (see `stop_asked_since`)."""
+    try:
+        (home / STOP_NAME).write_text(f"{time.time():.6f}\n")
+    except OSError:
+        pass  # a read-only data dir: the stop still signals the supervisor it finds
+
+
+def stop_asked_since(home: Path, since: float) -> bool:
+    """True when `request_stop` ran at or after `since` (seconds since the epoch)."""
+    try:
+        return float((home / STOP_NAME).read_text()) >= since
+    except (OSError, ValueError):
+        return False
 
 
 def _lock_text() -> bytes:
@@ -45,16 +64,18 @@ class SupervisorLock:
         self.path = home / LOCK_NAME
         self._fd: int | None = None
 
-    def acquire(self, wait_seconds: float = 0.0) -> None:
+    def acquire(self, wait_seconds: float = 0.0) -> bool:
         """Takes the lock or raises SupervisorRunning naming the holder's pid.
 
         `wait_seconds` lets an on-demand supervisor wait out one that is shutting down
         (it has closed its FIFO, so front ends started us, but still holds the lock).
+        Returns True when it had to wait for another holder.
         """
         import fcntl  # only a supervisor locks; every front end imports this module to wake one
 
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         deadline = time.monotonic() + wait_seconds
+        waited = False
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -70,10 +91,12 @@ class SupervisorLock:
                         f"a supervisor (pid {holder}) already runs for {self.path.parent}; "
                         "`offload supervisor stop` stops it"
                     ) from None
+                waited = True
                 time.sleep(_LOCK_RETRY_SECONDS)  # waiting on the holder to exit, bounded
         os.ftruncate(fd, 0)
         os.write(fd, _lock_text())
         self._fd = fd
+        return waited
 
     def restore(self) -> bool:
         """Takes the lock again if its file was deleted or replaced under us.
