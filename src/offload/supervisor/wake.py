@@ -43,11 +43,15 @@ def request_stop(home: Path) -> None:
 
 
 def stop_asked_since(home: Path, since: float) -> bool:
-    """True when `request_stop` ran at or after `since` (seconds since the epoch)."""
+    """True when `request_stop` ran at or after `since` (seconds since the epoch).
+
+    A time still to come is no stop: it was not written by `request_stop`.
+    """
     try:
-        return float((home / STOP_NAME).read_text()) >= since
+        asked = float((home / STOP_NAME).read_text())
     except (OSError, ValueError):
         return False
+    return since <= asked <= time.time()
 
 
 def _lock_text() -> bytes:
