@@ -336,6 +336,17 @@ def test_a_supervisor_waiting_for_the_lock_does_not_outlive_a_stop(
         waiting.wait()
 
 
+def test_stop_does_not_write_through_a_link_planted_for_its_note(
+    cli: Cli, offload_home: Path, tmp_path: Path
+) -> None:
+    offload_home.mkdir(parents=True, exist_ok=True)
+    victim = tmp_path / "bashrc"
+    victim.write_text("export KEEP=1\n")
+    (offload_home / "supervisor.stop").symlink_to(victim)
+    assert ok(cli("supervisor", "stop")) == "no supervisor running\n"
+    assert victim.read_text() == "export KEEP=1\n"
+
+
 def test_huge_single_line_output_is_tailed_within_the_cap(
     cli: Cli, start_supervisor: Any, offload_home: Path
 ) -> None:

@@ -36,10 +36,17 @@ def request_stop(home: Path) -> None:
     """Notes that a stop was asked for now: a supervisor already waiting for the lock
     (two front ends started one each a moment apart) then does not take over from the
     one being stopped (see `stop_asked_since`)."""
-    try:
-        (home / STOP_NAME).write_text(f"{time.time():.6f}\n")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:  # never through a link planted in its place
+        fd = os.open(home / STOP_NAME, flags, 0o600)
     except OSError:
-        pass  # a read-only data dir: the stop still signals the supervisor it finds
+        return  # a read-only data dir: the stop still signals the supervisor it finds
+    try:
+        os.write(fd, f"{time.time():.6f}\n".encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def stop_asked_since(home: Path, since: float) -> bool:
