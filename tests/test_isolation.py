@@ -221,12 +221,12 @@ def test_nothing_of_a_namespaced_task_is_left_when_its_end_is_written(
     if sandbox and not probe_sandbox().available:
         pytest.skip(f"no sandbox here: {probe_sandbox().reason}")
     token = str(3000 + random.randrange(1, 10**6) / 10**6)
-    (workspace / "double_fork.py").write_text(_DOUBLE_FORK)
     outside = subprocess.Popen(["sleep", "60"])  # a PID namespace to try to enter
     leave = "exec setsid env -u OFFLOAD_TASK_ID sleep " + token
+    # Shell only: the sandbox shows neither this test's interpreter nor its /tmp.
     command = (
         f"sh -c 'echo $$ > {root}/cgroup.procs; {leave}' & "
-        f"env -u OFFLOAD_TASK_ID {sys.executable} double_fork.py {token}; "
+        f"(sh -c '{leave}' &); "  # double fork: its parent exits at once
         f"(nsenter -t {outside.pid} -p -- sleep {token} >/dev/null 2>&1 &); "
         f"while [ ! -e go ]; do sleep 0.02; done"
     )
