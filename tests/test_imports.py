@@ -131,6 +131,7 @@ def test_the_mcp_server_starts_without_rich_or_the_sdk_client(
     assert not {n for n in names if n == "mcp.client" or n.startswith("mcp.client.")}
 
 
+@pytest.mark.slow  # about a second: not in the fast subset
 def test_the_sdk_server_side_needs_nothing_from_the_package_init() -> None:
     """`offload mcp` skips the SDK package's `__init__` (see offload.mcp_server). That holds
     while no module of the server side, which it loads, imports a name from the package

@@ -237,6 +237,7 @@ def test_masking_keeps_the_prose_after_an_error_code() -> None:
     assert scrub("OPENAI_API_KEY=abcdefgh1") == "OPENAI_API_KEY=***"
 
 
+@pytest.mark.slow  # about a second: not in the fast subset
 def test_connection_refused_names_the_url() -> None:
     import socket
 

@@ -55,6 +55,7 @@ def test_tools_carry_the_published_schemas_and_build_models_at_first_call() -> N
         assert (meta.output_model, meta.wrap_output) == (want.output_model, want.wrap_output)
 
 
+@pytest.mark.slow  # about a second: not in the fast subset
 def test_the_writer_needs_a_path() -> None:
     done = subprocess.run(
         [sys.executable, "-m", published.__name__], capture_output=True, text=True, timeout=60
@@ -62,6 +63,7 @@ def test_the_writer_needs_a_path() -> None:
     assert done.returncode != 0 and "usage:" in done.stderr
 
 
+@pytest.mark.slow  # about a second: not in the fast subset
 def test_the_writer_reproduces_the_published_file(tmp_path: Path) -> None:
     written = tmp_path / "tool_schemas.json"
     done = subprocess.run(

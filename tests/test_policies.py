@@ -709,6 +709,7 @@ def test_anything_the_shell_reads_specially_is_not_plain(line: str) -> None:
     assert plain_words(line) is None
 
 
+@pytest.mark.slow  # about a second: not in the fast subset
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.from_regex(r"[A-Za-z0-9._/:=+@%,-]{1,6}", fullmatch=True), max_size=5))
 def test_a_plain_line_parses_to_exactly_its_words(words: list[str]) -> None:
@@ -724,6 +725,7 @@ def test_a_plain_line_parses_to_exactly_its_words(words: list[str]) -> None:
     assert not command.redirects and not command.assignments
 
 
+@pytest.mark.slow  # about a second: not in the fast subset
 @settings(max_examples=500, deadline=None)
 @given(
     st.one_of(

@@ -421,6 +421,7 @@ def _drive(sup: Any, store: SqliteStore, timeout: float = 20) -> None:
     wait_until(step, timeout=timeout, interval=0, what="the queue to drain")
 
 
+@pytest.mark.slow  # about a second: not in the fast subset
 def test_a_failed_store_write_strands_no_task(
     offload_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
