@@ -6,6 +6,8 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -457,6 +459,40 @@ def test_a_claim_and_a_finish_write_only_the_pages_they_change(tmp_path: Path) -
         )
     )
     assert "tasks_claim" in plan and "TEMP B-TREE" not in plan, plan
+    s.close()
+
+
+def test_the_supervisor_s_connection_leaves_checkpoints_to_a_thread(tmp_path: Path) -> None:
+    """A commit past 1,000 pages of log would copy the log into the database and sync both
+    in the supervisor's loop. With checkpoints aside its commits never do; the thread does,
+    woken every so many commits, and stops when asked."""
+    s = SqliteStore(tmp_path / "q.db")
+    s.submit([spec()])
+    s._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    main = tmp_path / "q.db"
+    before = main.read_bytes()
+
+    def threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name == "offload-checkpoints"]
+
+    stop = s.checkpoint_aside(every=10**9)  # a thread that is never woken
+    for i in range(1_200):  # each a commit of its own, more than 1,000 pages in all
+        s.heartbeat(f"sup-{i}", i)
+    assert main.read_bytes() == before, "a commit checkpointed in line"
+    stop()
+    assert not threads()
+
+    stop = s.checkpoint_aside(every=100)
+    for i in range(100):
+        s.heartbeat(f"sup-{i}", i)
+    deadline = time.monotonic() + 10
+    while main.read_bytes() == before:  # the thread copies the log into the file
+        assert time.monotonic() < deadline, "no checkpoint aside"
+        time.sleep(0.01)
+    assert threads()
+    stop()
+    assert not threads()
+    assert s.supervisor_info() is not None  # the connection goes on as before
     s.close()
 
 

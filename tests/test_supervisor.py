@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,26 @@ def test_a_cancel_nobody_announced_is_still_carried_out(
     store.request_cancel(task.id)  # no poke
     done = final(store, task.id, timeout=10)
     assert done.state is State.CANCELLED
+
+
+def test_the_supervisor_checkpoints_aside_while_it_runs(offload_home: Path) -> None:
+    """Its connection leaves the log's checkpoints to a thread (see the store's test), which
+    ends with the supervisor."""
+    from offload.supervisor.daemon import Supervisor
+
+    settings = load_settings()
+    store = SqliteStore(settings.db_path)
+    sup = Supervisor(settings, store)
+    names = lambda: [t.name for t in threading.enumerate()]  # noqa: E731
+    sup.start()
+    try:
+        assert "offload-checkpoints" in names()
+        assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    finally:
+        sup.close()
+    assert "offload-checkpoints" not in names()
+    assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    store.close()
 
 
 def test_exit_before_cancel_keeps_its_outcome(offload_home: Path) -> None:
@@ -371,7 +392,8 @@ def test_sequential_tasks_do_not_grow_fds_or_threads(
     fds, threads = proc.num_fds(), proc.num_threads()
     run_batch(1000)
     run_batch(1000)
-    assert proc.num_fds() <= fds and proc.num_threads() == threads == 1
+    # one thread runs the loop, one its checkpoints (see `SqliteDb.checkpoint_aside`)
+    assert proc.num_fds() <= fds and proc.num_threads() == threads == 2
     assert store.stats(0).counts.get("completed") == 2100
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from offload.collector import resume
 from offload.config import Settings
@@ -85,6 +86,7 @@ class Supervisor:
         self._lock = SupervisorLock(settings.home)
         self._cgroups: CgroupRoot | None = None
         self._containment: Containment | None = None
+        self._stop_checkpoints: Callable[[], None] | None = None
         self._claim_needed = True
         # Cancels are looked for when a wake-up may have brought one (a front end's poke
         # here, a notification on a shared queue) and each second, not on every pass:
@@ -139,6 +141,9 @@ class Supervisor:
         set_busy_timeout = getattr(self.store, "set_busy_timeout", None)
         if set_busy_timeout is not None:  # from now on, never wait long on a lock
             set_busy_timeout(STORE_BUSY_TIMEOUT_SECONDS)
+        checkpoint_aside = getattr(self.store, "checkpoint_aside", None)
+        if checkpoint_aside is not None:  # and never sync the database files in the loop
+            self._stop_checkpoints = checkpoint_aside()
         self.log.info(
             "started",
             pid=os.getpid(),
@@ -205,6 +210,8 @@ class Supervisor:
         if self._containment is not None:
             self._containment.close()
         self.wakeups.close()
+        if self._stop_checkpoints is not None:
+            self._stop_checkpoints()
         self._lock.release()
         self.log.info("stopped", pid=os.getpid())
 
