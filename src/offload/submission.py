@@ -160,13 +160,16 @@ class Submitter:
         raw: Mapping[str, Any],
         resolve_id: Callable[[str], str],
         environ: Mapping[str, str] | None = None,
+        *,
+        captured: bool = False,
     ) -> TaskSpec:
         """Validates `raw` (the fields of ARCHITECTURE §3) into a TaskSpec.
 
         `resolve_id` turns a task id or prefix into the full id of an existing task (for
         `depends_on` and `parent_id`) or raises NotFound/AmbiguousId. `environ` is the
         submitting front end's environment: the task runs with its captured part
-        (`capture_environ`); without it the task runs with the supervisor's.
+        (`capture_environ`), or with `environ` itself when it is `captured` already (a
+        batch captures it once for all its tasks); without it, with the supervisor's.
 
         Raises:
             InvalidInput: for a missing, malformed or out-of-range field.
@@ -217,9 +220,14 @@ class Submitter:
                 _optional_boolean("network", fields.get("network")),
                 may_loosen=self.person,
             ).to_json(),
-            environ={} if environ is None else capture_environ(environ, self.settings.env_allow),
+            environ=self._environ(environ, captured),
             run_on=check_labels(fields.get("on"), "on"),
         )
+
+    def _environ(self, environ: Mapping[str, str] | None, captured: bool) -> Mapping[str, str]:
+        if environ is None:
+            return {}
+        return environ if captured else capture_environ(environ, self.settings.env_allow)
 
     def _env(self, value: Any) -> dict[str, str]:
         env = check_task_env(_mapping("env", value))

@@ -323,14 +323,15 @@ class Desk:
                 f"the batch has {len(raws)} tasks; the limit is {MAX_BATCH} per call"
             )
         environ = self.environ
-        if environ is not None and len(raws) > 1:  # the same for every entry: scrub it once
+        if environ is not None:  # the same for every entry: captured once, shared by all
             from offload.policies.submitter_env import capture_environ
 
             environ = capture_environ(environ, self.settings.env_allow)
         specs = []
+        build, resolve = self.submitter.build, self._resolve_dependency
         for number, raw in enumerate(raws, 1):
             try:
-                specs.append(self.submitter.build(raw, self._resolve_dependency, environ))
+                specs.append(build(raw, resolve, environ, captured=True))
             except OffloadError as exc:
                 if batch or len(raws) > 1:
                     raise type(exc)(f"{entry_word.format(n=number)}: {exc}") from None

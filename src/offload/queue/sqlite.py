@@ -37,7 +37,11 @@ MAX_ROWS = 2**62  # LIMIT and OFFSET are clamped to this: more rows than any que
 
 
 def _dump(value: Any) -> str | None:
-    return None if value is None else json.dumps(value)
+    if value is None:
+        return None
+    if not value and isinstance(value, (list, tuple, dict)):  # most list and map columns
+        return "{}" if isinstance(value, dict) else "[]"
+    return json.dumps(value)
 
 
 class SqliteStore(SqliteMembers, Store):
@@ -46,10 +50,17 @@ class SqliteStore(SqliteMembers, Store):
     # -- submitting and reading --------------------------------------------------------
     def submit(self, specs: Sequence[TaskSpec]) -> builtins.list[Task]:
         now = self._clock()
+        environs: dict[int, str | None] = {}  # a batch's tasks often share one environment
         with self._write() as db:
-            return [self._insert(db, spec, now) for spec in specs]
+            return [self._insert(db, spec, now, environs) for spec in specs]
 
-    def _insert(self, db: sqlite3.Connection, spec: TaskSpec, now: int) -> Task:
+    def _insert(
+        self, db: sqlite3.Connection, spec: TaskSpec, now: int, environs: dict[int, str | None]
+    ) -> Task:
+        key = id(spec.environ)  # the specs keep each one alive while this runs: ids hold
+        if key not in environs:
+            environs[key] = _dump(dict(spec.environ)) if spec.environ else None
+        environ = environs[key]
         self._check_deps(db, spec.depends_on)
         task_id = new_task_id()
         row = db.execute(
@@ -82,7 +93,7 @@ class SqliteStore(SqliteMembers, Store):
                 now,
                 now,
                 _dump(dict(spec.policy) if spec.policy is not None else None),
-                _dump(dict(spec.environ)) if spec.environ else None,
+                environ,
                 _dump(list(spec.run_on)) if spec.run_on else None,
             ),
         ).fetchone()
