@@ -63,13 +63,14 @@ class TaskTree:
         `candidates` is asked for only when the cgroup and the group are empty and no PID
         namespace holds the tree: listing adopted orphans costs more than the other looks.
         """
-        if self.cgroup and CgroupRoot.pids(self.cgroup):
-            return True
         if self.namespaced and self.init_pid is None:
             # Its init was reaped, and an init's exit waits until the kernel has ended
             # every other process of its namespace: none of them can be left, in the
-            # group or adopted by us (nothing leaves a PID namespace).
+            # cgroup, the group or adopted by us (nothing leaves a PID namespace, and a
+            # process inside can name no process outside to move into its cgroup).
             return False
+        if self.cgroup and CgroupRoot.pids(self.cgroup):
+            return True
         return self._group_alive() or bool(self.marked(candidates()))
 
     def signal(self, sig: int, candidates: list[psutil.Process]) -> None:
