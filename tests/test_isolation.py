@@ -307,15 +307,3 @@ def test_a_namespace_probe_that_cannot_come_back_leaves_the_supervisor_able_to_f
     assert forked == "0"
     if available == "False":
         assert "setns" in reason or "not permitted" in reason, reason
-
-
-def test_a_supervisor_that_cannot_renice_itself_back_never_nices_itself() -> None:
-    """Inside a user namespace CapEff shows CAP_SYS_NICE, but going back down needs it in
-    the initial one: trusting the bits left the supervisor at its tasks' nice for good."""
-    code = (
-        "import os; from offload.policies.limits import Limits, niced_for_fork\n"
-        "with niced_for_fork(Limits(nice=5)) as niced: pass\n"
-        "print(niced, os.getpriority(os.PRIO_PROCESS, 0))"
-    )
-    done = _as_user_namespace_root(code)
-    assert done.stdout.split() == ["False", str(os.getpriority(os.PRIO_PROCESS, 0))], done

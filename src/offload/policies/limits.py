@@ -12,9 +12,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from offload.errors import ConfigError, InvalidInput
 from offload.records import record
@@ -32,7 +29,7 @@ __all__ = [
     "check_priority",
     "check_timeout",
     "inheritable_soft_limits",
-    "niced_for_fork",
+    "nice_for_tasks",
 ]
 
 MAX_TIMEOUT_SECONDS = 7 * 24 * 3600
@@ -174,88 +171,44 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def apply_limits_to(pid: int, limits: Limits, *, rlimits: bool = True, nice: bool = True) -> None:
-    """Put ``limits`` on an already started process (and the nice value on its group).
+def apply_limits_to(pid: int, limits: Limits) -> None:
+    """Put the rlimits of ``limits`` on an already started process.
 
     The supervisor spawns without running Python in the child (so the fork is a fast
     vfork). A task with its own PID namespace has an init that sets its rlimits before
-    the command starts (``rlimits=False`` then), and a supervisor that can renice itself
-    forks it already niced (``nice=False``); otherwise they are applied from outside.
+    the command starts, and needs none of this; otherwise they are applied from outside.
     Limits that would only matter for processes the task forks in its first microseconds
-    are also set on the supervisor itself (see ``inheritable_soft_limits``).
+    are also set on the supervisor itself (see ``inheritable_soft_limits``), and tasks are
+    born with their nice value (see ``nice_for_tasks``).
 
     Raises:
         OSError: The kernel refused a limit (the process may already be gone).
     """
     import resource
 
-    for res, (soft, hard) in limits.rlimits() if rlimits else ():
+    for res, (soft, hard) in limits.rlimits():
         _, current_hard = resource.prlimit(pid, res)
         if current_hard != resource.RLIM_INFINITY:
             hard = min(hard, current_hard)
             soft = min(soft, hard)
         resource.prlimit(pid, res, (soft, hard))
-    if nice and limits.nice > 0:
-        os.setpriority(os.PRIO_PGRP, pid, limits.nice)
 
 
-@contextmanager
-def niced_for_fork(limits: Limits) -> Iterator[bool]:
-    """Gives the calling process the tasks' nice value for a fork, then its own back.
+def nice_for_tasks(limits: Limits) -> int:
+    """Gives the calling thread the tasks' nice value, unless its own is higher; returns it.
 
-    A child is born with its parent's nice value, so the task starts niced, with no
-    `setpriority` on it from outside (which waits while the child execs and sets up a
-    sandbox). Going back up needs CAP_SYS_NICE: without it this yields False and changes
-    nothing, and the caller renices the task from outside.
+    A child is born with the nice value of the thread that forks it, so every task the
+    supervisor's loop starts is born niced, with nothing done per task: a `setpriority` on
+    each task from outside waits while bwrap sets up a sandbox (~1.2 ms), and lowering the
+    loop's own priority around each fork gave the CPU away in the middle of a spawn. The
+    loop runs at its tasks' priority, as the background work it is. Raising one's own nice
+    value needs no privilege.
     """
-    if limits.nice <= 0 or not _can_renice_back():
-        yield False
-        return
     own = os.getpriority(os.PRIO_PROCESS, 0)
-    os.setpriority(os.PRIO_PROCESS, 0, limits.nice)
-    try:
-        yield True
-    finally:
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, own)
-        except OSError:
-            _RENICE_BACK[0] = False  # from now on tasks are reniced from outside
-
-
-_RENICE_BACK: list[bool | None] = [None]
-
-
-def _can_renice_back() -> bool:
-    """Whether this process may lower its nice value again, tried once for real.
-
-    The capability bits do not say: inside a user namespace CapEff shows CAP_SYS_NICE
-    while lowering nice needs it in the initial namespace. On Linux a nice value belongs
-    to a thread, so the round trip runs in a throwaway thread and leaves ours as it was.
-    """
-    if _RENICE_BACK[0] is None and not sys.platform.startswith("linux"):
-        _RENICE_BACK[0] = False  # a nice value belongs to the whole process there
-    if _RENICE_BACK[0] is None:
-        import threading
-
-        found: list[bool] = []
-
-        def round_trip() -> None:
-            try:
-                own = os.getpriority(os.PRIO_PROCESS, 0)
-                os.setpriority(os.PRIO_PROCESS, 0, min(own + 1, MAX_NICE))
-                os.setpriority(os.PRIO_PROCESS, 0, own)
-                found.append(own < MAX_NICE and os.getpriority(os.PRIO_PROCESS, 0) == own)
-            except OSError:
-                found.append(False)
-
-        probe = threading.Thread(target=round_trip, name="renice-probe")
-        try:
-            probe.start()
-            probe.join()
-        except RuntimeError:  # no thread to spare: renice tasks from outside
-            found.append(False)
-        _RENICE_BACK[0] = bool(found and found[0])
-    return bool(_RENICE_BACK[0])
+    if own < limits.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, limits.nice)
+        own = limits.nice
+    return own
 
 
 def inheritable_soft_limits(limits: Limits) -> None:

@@ -26,7 +26,7 @@ from offload.collector import resume
 from offload.config import Settings
 from offload.errors import OffloadError, SupervisorRunning
 from offload.logging import get_logger
-from offload.policies.limits import inheritable_soft_limits
+from offload.policies.limits import inheritable_soft_limits, nice_for_tasks
 from offload.queue.models import State, new_task_id
 from offload.queue.store import Store
 from offload.supervisor.cgroups import CgroupRoot
@@ -130,6 +130,7 @@ class Supervisor:
             raise
         subreaper = become_subreaper()
         inheritable_soft_limits(self.starter.limits)
+        nice = nice_for_tasks(self.starter.limits)  # the loop's, so its tasks are born with it
         self._containment = self.starter.containment = find_containment(self.settings, self.log)
         self._cgroups = self._containment.cgroups
         recovered = self._recover()
@@ -155,6 +156,7 @@ class Supervisor:
             sandbox=self._containment.sandbox.available,
             recovered=recovered,
             max_concurrent=self.settings.max_concurrent,
+            nice=nice,
         )
 
     def _recover(self) -> int:

@@ -2,11 +2,11 @@
 
 Shell tasks are exec'd directly (`/bin/sh -c CMD` or the argv list; under a PID
 namespace's init, a plain line as its words), with no Python between the supervisor and
-the command; LLM and agent tasks run as
-`python -m offload.workers <id>`. Every task gets a new session and process group,
-stdin from /dev/null, stdout+stderr appended by the child itself to a 0600 log file, a
-policy-built environment with the `OFFLOAD_TASK_ID` marker, rlimits, a nice value and,
-where possible, its own cgroup and its own PID namespace (`pidns.py`). A task whose policy
+the command; LLM and agent tasks run as `python -m offload.workers <id>`. Every task gets
+a new session and process group, stdin from /dev/null, stdout+stderr appended by the child
+itself to a 0600 log file, a policy-built environment with the `OFFLOAD_TASK_ID` marker,
+rlimits, the nice value it is born with (the loop's: see `nice_for_tasks`) and, where
+possible, its own cgroup and its own PID namespace (`pidns.py`). A task whose policy
 asks for the sandbox runs under bubblewrap (`sandbox.py`). LLM and agent workers get
 their provider keys over a pipe, never in their environment (`keys.py`).
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 from offload.policies.commands import plain_words
 from offload.policies.enforce import check_task
 from offload.policies.environment import TASK_ID_VAR, build_task_env
-from offload.policies.limits import Limits, apply_limits_to, niced_for_fork
+from offload.policies.limits import Limits, apply_limits_to
 from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import Task
 from offload.supervisor.cgroups import CgroupRoot
@@ -224,9 +224,8 @@ def spawn_task(
     argv, direct = _command_words(task, prefix, env, cgroup, limits)
     log_fd = subprocess.DEVNULL  # an init opens the log itself (see `init_argv`)
     try:
-        # niced first: its one-time probe starts a thread, which clone() refuses once the
-        # next child is to be born in another PID namespace
-        with niced_for_fork(limits) as niced, containment.pidns.entered() as in_pidns:
+        # The task is born with the loop's nice value (see `nice_for_tasks`).
+        with containment.pidns.entered() as in_pidns:
             # A shell init joins the task's cgroup and sets its limits itself. Under the
             # sandbox bwrap is the init (a shell in front of it would cost each task an
             # exec and a cgroup move of its own) and a shell inside sets the limits; the
@@ -270,13 +269,18 @@ def spawn_task(
     if cgroup and not joined:
         _drop_cgroup(cgroup)
         cgroup = None  # the PID namespace, process group and marker cover this tree instead
-    try:
-        apply_limits_to(popen.pid, limits, rlimits=not (init or prefix), nice=not niced)
-    except OSError:
-        pass  # it already exited; nothing left to limit
+    if not (init or prefix):  # no shell of ours set the rlimits inside
+        _limit_from_outside(popen.pid, limits)
     own_ns = in_pidns or bool(prefix)  # without ours, bwrap makes one (--unshare-pid)
     described = _describe(own_ns, cgroup is not None, sandboxed, containment.pidns.reason)
     return Spawned(popen, log_path, cgroup, described, in_pidns, own_ns, started, init)
+
+
+def _limit_from_outside(pid: int, limits: Limits) -> None:
+    try:
+        apply_limits_to(pid, limits)
+    except OSError:
+        pass  # it already exited; nothing left to limit
 
 
 def _checked_policy(task: Task) -> TaskPolicy:
