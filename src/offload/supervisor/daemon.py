@@ -1,7 +1,9 @@
 """The supervisor: the only actor on task processes.
 
-One thread, one loop. It sleeps in `select()` on the wake FIFO and a signal pipe (SIGCHLD,
-SIGTERM, SIGINT, SIGUSR1 handlers only set flags), with a ≤ 1 s poll as a safety net.
+One loop, in one thread (a second only checkpoints the SQLite log, see
+`SqliteDb.checkpoint_aside`). It sleeps in `select()` on the wake FIFO and a signal pipe
+(SIGCHLD, SIGTERM, SIGINT, SIGUSR1 handlers only set flags), with a ≤ 1 s poll as a
+safety net.
 Each `run_once(now)` reaps exited children, finishes tasks, carries out cancels and
 timeouts (TERM → grace → KILL of the whole tree), claims ready tasks and spawns them.
 
