@@ -184,7 +184,7 @@ def test_the_supervisor_checkpoints_aside_while_it_runs(offload_home: Path) -> N
     sup.start()
     try:
         assert "offload-checkpoints" in names()
-        assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 2000
     finally:
         sup.close()
     assert "offload-checkpoints" not in names()

@@ -37,6 +37,9 @@ MIN_PREFIX = 6
 # A checkpoint aside (see `checkpoint_aside`) follows this many commits: about 50 tasks'
 # writes, some 650 pages of the write-ahead log (SQLite's own default is 1,000 pages).
 CHECKPOINT_EVERY_COMMITS = 150
+# ...and the writer's own checkpoint waits for this many pages: only it can start the log
+# over, which a checkpoint beside a busy writer never can (8 MiB of 4 KiB pages).
+CHECKPOINT_IN_LINE_PAGES = 2000
 
 
 class SqliteDb:
@@ -124,19 +127,24 @@ class SqliteDb:
             self._db.execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}")
 
     def checkpoint_aside(self, every: int = CHECKPOINT_EVERY_COMMITS) -> Callable[[], None]:
-        """Moves this connection's checkpoints onto a thread of their own; returns its stop.
+        """Moves most of this connection's checkpoint work onto a thread; returns its stop.
 
         A commit that takes the write-ahead log past 1,000 pages copies the log back into
         the database and syncs both files before it returns: several milliseconds every
-        80 or so tasks, in the supervisor's loop. From here on this connection never does;
-        every `every` commits wake a thread that runs a passive checkpoint on its own
-        connection while the loop goes on (sqlite3 lets go of the GIL while it works).
-        Other processes keep SQLite's default, so the log never grows without bound.
+        80 or so tasks, in the supervisor's loop. From here on every `every` commits wake
+        a thread that runs a passive checkpoint on its own connection while the loop goes
+        on (sqlite3 lets go of the GIL while it works). Only a writer starts the log over,
+        once all of it is copied, and a busy writer never lets the thread catch up: so
+        this connection still checkpoints itself, less often (`CHECKPOINT_IN_LINE_PAGES`)
+        and with little left to copy, and the log stays a few MiB however long the burst.
         """
         with self._lock:
             if self._checkpoints is None:
-                self._db.execute("PRAGMA wal_autocheckpoint = 0")
-                self._checkpoints = _Checkpoints(self.path, every)
+                try:
+                    self._checkpoints = _Checkpoints(self.path, every)
+                except RuntimeError:  # no thread to be had: checkpoints stay in line
+                    return lambda: None
+                self._db.execute(f"PRAGMA wal_autocheckpoint = {CHECKPOINT_IN_LINE_PAGES}")
             checkpoints = self._checkpoints
 
         def stop() -> None:
