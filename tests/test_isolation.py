@@ -257,6 +257,40 @@ def test_nothing_of_a_namespaced_task_is_left_when_its_end_is_written(
             proc.kill()
 
 
+def test_a_process_put_into_a_task_s_cgroup_from_outside_ends_with_the_task(
+    store: SqliteStore,
+    offload_home: Path,
+    workspace: Path,
+    start_supervisor: Callable[..., Any],
+) -> None:
+    """It is not the task's tree (a reaped namespace init means that is gone), but it is in
+    the task's cgroup: it is killed and the cgroup removed, as they were before the end
+    of a namespaced tree stopped reading the cgroup. Unkilled, it kept the cgroup."""
+    stranger = subprocess.Popen(["sleep", "300"])
+    try:
+        start_supervisor()
+        flag = workspace / "go"
+        spec = TaskSpec(
+            command=f"while [ ! -e {flag} ]; do sleep 0.02; done",
+            cwd=str(workspace),
+            workspace=str(workspace),
+        )
+        task = store.submit([spec])[0]
+        poke(offload_home)
+        running = wait_until(lambda: (t := store.get(task.id)).pid and t, timeout=20)
+        if running.cgroup is None or not (running.containment or "").startswith("pid-namespace"):
+            pytest.skip(f"needs a task cgroup and a PID namespace: {running.containment}")
+        Path(running.cgroup, "cgroup.procs").write_text(str(stranger.pid))
+        flag.touch()
+        done = wait_until(lambda: (t := store.get(task.id)).is_final and t, timeout=20)
+        assert done.state is State.COMPLETED
+        wait_until(lambda: stranger.poll() is not None, timeout=10, what="the stranger killed")
+        wait_until(lambda: not Path(running.cgroup).exists(), timeout=10, what="cgroup gone")
+    finally:
+        stranger.kill()
+        stranger.wait()
+
+
 @pytest.mark.slow
 def test_without_pid_namespaces_the_fallback_is_said_once(
     store: SqliteStore,

@@ -103,12 +103,15 @@ class CgroupRoot:
             return False
 
     @staticmethod
-    def remove(cgroup: str) -> None:
-        """Removes an empty task cgroup; quietly leaves a busy or missing one."""
+    def remove(cgroup: str) -> bool:
+        """Removes an empty task cgroup; False when it is still there (busy, or refused)."""
         try:
             os.rmdir(cgroup)
+        except FileNotFoundError:
+            return True
         except OSError:
-            pass
+            return False
+        return True
 
     def remove_root(self) -> None:
         """Removes the supervisor's own directory when it holds no task cgroup."""

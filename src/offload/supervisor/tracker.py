@@ -140,8 +140,12 @@ class Tracker:
     def _pop(self, pid: int, state: State, *, gone: bool = False, **kw: Any) -> None:
         """Ends the tracking of a task, writes its end; `gone`: its tree is known empty."""
         run = self.running.pop(pid)
-        if run.tree.cgroup and (gone or not run.tree.alive()):
-            CgroupRoot.remove(run.tree.cgroup)
+        cgroup = run.tree.cgroup
+        if cgroup and (gone or not run.tree.alive()) and not CgroupRoot.remove(cgroup):
+            # Not the task's tree (that is gone), but put in its cgroup from outside: it
+            # ends with the task, as the cgroup does.
+            run.tree.signal(signal.SIGKILL, [])
+            self.lingering.append(run.tree)
         if run.task.id in self.abandoned:
             self.abandoned.discard(run.task.id)
             self.log.info("end_not_written", task_id=run.task.id, state=state.value)
@@ -203,7 +207,7 @@ class Tracker:
     def _sweep_lingering(self) -> None:
         keep = []
         for tree in self.lingering:
-            if tree.alive(self.candidates):
+            if tree.alive(self.candidates) or (tree.cgroup and CgroupRoot.pids(tree.cgroup)):
                 tree.signal(signal.SIGKILL, self.candidates())
                 keep.append(tree)
             elif tree.cgroup:
