@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 
 from conftest import SupervisorProc, marked_processes, wait_until
 from offload.config import load_settings
-from offload.errors import IllegalTransition
+from offload.errors import IllegalTransition, StoreError
 from offload.policies.task_policy import TaskPolicy
 from offload.queue.models import State, Task, TaskSpec
 from offload.queue.sqlite import SqliteStore
@@ -190,6 +191,49 @@ def test_the_supervisor_checkpoints_aside_while_it_runs(offload_home: Path) -> N
     assert "offload-checkpoints" not in names()
     assert store._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
     store.close()
+
+
+def test_a_cancel_whose_look_failed_is_looked_for_again(
+    offload_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poke says a cancel may have come; the look fails (a locked database). The next
+    pass looks again, instead of waiting for the one-second safety net (and a pass more)."""
+    from offload.supervisor.daemon import Supervisor
+
+    settings = load_settings()
+    store = SqliteStore(settings.db_path)
+    sup = Supervisor(settings, store)
+    sup.start()
+    try:
+        ws = str(offload_home.parent / "ws")
+        task = store.submit([TaskSpec(command="sleep 300", cwd=ws, workspace=ws)])[0]
+        sup.run_once(0.0)
+        assert store.get(task.id).pid
+        sup.run_once(0.0)  # past the start's own look
+        store.request_cancel(task.id)
+        assert poke(offload_home)  # as every front end does after a cancel
+        sup.wait(0.0)
+        looks = iter([True])
+
+        def locked() -> list[Task]:
+            if next(looks, False):
+                raise StoreError("queue database read failed: database is locked")
+            return SqliteStore.cancel_requests(store)
+
+        monkeypatch.setattr(store, "cancel_requests", locked)
+        with pytest.raises(StoreError):
+            sup.run_once(0.01)
+        sup.run_once(0.02)  # well inside the second before the safety net
+        (run,) = sup.tracker.running.values()
+        assert run.kill_state is State.CANCELLED
+    finally:
+        sup.flags.stop = True
+        deadline = time.monotonic() + 10
+        while sup.tracker.running and time.monotonic() < deadline:
+            sup.wait(0.05)
+            sup.run_once(time.monotonic())
+        sup.close()
+        store.close()
 
 
 def test_exit_before_cancel_keeps_its_outcome(offload_home: Path) -> None:

@@ -306,8 +306,8 @@ class Supervisor:
         if self.membership is not None:
             self.membership.step(now)  # before claiming: a fenced member claims nothing
         if self.tracker.running and self._cancels_due:
-            self._cancels_due = False
             carry_out_cancels(self.store, self.tracker, now)
+            self._cancels_due = False  # only once looked at: a failed look is tried again
         if not (self.flags.stop or self.flags.drain):
             self._claim_and_spawn(now)
         if self.shipper is not None and now >= self.shipper.next_at:
