@@ -336,15 +336,43 @@ def test_a_supervisor_waiting_for_the_lock_does_not_outlive_a_stop(
         waiting.wait()
 
 
-def test_stop_does_not_write_through_a_link_planted_for_its_note(
-    cli: Cli, offload_home: Path, tmp_path: Path
+@pytest.mark.parametrize("planted", ["symlink", "hard link", "fifo"])
+def test_stop_does_not_write_through_a_file_planted_for_its_note(
+    cli: Cli, offload_home: Path, tmp_path: Path, planted: str
 ) -> None:
+    """A task that may write the data dir plants something at the note's name: the note
+    goes beside it and is renamed over it. A FIFO made the stop wait forever; a hard link
+    had its target emptied."""
     offload_home.mkdir(parents=True, exist_ok=True)
     victim = tmp_path / "bashrc"
     victim.write_text("export KEEP=1\n")
-    (offload_home / "supervisor.stop").symlink_to(victim)
-    assert ok(cli("supervisor", "stop")) == "no supervisor running\n"
+    note = offload_home / "supervisor.stop"
+    if planted == "symlink":
+        note.symlink_to(victim)
+    elif planted == "hard link":
+        os.link(victim, note)
+    else:
+        os.mkfifo(note, 0o600)
+    assert ok(cli("supervisor", "stop", timeout=20)) == "no supervisor running\n"
     assert victim.read_text() == "export KEEP=1\n"
+    assert note.is_file() and not note.is_symlink() and float(note.read_text()) > 0
+
+
+def test_the_stop_note_and_the_lock_are_read_without_hanging(
+    offload_home: Path, tmp_path: Path
+) -> None:
+    """A FIFO at either name would block a starting supervisor, or `stop`, in the open; a
+    link to /dev/zero would be read for ever. Each reads as nothing there."""
+    from offload.supervisor.liveness import lock_record
+    from offload.supervisor.wake import stop_asked_since, supervisor_pid
+
+    offload_home.mkdir(parents=True, exist_ok=True)
+    for make in (lambda p: os.mkfifo(p, 0o600), lambda p: p.symlink_to("/dev/zero")):
+        for name in ("supervisor.stop", "supervisor.lock"):
+            (offload_home / name).unlink(missing_ok=True)
+            make(offload_home / name)
+        assert not stop_asked_since(offload_home, 0.0)
+        assert supervisor_pid(offload_home) is None and lock_record(offload_home) is None
 
 
 def test_huge_single_line_output_is_tailed_within_the_cap(

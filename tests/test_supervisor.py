@@ -236,6 +236,31 @@ def test_a_cancel_whose_look_failed_is_looked_for_again(
         store.close()
 
 
+def test_a_stop_asked_for_while_the_supervisor_starts_stops_it(offload_home: Path) -> None:
+    """Recovering orphans can take a grace period, before the FIFO is open: a stop then
+    finds nothing to poke and says none runs. The supervisor sees the note and stops (one
+    started after a stop serves: see the CLI's stop tests)."""
+    from offload.supervisor.daemon import Supervisor
+    from offload.supervisor.wake import request_stop
+
+    settings = load_settings()
+    store = SqliteStore(settings.db_path)
+    sup = Supervisor(settings, store)
+    recover = sup._recover
+
+    def slow_recovery() -> int:
+        request_stop(offload_home)  # `offload supervisor stop`, run meanwhile
+        return recover()
+
+    sup._recover = slow_recovery  # type: ignore[method-assign]
+    sup.start()
+    try:
+        assert sup.flags.stop and sup.finished()
+    finally:
+        sup.close()
+        store.close()
+
+
 def test_exit_before_cancel_keeps_its_outcome(offload_home: Path) -> None:
     """Drives the supervisor a step at a time: a task that exited 0 stays completed."""
     from offload.supervisor.daemon import Supervisor

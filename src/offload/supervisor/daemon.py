@@ -33,7 +33,7 @@ from offload.queue.models import State, new_task_id
 from offload.queue.store import Store
 from offload.supervisor.cgroups import CgroupRoot
 from offload.supervisor.containment import Containment, find_containment
-from offload.supervisor.liveness import refuse_if_other_alive
+from offload.supervisor.liveness import process_age, refuse_if_other_alive
 from offload.supervisor.logwatch import LogWatch
 from offload.supervisor.membership import Membership
 from offload.supervisor.reconcile import adopt_lost, carry_out_cancels, kill_changed_outside
@@ -137,6 +137,11 @@ class Supervisor:
         self._cgroups = self._containment.cgroups
         recovered = self._recover()
         self.wakeups.open(self.flags)
+        # A stop that came while this supervisor started found no FIFO to poke: it stops
+        # now, by the loop's own way out.
+        age = process_age(os.getpid())
+        if stop_asked_since(home, began if age is None else time.time() - age):
+            self.flags.stop = True
         if self.membership is not None:
             self.membership.join(time.monotonic())
         else:

@@ -28,6 +28,7 @@ from offload.errors import SupervisorRunning
 from offload.queue.models import State
 from offload.queue.store import Store
 from offload.records import record
+from offload.supervisor.wake import LOCK_NAME, read_note
 
 __all__ = [
     "Liveness",
@@ -36,13 +37,13 @@ __all__ = [
     "fifo_has_reader",
     "heartbeat_state",
     "lock_record",
+    "process_age",
     "process_start",
     "refuse_if_other_alive",
     "supervisor_state",
 ]
 
 START_SLACK_SECONDS = 1.0  # /proc's boot time may move by a second between reads
-LOCK_NAME = "supervisor.lock"
 FIFO_NAME = "wake.fifo"
 _STOPPED = {"T", "t"}  # stopped by a signal, or by a tracer
 
@@ -122,6 +123,16 @@ def fork_clock() -> float | None:
         return None
 
 
+def process_age(pid: int) -> float | None:
+    """Seconds since `pid` started, to a clock tick (None where unknown).
+
+    Its start and now are read on the same boot clock, so the boot time's whole-second
+    rounding, which `process_start` carries, cancels out.
+    """
+    now, start = fork_clock(), process_start(pid)
+    return None if now is None or start is None else max(0.0, now - start)
+
+
 def start_between(pid: int, before: float | None, after: float | None) -> float | None:
     """`pid`'s start time: `before` when the fork took little time, else read from /proc."""
     if before is not None and after is not None and after - before <= _FORK_CLOCK_SLACK_SECONDS:
@@ -138,7 +149,7 @@ def process_start(pid: int) -> float | None:
 def lock_record(home: Path) -> tuple[int, float | None] | None:
     """(pid, start time) from the lock file; the start time is None in an old-style file."""
     try:
-        words = (home / LOCK_NAME).read_text().split()
+        words = read_note(home / LOCK_NAME).split()
         pid = int(words[0])
         return pid, float(words[1]) if len(words) > 1 else None
     except (OSError, ValueError, IndexError):

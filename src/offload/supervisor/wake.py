@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
 from pathlib import Path
 
 from offload.errors import SupervisorRunning
 
-__all__ = ["SupervisorLock", "WakeFifo", "poke", "supervisor_pid"]
+__all__ = ["SupervisorLock", "WakeFifo", "poke", "read_note", "supervisor_pid"]
 
 LOCK_NAME = "supervisor.lock"
 FIFO_NAME = "wake.fifo"
@@ -23,30 +24,58 @@ STOP_NAME = "supervisor.stop"  # when `offload supervisor stop` last ran (see `r
 _LOCK_RETRY_SECONDS = 0.05
 
 
+def read_note(path: Path) -> str:
+    """The first bytes of a small regular file of ours; "" for anything else.
+
+    A task that may write the data dir could plant a FIFO (an open would wait for a
+    writer), a link to /dev/zero (a read would never end) or a directory in its place.
+    """
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return os.read(fd, 64).decode("ascii", "replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
+
+
 def supervisor_pid(home: Path) -> int | None:
     """The pid written in the lock file (`pid start-time`), if it parses."""
+    words = read_note(home / LOCK_NAME).split()
     try:
-        words = (home / LOCK_NAME).read_text().split()
         return int(words[0]) if words else None
-    except (OSError, ValueError):
+    except ValueError:
         return None
 
 
 def request_stop(home: Path) -> None:
-    """Notes that a stop was asked for now: a supervisor already waiting for the lock
-    (two front ends started one each a moment apart) then does not take over from the
-    one being stopped (see `stop_asked_since`)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:  # never through a link planted in its place
-        fd = os.open(home / STOP_NAME, flags, 0o600)
+    """Notes that a stop was asked for now: a supervisor starting or waiting for the lock
+    meanwhile then stops too (see `stop_asked_since`).
+
+    Written to a file of its own, then renamed into place: never through a link, a FIFO
+    or a hard link planted at the name.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    temporary = home / f".{STOP_NAME}.{os.getpid()}"
+    try:
+        temporary.unlink(missing_ok=True)  # left by a stop that died here
+        fd = os.open(temporary, flags, 0o600)
     except OSError:
         return  # a read-only data dir: the stop still signals the supervisor it finds
     try:
-        os.write(fd, f"{time.time():.6f}\n".encode())
+        try:
+            os.write(fd, f"{time.time():.6f}\n".encode())
+        finally:
+            os.close(fd)
+        os.replace(temporary, home / STOP_NAME)
     except OSError:
-        pass
-    finally:
-        os.close(fd)
+        temporary.unlink(missing_ok=True)
 
 
 def stop_asked_since(home: Path, since: float) -> bool:
@@ -55,8 +84,8 @@ def stop_asked_since(home: Path, since: float) -> bool:
     A time still to come is no stop: it was not written by `request_stop`.
     """
     try:
-        asked = float((home / STOP_NAME).read_text())
-    except (OSError, ValueError):
+        asked = float(read_note(home / STOP_NAME))
+    except ValueError:
         return False
     return since <= asked <= time.time()
 
