@@ -358,6 +358,30 @@ def test_stop_does_not_write_through_a_file_planted_for_its_note(
     assert note.is_file() and not note.is_symlink() and float(note.read_text()) > 0
 
 
+def test_stop_signals_no_process_a_forged_lock_file_names(cli: Cli, offload_home: Path) -> None:
+    """A task that may write the data dir writes another process's pid (and its right
+    start time) into the lock file while something holds the FIFO: `stop` must not
+    SIGTERM that process. It signals only a lock holder that runs a supervisor."""
+    from offload.supervisor.liveness import process_start
+
+    offload_home.mkdir(parents=True, exist_ok=True)
+    victim = subprocess.Popen(["sleep", "300"])
+    fifo = offload_home / "wake.fifo"
+    os.mkfifo(fifo, 0o600)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a poke finds a reader
+    try:
+        wait_until(lambda: process_start(victim.pid) is not None, what="the victim")
+        start = process_start(victim.pid)
+        (offload_home / "supervisor.lock").write_text(f"{victim.pid} {start:.3f}\n")
+        result = cli("supervisor", "stop", "--timeout", "0.5")
+        assert result.returncode == 1 and "still running" in result.stderr, result
+        assert victim.poll() is None, "stop signalled a process that is no supervisor"
+    finally:
+        os.close(reader)
+        victim.kill()
+        victim.wait()
+
+
 def test_the_stop_note_and_the_lock_are_read_without_hanging(
     offload_home: Path, tmp_path: Path
 ) -> None:

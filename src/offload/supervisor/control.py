@@ -14,7 +14,7 @@ import time
 from offload.config import Settings
 from offload.errors import OffloadError, SupervisorRunning
 from offload.queue.store import Store
-from offload.supervisor.wake import poke, request_stop, supervisor_pid
+from offload.supervisor.wake import poke, request_stop
 
 __all__ = ["run"]
 
@@ -49,12 +49,14 @@ def _stop(settings: Settings, drain: bool, timeout: float) -> int:
     `SupervisorLock.acquire`). It finds the stop noted (`request_stop`) and exits once it
     has the lock; one that took over before it looked is stopped here too.
     """
+    from offload.supervisor.liveness import lock_holder
+
     stopped: list[int] = []
     sig = signal.SIGUSR1 if drain else signal.SIGTERM
     request_stop(settings.home)
     deadline = time.monotonic() + timeout
     while poke(settings.home):
-        pid = supervisor_pid(settings.home)
+        pid = lock_holder(settings.home)
         if pid is not None and pid not in stopped:
             try:
                 os.kill(pid, sig)

@@ -36,6 +36,7 @@ __all__ = [
     "ensure_live",
     "fifo_has_reader",
     "heartbeat_state",
+    "lock_holder",
     "lock_record",
     "process_age",
     "process_start",
@@ -154,6 +155,21 @@ def lock_record(home: Path) -> tuple[int, float | None] | None:
         return pid, float(words[1]) if len(words) > 1 else None
     except (OSError, ValueError, IndexError):
         return None
+
+
+def lock_holder(home: Path) -> int | None:
+    """The lock file's pid, if that very process (by its start time) runs a supervisor.
+
+    What `offload supervisor stop` signals: a pid written there by anyone else (a task
+    that may write the data dir) or left by a dead supervisor and reused names no one.
+    """
+    record = lock_record(home)
+    if record is None:
+        return None
+    pid, started = record
+    if _state_of(pid, started, None) == "dead" or not _looks_like_supervisor(pid):
+        return None
+    return pid
 
 
 def _looks_like_supervisor(pid: int) -> bool:
