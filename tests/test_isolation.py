@@ -159,6 +159,56 @@ def test_a_reaped_namespace_init_means_its_tree_is_gone_without_a_scan() -> None
         sleeper.wait()
 
 
+def test_a_reaped_namespace_init_frees_its_group_id_for_good(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The init's pid was also the task's process group id; once the init is reaped every
+    member is dead and the id may be a stranger's group. A sweep of leftovers (a cgroup
+    that kept a process) went on sending SIGKILL to that id."""
+    from offload.supervisor import tree as tree_module
+    from offload.supervisor.tree import TaskTree
+
+    sent: list[int] = []
+    monkeypatch.setattr(tree_module.os, "killpg", lambda pgid, sig: sent.append(pgid))
+    tree = TaskTree("t1", pgid=4242, cgroup=None, init_pid=4242)
+    tree.init_reaped()
+    tree.signal(signal.SIGKILL, [])
+    assert tree.pgid is None and sent == []
+    plain = TaskTree("t2", pgid=4343, cgroup=None)  # no namespace: its group may live on
+    plain.init_reaped()
+    plain.signal(signal.SIGKILL, [])
+    assert sent == [4343]
+
+
+def test_each_attempt_of_a_task_has_a_cgroup_of_its_own(
+    store: SqliteStore,
+    offload_home: Path,
+    workspace: Path,
+    start_supervisor: Callable[..., Any],
+    tmp_path: Path,
+) -> None:
+    """A retry keeps the task's id: sharing the cgroup path, the last attempt's leftovers
+    (and the sweep that kills them) reached the new attempt. A directory already there is
+    refused, never shared."""
+    from offload.supervisor.cgroups import CgroupRoot
+
+    root = CgroupRoot(tmp_path / "root", tmp_path)
+    (tmp_path / "root").mkdir()
+    assert root.create("x.1") is not None and root.create("x.1") is None
+    start_supervisor()
+    spec = TaskSpec(command="exit 3", cwd=str(workspace), workspace=str(workspace))
+    task = store.submit([spec])[0]
+    poke(offload_home)
+    first = wait_until(lambda: (t := store.get(task.id)).is_final and t, timeout=20)
+    if first.cgroup is None:
+        pytest.skip(f"no task cgroups here: {first.containment}")
+    store.retry(task.id)
+    poke(offload_home)
+    second = wait_until(lambda: (t := store.get(task.id)).is_final and t, timeout=20)
+    assert second.attempt == first.attempt + 1 and second.exit_code == 3, second
+    assert second.cgroup != first.cgroup and second.cgroup.endswith(f"{task.id}.{second.attempt}")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("end", ENDS)
 def test_no_escapee_survives_its_task(

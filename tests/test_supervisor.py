@@ -650,7 +650,8 @@ def test_the_command_starts_inside_its_cgroup_and_limits(
         # root outside the sandbox keeps CAP_SYS_RESOURCE and may raise it; inside, never
         assert limits[:4] == ["7", "300", "300", "0"] and (not sandboxed or limits[4] == "kept")
         if done.cgroup is not None:  # a writable cgroup v2 here: the task's own, from the start
-            assert done.cgroup.endswith(cgroup) and cgroup.endswith(task.id), (cgroup, done.cgroup)
+            own = f"{task.id}.{done.attempt}"
+            assert done.cgroup.endswith(cgroup) and cgroup.endswith(own), (cgroup, done.cgroup)
         else:
             assert "cgroup" not in (done.containment or "")
     # they were born with it: the loop that forked them runs at its tasks' nice value

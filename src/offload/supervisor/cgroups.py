@@ -65,11 +65,14 @@ class CgroupRoot:
         finally:
             self.join_self(str(self.home_cgroup))
 
-    def create(self, task_id: str) -> Path | None:
-        """Makes the task's cgroup; None if that fails (the task then runs without one)."""
-        path = self.path / task_id
+    def create(self, name: str) -> Path | None:
+        """Makes a task's cgroup; None if that fails (the task then runs without one).
+
+        A directory already there is not the task's: it is refused, never shared.
+        """
+        path = self.path / name
         try:
-            path.mkdir(exist_ok=True)
+            path.mkdir()
         except OSError:
             return None
         return path

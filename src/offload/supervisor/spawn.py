@@ -216,7 +216,8 @@ def spawn_task(
     prefix, sandboxed = _sandbox_prefix(task, policy, containment)
     env = _task_env(task, parent_env, shell_env, env_allow)
     cgroups = containment.cgroups
-    cgroup_path = cgroups.create(task.id) if cgroups else None
+    # one per attempt: a retry must not share a cgroup the last attempt's leftovers hold
+    cgroup_path = cgroups.create(f"{task.id}.{task.attempt}") if cgroups else None
     cgroup = str(cgroup_path) if cgroup_path else None
     keys_fd = _worker_keys(task, keys or {})
     if keys_fd is not None:

@@ -135,7 +135,7 @@ class Tracker:
                     status = wrapped_status(status)
                 run.status = status
                 run.popen.returncode = os.waitstatus_to_exitcode(status)
-                run.tree.init_pid = None  # reaped: its namespace is gone, its pid free
+                run.tree.init_reaped()  # its namespace is gone, its pid (and group id) free
 
     def _pop(self, pid: int, state: State, *, gone: bool = False, **kw: Any) -> None:
         """Ends the tracking of a task, writes its end; `gone`: its tree is known empty."""

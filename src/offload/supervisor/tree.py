@@ -42,6 +42,16 @@ class TaskTree:
         self.init_pid = init_pid  # the unreaped init of the task's PID namespace, if any
         self.namespaced = init_pid is not None  # the tree lives in a PID namespace of its own
 
+    def init_reaped(self) -> None:
+        """Its namespace's init was reaped: that pid, and the group id it gave, are free.
+
+        Every member of the group died with the namespace, so the id may name a stranger's
+        group from now on: a sweep of leftovers must never signal it.
+        """
+        self.init_pid = None
+        if self.namespaced:
+            self.pgid = None
+
     def _group_alive(self) -> bool:
         if not self.pgid:
             return False
