@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -380,6 +381,23 @@ def test_stop_signals_no_process_a_forged_lock_file_names(cli: Cli, offload_home
         os.close(reader)
         victim.kill()
         victim.wait()
+
+
+def test_stop_finds_the_supervisor_after_the_wall_clock_stepped(
+    cli: Cli, offload_home: Path
+) -> None:
+    """The lock file's start time is a wall-clock time; after a step of the clock (NTP at
+    boot) it no longer matched the process, and stop found no supervisor to signal. The
+    kernel's record of who holds the lock does not move."""
+    ok(cli("submit", "--", "true"))
+    wait_until(lambda: poke(offload_home), what="on-demand supervisor")
+    lock = offload_home / "supervisor.lock"
+    pid = int(lock.read_text().split()[0])
+    with open(lock, "r+") as f:  # the same file the supervisor holds, its time 3 h off
+        f.write(f"{pid} {time.time() - 3 * 3600:.3f}\n")
+        f.truncate()
+    assert f"(pid {pid})" in ok(cli("supervisor", "stop", "--timeout", "10"))
+    assert not poke(offload_home)
 
 
 def test_the_stop_note_and_the_lock_are_read_without_hanging(

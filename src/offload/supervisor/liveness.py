@@ -158,18 +158,40 @@ def lock_record(home: Path) -> tuple[int, float | None] | None:
 
 
 def lock_holder(home: Path) -> int | None:
-    """The lock file's pid, if that very process (by its start time) runs a supervisor.
+    """The pid of the process holding the data dir's lock, if it runs a supervisor.
 
-    What `offload supervisor stop` signals: a pid written there by anyone else (a task
-    that may write the data dir) or left by a dead supervisor and reused names no one.
+    What `offload supervisor stop` signals. On Linux the kernel says who holds the flock
+    (`/proc/locks`), whatever the lock file says: a task that may write the data dir could
+    write any pid there. Elsewhere the file's pid is taken if it runs `offload supervisor`.
+    A start time is not compared: a step of the wall clock moves it (the boot time moves).
     """
-    record = lock_record(home)
-    if record is None:
-        return None
-    pid, started = record
-    if _state_of(pid, started, None) == "dead" or not _looks_like_supervisor(pid):
+    pid = _flock_holder(home / LOCK_NAME)
+    if pid is None and not sys.platform.startswith("linux"):
+        record = lock_record(home)
+        pid = record[0] if record is not None else None
+    if pid is None or not _looks_like_supervisor(pid):
         return None
     return pid
+
+
+def _flock_holder(path: Path) -> int | None:
+    """The pid holding an flock on `path`, from /proc/locks (None where none, or no /proc)."""
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", "rb") as f:
+            lines = f.read().decode("ascii", "replace").splitlines()
+    except OSError:
+        return None
+    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        # "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF"; a waiter's line has "->"
+        words = line.split()
+        if len(words) >= 6 and words[1] == "FLOCK" and words[5] == where:
+            try:
+                return int(words[4])
+            except ValueError:
+                return None
+    return None
 
 
 def _looks_like_supervisor(pid: int) -> bool:
