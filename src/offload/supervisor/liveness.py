@@ -162,11 +162,12 @@ def lock_holder(home: Path) -> int | None:
 
     What `offload supervisor stop` signals. On Linux the kernel says who holds the flock
     (`/proc/locks`), whatever the lock file says: a task that may write the data dir could
-    write any pid there. Elsewhere the file's pid is taken if it runs `offload supervisor`.
+    write any pid there. Where it does not say (no /proc, or a file system whose devices
+    /proc/locks names otherwise), the file's pid is taken if it runs `offload supervisor`.
     A start time is not compared: a step of the wall clock moves it (the boot time moves).
     """
     pid = _flock_holder(home / LOCK_NAME)
-    if pid is None and not sys.platform.startswith("linux"):
+    if pid is None:
         record = lock_record(home)
         pid = record[0] if record is not None else None
     if pid is None or not _looks_like_supervisor(pid):
