@@ -180,6 +180,36 @@ def test_a_reaped_namespace_init_frees_its_group_id_for_good(
     assert sent == [4343]
 
 
+def test_leftovers_that_survive_sigkill_are_swept_each_second_not_on_the_fast_poll(
+    tmp_path: Path,
+) -> None:
+    """A process stuck in the kernel (a dead NFS server) outlives every SIGKILL: the loop
+    swept it on its 10 ms poll for as long as it lived. After the give-up time it is swept
+    once a second, and the loop may sleep."""
+    from offload.supervisor.tracker import UNKILLABLE_GIVE_UP_SECONDS, Tracker
+    from offload.supervisor.tree import TaskTree
+
+    tracker = Tracker(SqliteStore(tmp_path / "q.db"), 1.0, None)
+    tracker._reap = lambda: None  # type: ignore[method-assign]  # no children of ours here
+    tree = TaskTree("t1", pgid=None, cgroup=None)
+    kills: list[float] = []
+    now = [0.0]
+    tree.alive = lambda candidates=list: True  # type: ignore[method-assign]
+    tree.signal = lambda sig, candidates: kills.append(now[0])  # type: ignore[method-assign]
+    tracker.lingering.append(tree)
+    busy = []
+    while now[0] < UNKILLABLE_GIVE_UP_SECONDS + 20:
+        tracker.step(now[0])
+        busy.append((now[0], tracker.busy))
+        now[0] = round(now[0] + 0.01, 2)
+    early = [t for t in kills if t < UNKILLABLE_GIVE_UP_SECONDS]
+    late = [t for t in kills if t >= UNKILLABLE_GIVE_UP_SECONDS]
+    assert len(early) >= 900 and 15 <= len(late) <= 25, (len(early), len(late))
+    assert all(b for t, b in busy if t < UNKILLABLE_GIVE_UP_SECONDS)
+    assert not any(b for t, b in busy if t >= UNKILLABLE_GIVE_UP_SECONDS)
+    assert tracker.lingering == [tree]  # never forgotten: still swept
+
+
 def test_each_attempt_of_a_task_has_a_cgroup_of_its_own(
     store: SqliteStore,
     offload_home: Path,

@@ -32,6 +32,9 @@ __all__ = ["Running", "Tracker"]
 
 UNKILLABLE_GIVE_UP_SECONDS = 10.0
 RECORD_RETRY_SECONDS = 1.0
+# Leftovers that outlived that much SIGKILL (a process stuck in the kernel, on a dead NFS
+# server, say) are swept this often, not on the loop's fast poll for good.
+STUCK_SWEEP_SECONDS = 1.0
 
 
 @dataclass
@@ -69,14 +72,20 @@ class Tracker:
         self.abandoned: set[str] = set()  # killed for a lost lease: their end is not ours
         self.lease_lost = False  # a write was refused as coming from a fenced member
         self._candidates: list[Any] | None = None
+        self._next_stuck_sweep = 0.0
+        self._now = 0.0
 
     # -- bookkeeping ---------------------------------------------------------------------
     @property
     def busy(self) -> bool:
-        """True while something needs the loop's fast poll (a kill or a cleanup)."""
-        return bool(self.lingering) or any(
+        """True while something needs the loop's fast poll (a kill or a fresh cleanup)."""
+        return any(not self._stuck(tree) for tree in self.lingering) or any(
             r.kill_state or r.status is not None for r in self.running.values()
         )
+
+    def _stuck(self, tree: TaskTree) -> bool:
+        since = tree.lingering_since
+        return since is not None and self._now - since >= UNKILLABLE_GIVE_UP_SECONDS
 
     def task_ids(self) -> set[str]:
         """Ids of every task this supervisor still owns (running or not yet recorded)."""
@@ -115,8 +124,9 @@ class Tracker:
         self._candidates = None
         self._reap()
         self._finish_exited()
+        self._now = now
         self._advance_kills(now)
-        self._sweep_lingering()
+        self._sweep_lingering(now)
         if self.unrecorded and time.monotonic() >= self.retry_at:
             for task_id, (state, kw) in list(self.unrecorded.items()):
                 self.record(task_id, state, **kw)
@@ -204,10 +214,17 @@ class Tracker:
                     pid, run.kill_state, error=f"{run.kill_error}; some processes survived SIGKILL"
                 )
 
-    def _sweep_lingering(self) -> None:
+    def _sweep_lingering(self, now: float) -> None:
+        stuck_due = now >= self._next_stuck_sweep
+        if stuck_due:
+            self._next_stuck_sweep = now + STUCK_SWEEP_SECONDS
         keep = []
         for tree in self.lingering:
-            if tree.alive(self.candidates) or (tree.cgroup and CgroupRoot.pids(tree.cgroup)):
+            if tree.lingering_since is None:
+                tree.lingering_since = now
+            if self._stuck(tree) and not stuck_due:
+                keep.append(tree)
+            elif tree.alive(self.candidates) or (tree.cgroup and CgroupRoot.pids(tree.cgroup)):
                 tree.signal(signal.SIGKILL, self.candidates())
                 keep.append(tree)
             elif tree.cgroup:

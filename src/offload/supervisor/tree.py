@@ -41,6 +41,7 @@ class TaskTree:
         self.cgroup = cgroup
         self.init_pid = init_pid  # the unreaped init of the task's PID namespace, if any
         self.namespaced = init_pid is not None  # the tree lives in a PID namespace of its own
+        self.lingering_since: float | None = None  # when the sweeps of its leftovers began
 
     def init_reaped(self) -> None:
         """Its namespace's init was reaped: that pid, and the group id it gave, are free.
