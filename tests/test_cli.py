@@ -337,13 +337,14 @@ def test_a_supervisor_waiting_for_the_lock_does_not_outlive_a_stop(
         waiting.wait()
 
 
-@pytest.mark.parametrize("planted", ["symlink", "hard link", "fifo"])
+@pytest.mark.parametrize("planted", ["symlink", "hard link", "fifo", "directory"])
 def test_stop_does_not_write_through_a_file_planted_for_its_note(
     cli: Cli, offload_home: Path, tmp_path: Path, planted: str
 ) -> None:
     """A task that may write the data dir plants something at the note's name: the note
     goes beside it and is renamed over it. A FIFO made the stop wait forever; a hard link
-    had its target emptied."""
+    had its target emptied; a directory (no rename replaces one with a file) kept the note
+    from being written, so a supervisor starting meanwhile did not stop."""
     offload_home.mkdir(parents=True, exist_ok=True)
     victim = tmp_path / "bashrc"
     victim.write_text("export KEEP=1\n")
@@ -352,10 +353,13 @@ def test_stop_does_not_write_through_a_file_planted_for_its_note(
         note.symlink_to(victim)
     elif planted == "hard link":
         os.link(victim, note)
-    else:
+    elif planted == "fifo":
         os.mkfifo(note, 0o600)
+    else:
+        (note / "inside").mkdir(parents=True)
+        (note / "inside" / "link").symlink_to(tmp_path)  # removed, never followed
     assert ok(cli("supervisor", "stop", timeout=20)) == "no supervisor running\n"
-    assert victim.read_text() == "export KEEP=1\n"
+    assert victim.read_text() == "export KEEP=1\n" and (tmp_path / "bashrc").exists()
     assert note.is_file() and not note.is_symlink() and float(note.read_text()) > 0
 
 

@@ -59,7 +59,8 @@ def request_stop(home: Path) -> None:
     meanwhile then stops too (see `stop_asked_since`).
 
     Written to a file of its own, then renamed into place: never through a link, a FIFO
-    or a hard link planted at the name.
+    or a hard link planted at the name. A directory planted there (no rename replaces one
+    with a file) is removed first: the name is offload's, in offload's own data dir.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     temporary = home / f".{STOP_NAME}.{os.getpid()}"
@@ -73,9 +74,19 @@ def request_stop(home: Path) -> None:
             os.write(fd, f"{time.time():.6f}\n".encode())
         finally:
             os.close(fd)
-        os.replace(temporary, home / STOP_NAME)
+        _replace_planted(temporary, home / STOP_NAME)
     except OSError:
         temporary.unlink(missing_ok=True)
+
+
+def _replace_planted(source: Path, target: Path) -> None:
+    try:
+        os.replace(source, target)
+    except IsADirectoryError:
+        import shutil  # lazily: front ends import this module, and this is for a planted dir
+
+        shutil.rmtree(target)  # by file descriptor: links inside are removed, not followed
+        os.replace(source, target)
 
 
 def stop_asked_since(home: Path, since: float) -> bool:
