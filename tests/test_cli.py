@@ -355,12 +355,64 @@ def test_stop_does_not_write_through_a_file_planted_for_its_note(
         os.link(victim, note)
     elif planted == "fifo":
         os.mkfifo(note, 0o600)
-    else:
-        (note / "inside").mkdir(parents=True)
-        (note / "inside" / "link").symlink_to(tmp_path)  # removed, never followed
-    assert ok(cli("supervisor", "stop", timeout=20)) == "no supervisor running\n"
-    assert victim.read_text() == "export KEEP=1\n" and (tmp_path / "bashrc").exists()
-    assert note.is_file() and not note.is_symlink() and float(note.read_text()) > 0
+    else:  # deeper than Python's recursion limit: a recursive walk of it raised
+        note.mkdir()
+        (note / "link").symlink_to(tmp_path)
+        _deep_directory(note, 1200)
+    try:
+        assert ok(cli("supervisor", "stop", timeout=20)) == "no supervisor running\n"
+        assert victim.read_text() == "export KEEP=1\n" and (tmp_path / "bashrc").exists()
+        assert note.is_file() and not note.is_symlink() and float(note.read_text()) > 0
+    finally:
+        for deep in [note, *offload_home.glob(".supervisor.stop.planted.*")]:
+            if deep.is_dir() and not deep.is_symlink():
+                _remove_deep_directory(deep)
+
+
+def _deep_directory(top: Path, depth: int) -> None:
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(depth):
+        os.mkdir("d", dir_fd=fd)
+        inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+
+
+def _remove_deep_directory(top: Path) -> None:
+    """One level at a time, by moving the rest up (pytest's clean-up would recurse)."""
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for name in os.listdir(fd):
+            if name != "d":
+                os.unlink(name, dir_fd=fd)
+        while "d" in os.listdir(fd):
+            inner = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            try:
+                if "d" in os.listdir(inner):
+                    os.rename("d", "up", src_dir_fd=inner, dst_dir_fd=fd)
+            finally:
+                os.close(inner)
+            os.rmdir("d", dir_fd=fd)
+            if "up" in os.listdir(fd):
+                os.rename("up", "d", src_dir_fd=fd, dst_dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.rmdir(top)
+
+
+def test_a_name_planted_for_the_stops_own_file_does_not_drop_the_note(
+    offload_home: Path,
+) -> None:
+    """The note was first written to `.supervisor.stop.<pid>`: a task that planted a
+    directory under every pid's name kept every stop from noting itself."""
+    from offload.supervisor.wake import request_stop, stop_asked_since
+
+    offload_home.mkdir(parents=True, exist_ok=True)
+    (offload_home / f".supervisor.stop.{os.getpid()}").mkdir()
+    began = time.time()
+    request_stop(offload_home)
+    assert stop_asked_since(offload_home, began)
 
 
 def test_stop_signals_no_process_a_forged_lock_file_names(cli: Cli, offload_home: Path) -> None:
@@ -385,6 +437,43 @@ def test_stop_signals_no_process_a_forged_lock_file_names(cli: Cli, offload_home
         os.close(reader)
         victim.kill()
         victim.wait()
+
+
+@pytest.mark.parametrize("planted", ["replaced", "hard link"])
+def test_stop_never_signals_another_data_dirs_supervisor(
+    cli: Cli, offload_home: Path, tmp_path: Path, planted: str
+) -> None:
+    """A task that may write the data dir replaces its lock file with one naming another
+    data dir's supervisor, or hard-links that one's lock file in its place (the kernel then
+    says that supervisor holds a lock at this path). `stop` stopped the other one, whose
+    tasks would have been interrupted, and left its own running."""
+    other_home = tmp_path / "other"
+    other = subprocess.Popen(
+        [*_cli_argv(), "supervisor"],
+        env=_env(other_home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: poke(other_home), what="the other data dir's supervisor")
+        # once a task ran, the supervisor's first pass (which re-takes a replaced lock
+        # file, as it does every 5 s) is behind it
+        ok(cli("submit", "--wait", "--", "true"))
+        lock = offload_home / "supervisor.lock"
+        own = int(lock.read_text().split()[0])
+        if planted == "replaced":
+            forged = offload_home / "forged"
+            forged.write_text(f"{other.pid} 1.0\n")
+            os.replace(forged, lock)
+        else:
+            lock.unlink()
+            os.link(other_home / "supervisor.lock", lock)
+        assert f"(pid {own})" in ok(cli("supervisor", "stop", "--timeout", "10"))
+        assert not poke(offload_home)
+        assert other.poll() is None and poke(other_home), "stop hit the other supervisor"
+    finally:
+        other.terminate()
+        other.wait(10)
 
 
 def test_stop_finds_the_supervisor_after_the_wall_clock_stepped(

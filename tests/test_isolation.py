@@ -180,6 +180,34 @@ def test_a_reaped_namespace_init_frees_its_group_id_for_good(
     assert sent == [4343]
 
 
+def test_a_group_once_found_empty_is_never_signalled_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a PID namespace a tree's group id outlives its leader. Once the group is
+    empty the id is free: a process that later gets that pid and starts its own session
+    is a stranger, and a sweep of the tree's leftovers (a process stuck in a cgroup)
+    SIGKILLed it, once a second for as long as the leftover lived."""
+    from offload.supervisor import tree as tree_module
+    from offload.supervisor.tree import TaskTree
+
+    gone = subprocess.Popen(["true"], start_new_session=True)
+    gone.wait()  # its group, with it, is empty and its id free
+    tree = TaskTree("t1", pgid=gone.pid, cgroup=None)
+    assert not tree.alive()
+    stranger_groups = {gone.pid}  # the id taken again by a stranger's new session
+    sent: list[int] = []
+
+    def killpg(pgid: int, sig: int) -> None:
+        if pgid not in stranger_groups:
+            raise ProcessLookupError
+        sent.append(pgid)
+
+    monkeypatch.setattr(tree_module.os, "killpg", killpg)
+    assert not tree.alive()
+    tree.signal(signal.SIGKILL, [])
+    assert sent == [] and tree.pgid is None
+
+
 def test_leftovers_that_survive_sigkill_are_swept_each_second_not_on_the_fast_poll(
     tmp_path: Path,
 ) -> None:

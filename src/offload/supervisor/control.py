@@ -63,6 +63,11 @@ def _stop(settings: Settings, drain: bool, timeout: float) -> int:
                 os.kill(pid, signal.SIGCONT)  # a stopped (SIGSTOP) supervisor acts on it only now
             except ProcessLookupError:
                 pass  # gone already; the loop looks again
+            except PermissionError:
+                raise OffloadError(
+                    f"the supervisor (pid {pid}) runs as another user; stop it as that user "
+                    f"(e.g. sudo offload supervisor stop, with OFFLOAD_HOME={settings.home})"
+                ) from None
             stopped.append(pid)
         if time.monotonic() >= deadline:
             who = f"the supervisor (pid {stopped[-1]})" if stopped else "a supervisor"

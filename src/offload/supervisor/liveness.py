@@ -160,39 +160,66 @@ def lock_record(home: Path) -> tuple[int, float | None] | None:
 def lock_holder(home: Path) -> int | None:
     """The pid of the process holding the data dir's lock, if it runs a supervisor.
 
-    What `offload supervisor stop` signals. On Linux the kernel says who holds the flock
-    (`/proc/locks`), whatever the lock file says: a task that may write the data dir could
-    write any pid there. Where it does not say (no /proc, or a file system whose devices
-    /proc/locks names otherwise), the file's pid is taken if it runs `offload supervisor`.
-    A start time is not compared: a step of the wall clock moves it (the boot time moves).
+    What `offload supervisor stop` signals. On Linux only a process the kernel says holds
+    an flock (`/proc/locks`), through a descriptor it opened at this data dir's lock path
+    (`/proc/PID/fd`, "(deleted)" if the file was replaced since), on that very inode: a
+    task that may write the data dir can write any pid into the file, replace the file,
+    or hard-link another data dir's lock file in its place, and none of those names a
+    process that locks this path. Without /proc (macOS), the file's pid is taken if it
+    runs `offload supervisor`. A start time is not compared: a step of the wall clock
+    moves it (the boot time moves).
     """
-    pid = _flock_holder(home / LOCK_NAME)
-    if pid is None:
+    locks = _flock_locks()
+    if locks is None:
         record = lock_record(home)
         pid = record[0] if record is not None else None
-    if pid is None or not _looks_like_supervisor(pid):
-        return None
-    return pid
+        return pid if pid is not None and _looks_like_supervisor(pid) else None
+    path = home / LOCK_NAME
+    names = {str(path), os.path.join(os.path.realpath(home), LOCK_NAME)}
+    names |= {f"{name} (deleted)" for name in names}
+    for pid, inode in locks:
+        if _locks_through(pid, inode, names) and _looks_like_supervisor(pid):
+            return pid
+    return None
 
 
-def _flock_holder(path: Path) -> int | None:
-    """The pid holding an flock on `path`, from /proc/locks (None where none, or no /proc)."""
+def _flock_locks() -> list[tuple[int, int]] | None:
+    """(pid, inode) of every flock held, from /proc/locks (None without /proc/locks).
+
+    The device is not compared: on an overlay or btrfs /proc/locks names another device
+    number than `stat` gives; the holder's descriptor (`_locks_through`) pins the file.
+    """
     try:
-        st = os.stat(path)
         with open("/proc/locks", "rb") as f:
             lines = f.read().decode("ascii", "replace").splitlines()
     except OSError:
         return None
-    where = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    found = []
     for line in lines:
         # "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF"; a waiter's line has "->"
         words = line.split()
-        if len(words) >= 6 and words[1] == "FLOCK" and words[5] == where:
+        if len(words) >= 6 and words[1] == "FLOCK":
             try:
-                return int(words[4])
-            except ValueError:
-                return None
-    return None
+                found.append((int(words[4]), int(words[5].rsplit(":", 1)[1])))
+            except (ValueError, IndexError):
+                continue
+    return found
+
+
+def _locks_through(pid: int, inode: int, names: set[str]) -> bool:
+    """Whether `pid` has a descriptor open at one of `names` on `inode` (the locked file)."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False  # gone, or another user's: not ours to signal
+    for fd in fds:
+        link = f"/proc/{pid}/fd/{fd}"
+        try:
+            if os.readlink(link) in names and os.stat(link).st_ino == inode:
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _looks_like_supervisor(pid: int) -> bool:

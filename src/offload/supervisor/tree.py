@@ -53,6 +53,16 @@ class TaskTree:
         if self.namespaced:
             self.pgid = None
 
+    def _signal_group(self, sig: int) -> None:
+        if not self.pgid:
+            return
+        try:
+            os.killpg(self.pgid, sig)
+        except ProcessLookupError:
+            self.pgid = None  # gone for good (see `_group_alive`)
+        except PermissionError:
+            pass
+
     def _group_alive(self) -> bool:
         if not self.pgid:
             return False
@@ -60,6 +70,9 @@ class TaskTree:
             os.killpg(self.pgid, 0)
             return True
         except ProcessLookupError:
+            # Empty, and no process can join a group that is gone: from now on the id may
+            # name a stranger's new session, which no sweep of ours may signal.
+            self.pgid = None
             return False
         except PermissionError:
             return True
@@ -101,11 +114,7 @@ class TaskTree:
                         proc.send_signal(sig)
                     except psutil.Error:
                         pass
-        if self.pgid:
-            try:
-                os.killpg(self.pgid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
+        self._signal_group(sig)
         if self.cgroup:
             if sig == signal.SIGKILL and CgroupRoot.kill(self.cgroup):
                 pass

@@ -58,35 +58,31 @@ def request_stop(home: Path) -> None:
     """Notes that a stop was asked for now: a supervisor starting or waiting for the lock
     meanwhile then stops too (see `stop_asked_since`).
 
-    Written to a file of its own, then renamed into place: never through a link, a FIFO
-    or a hard link planted at the name. A directory planted there (no rename replaces one
-    with a file) is removed first: the name is offload's, in offload's own data dir.
+    Written to a new file of a random name, then renamed into place: never through a link,
+    a FIFO or a hard link planted at the name, and no name planted ahead keeps it from
+    being written. A directory planted at the name (no rename puts a file over one) is
+    renamed aside first, never walked: its size or depth costs the stop nothing. Best
+    effort: whatever fails, the stop still signals the supervisor it finds.
     """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    temporary = home / f".{STOP_NAME}.{os.getpid()}"
+    temporary = home / f".{STOP_NAME}.{os.urandom(8).hex()}"
     try:
-        temporary.unlink(missing_ok=True)  # left by a stop that died here
         fd = os.open(temporary, flags, 0o600)
     except OSError:
-        return  # a read-only data dir: the stop still signals the supervisor it finds
+        return  # a read-only data dir
     try:
         try:
             os.write(fd, f"{time.time():.6f}\n".encode())
         finally:
             os.close(fd)
-        _replace_planted(temporary, home / STOP_NAME)
+        target = home / STOP_NAME
+        try:
+            os.replace(temporary, target)
+        except IsADirectoryError:
+            os.rename(target, home / f".{STOP_NAME}.planted.{os.urandom(8).hex()}")
+            os.replace(temporary, target)
     except OSError:
         temporary.unlink(missing_ok=True)
-
-
-def _replace_planted(source: Path, target: Path) -> None:
-    try:
-        os.replace(source, target)
-    except IsADirectoryError:
-        import shutil  # lazily: front ends import this module, and this is for a planted dir
-
-        shutil.rmtree(target)  # by file descriptor: links inside are removed, not followed
-        os.replace(source, target)
 
 
 def stop_asked_since(home: Path, since: float) -> bool:
@@ -158,7 +154,8 @@ class SupervisorLock:
         if self._fd is None:
             return False
         try:
-            if os.stat(self.path).st_ino == os.fstat(self._fd).st_ino:
+            now, held = os.stat(self.path), os.fstat(self._fd)
+            if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
                 return True
         except FileNotFoundError:
             pass
