@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -401,6 +403,90 @@ def _remove_deep_directory(top: Path) -> None:
     os.rmdir(top)
 
 
+def test_a_stop_whose_note_is_swapped_for_a_directory_still_stops(
+    offload_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task watching the data dir swaps the stop's new file for a directory just before
+    the rename: cleaning up after the failed rename raised, and `stop` ended before it
+    signalled anything."""
+    from offload.supervisor import wake
+
+    offload_home.mkdir(parents=True, exist_ok=True)
+    (offload_home / "supervisor.stop").write_text("1.0\n")  # an earlier stop's note
+    real_replace = os.replace
+
+    def swapped(source: Any, target: Any) -> None:
+        os.unlink(source)
+        os.mkdir(source)  # what the task swapped in
+        real_replace(source, target)  # ENOTDIR, as the real race gives
+
+    monkeypatch.setattr(wake.os, "replace", swapped)
+    wake.request_stop(offload_home)  # no exception: the note is best effort
+    for planted in offload_home.glob(".supervisor.stop.*"):
+        planted.rmdir()
+
+
+def test_stop_looks_at_each_lock_holder_once(
+    offload_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task holds an flock on each of 300 files: `stop` read the task's descriptors once
+    per lock, and with thousands of locks took minutes, past its --timeout."""
+    from offload.supervisor import liveness
+
+    offload_home.mkdir(parents=True, exist_ok=True)
+    script = (
+        "import fcntl, sys\n"
+        "files = [open(f'{sys.argv[1]}/l{i}', 'w') for i in range(300)]\n"
+        "for f in files: fcntl.flock(f, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True); sys.stdin.read()\n"
+    )
+    holder = subprocess.Popen(  # "supervisor" in its words: it passes the name check
+        [sys.executable, "-c", script, str(tmp_path), "supervisor"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        listed: list[str] = []
+        real_listdir = os.listdir
+
+        def listdir(path: Any = ".") -> list[str]:
+            listed.append(str(path))
+            return real_listdir(path)
+
+        monkeypatch.setattr(liveness.os, "listdir", listdir)
+        assert liveness.lock_holder(offload_home) is None
+        assert listed.count(f"/proc/{holder.pid}/fd") == 1
+    finally:
+        holder.kill()
+        holder.communicate()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
+def test_stop_finds_the_supervisor_through_a_bind_mount_of_its_data_dir(
+    cli: Cli, offload_home: Path, tmp_path: Path
+) -> None:
+    """A container sees the data dir at another mount path: stop must still find its
+    supervisor (the directory is the same, whatever path reaches it)."""
+    ok(cli("submit", "--wait", "--", "true"))
+    other_path = tmp_path / "bound"
+    other_path.mkdir()
+    stop = (
+        f"mount --bind {shlex.quote(str(offload_home))} {shlex.quote(str(other_path))} && "
+        f"OFFLOAD_HOME={shlex.quote(str(other_path))} "
+        f"{shlex.join(_cli_argv())} supervisor stop --timeout 10"
+    )
+    result = subprocess.run(  # the mount lives and dies with this private namespace
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", stop],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0 and "stopped" in result.stdout, result
+    assert not poke(offload_home)
+
+
 def test_a_name_planted_for_the_stops_own_file_does_not_drop_the_note(
     offload_home: Path,
 ) -> None:
@@ -439,14 +525,18 @@ def test_stop_signals_no_process_a_forged_lock_file_names(cli: Cli, offload_home
         victim.wait()
 
 
-@pytest.mark.parametrize("planted", ["replaced", "hard link"])
+@pytest.mark.parametrize(
+    "planted", ["replaced", "hard link", "moved in, linked back", "own renamed, linked back"]
+)
 def test_stop_never_signals_another_data_dirs_supervisor(
     cli: Cli, offload_home: Path, tmp_path: Path, planted: str
 ) -> None:
     """A task that may write the data dir replaces its lock file with one naming another
     data dir's supervisor, or hard-links that one's lock file in its place (the kernel then
-    says that supervisor holds a lock at this path). `stop` stopped the other one, whose
-    tasks would have been interrupted, and left its own running."""
+    says that supervisor holds a lock at this path), or moves that one's lock file in and
+    links it back (its descriptor then reads this path). `stop` stopped the other one,
+    whose tasks would have been interrupted, and left its own running. Renaming its own
+    lock file aside and linking it back left `stop` nothing it would signal."""
     other_home = tmp_path / "other"
     other = subprocess.Popen(
         [*_cli_argv(), "supervisor"],
@@ -465,9 +555,16 @@ def test_stop_never_signals_another_data_dirs_supervisor(
             forged = offload_home / "forged"
             forged.write_text(f"{other.pid} 1.0\n")
             os.replace(forged, lock)
-        else:
+        elif planted == "hard link":
             lock.unlink()
             os.link(other_home / "supervisor.lock", lock)
+        elif planted == "moved in, linked back":
+            lock.rename(offload_home / "aside.lock")
+            (other_home / "supervisor.lock").rename(lock)
+            os.link(lock, other_home / "supervisor.lock")
+        else:
+            lock.rename(offload_home / "aside.lock")
+            os.link(offload_home / "aside.lock", lock)
         assert f"(pid {own})" in ok(cli("supervisor", "stop", "--timeout", "10"))
         assert not poke(offload_home)
         assert other.poll() is None and poke(other_home), "stop hit the other supervisor"

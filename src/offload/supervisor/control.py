@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -53,7 +54,8 @@ def _stop(settings: Settings, drain: bool, timeout: float) -> int:
 
     stopped: list[int] = []
     sig = signal.SIGUSR1 if drain else signal.SIGTERM
-    request_stop(settings.home)
+    with contextlib.suppress(OSError):  # the note is best effort; the signal is what stops
+        request_stop(settings.home)
     deadline = time.monotonic() + timeout
     while poke(settings.home):
         pid = lock_holder(settings.home)

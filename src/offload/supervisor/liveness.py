@@ -16,6 +16,7 @@ On Linux this reads `/proc` directly: importing psutil costs ~60 ms, more than a
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -158,67 +159,63 @@ def lock_record(home: Path) -> tuple[int, float | None] | None:
 
 
 def lock_holder(home: Path) -> int | None:
-    """The pid of the process holding the data dir's lock, if it runs a supervisor.
+    """The pid of the supervisor holding the data dir's lock, if one does.
 
     What `offload supervisor stop` signals. On Linux only a process the kernel says holds
-    an flock (`/proc/locks`), through a descriptor it opened at this data dir's lock path
-    (`/proc/PID/fd`, "(deleted)" if the file was replaced since), on that very inode: a
-    task that may write the data dir can write any pid into the file, replace the file,
-    or hard-link another data dir's lock file in its place, and none of those names a
-    process that locks this path. Without /proc (macOS), the file's pid is taken if it
-    runs `offload supervisor`. A start time is not compared: a step of the wall clock
-    moves it (the boot time moves).
+    an flock (`/proc/locks`) and that has this data dir itself open (the supervisor keeps
+    a descriptor on its directory with the lock; `/proc/PID/fd`, compared by device and
+    inode, so a bind mount or a symlinked spelling of the path finds it too), and runs
+    `offload supervisor`. A task that may write the data dir can write any pid into the
+    lock file, replace it, rename it, or move another data dir's lock file in with a link
+    left behind: none of that gives another process this directory's descriptor. Without
+    /proc (macOS), the file's pid is taken if it runs `offload supervisor`. A start time
+    is not compared: a step of the wall clock moves it (the boot time moves).
     """
-    locks = _flock_locks()
-    if locks is None:
+    holders = _flock_holders()
+    if holders is None:
         record = lock_record(home)
         pid = record[0] if record is not None else None
         return pid if pid is not None and _looks_like_supervisor(pid) else None
-    path = home / LOCK_NAME
-    names = {str(path), os.path.join(os.path.realpath(home), LOCK_NAME)}
-    names |= {f"{name} (deleted)" for name in names}
-    for pid, inode in locks:
-        if _locks_through(pid, inode, names) and _looks_like_supervisor(pid):
+    try:
+        st = os.stat(home)
+    except OSError:
+        return None
+    for pid in holders:  # each once, however many locks it holds
+        if _looks_like_supervisor(pid) and _has_open(pid, (st.st_dev, st.st_ino)):
             return pid
     return None
 
 
-def _flock_locks() -> list[tuple[int, int]] | None:
-    """(pid, inode) of every flock held, from /proc/locks (None without /proc/locks).
-
-    The device is not compared: on an overlay or btrfs /proc/locks names another device
-    number than `stat` gives; the holder's descriptor (`_locks_through`) pins the file.
-    """
+def _flock_holders() -> list[int] | None:
+    """The pids holding an flock, each once, from /proc/locks (None without /proc/locks)."""
     try:
         with open("/proc/locks", "rb") as f:
             lines = f.read().decode("ascii", "replace").splitlines()
     except OSError:
         return None
-    found = []
+    found: dict[int, None] = {}
     for line in lines:
         # "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF"; a waiter's line has "->"
         words = line.split()
-        if len(words) >= 6 and words[1] == "FLOCK":
-            try:
-                found.append((int(words[4]), int(words[5].rsplit(":", 1)[1])))
-            except (ValueError, IndexError):
-                continue
-    return found
+        if len(words) >= 5 and words[1] == "FLOCK":
+            with contextlib.suppress(ValueError):
+                found[int(words[4])] = None
+    return list(found)
 
 
-def _locks_through(pid: int, inode: int, names: set[str]) -> bool:
-    """Whether `pid` has a descriptor open at one of `names` on `inode` (the locked file)."""
+def _has_open(pid: int, file: tuple[int, int]) -> bool:
+    """Whether `pid` has a descriptor open on the file with this (device, inode)."""
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return False  # gone, or another user's: not ours to signal
     for fd in fds:
-        link = f"/proc/{pid}/fd/{fd}"
         try:
-            if os.readlink(link) in names and os.stat(link).st_ino == inode:
-                return True
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
         except OSError:
             continue
+        if (st.st_dev, st.st_ino) == file:
+            return True
     return False
 
 

@@ -8,6 +8,7 @@ runs, which is also how front ends find out they must start one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -69,7 +70,7 @@ def request_stop(home: Path) -> None:
     try:
         fd = os.open(temporary, flags, 0o600)
     except OSError:
-        return  # a read-only data dir
+        return  # a read-only data dir, or a name taken
     try:
         try:
             os.write(fd, f"{time.time():.6f}\n".encode())
@@ -82,7 +83,8 @@ def request_stop(home: Path) -> None:
             os.rename(target, home / f".{STOP_NAME}.planted.{os.urandom(8).hex()}")
             os.replace(temporary, target)
     except OSError:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # swapped for a directory meanwhile, say
+            temporary.unlink(missing_ok=True)
 
 
 def stop_asked_since(home: Path, since: float) -> bool:
@@ -110,6 +112,9 @@ class SupervisorLock:
     def __init__(self, home: Path) -> None:
         self.path = home / LOCK_NAME
         self._fd: int | None = None
+        # Held with the lock: how `offload supervisor stop` tells this data dir's holder
+        # from another's, whatever was renamed or linked (see `liveness.lock_holder`).
+        self._home_fd: int | None = None
 
     def acquire(self, wait_seconds: float = 0.0) -> bool:
         """Takes the lock or raises SupervisorRunning naming the holder's pid.
@@ -143,6 +148,8 @@ class SupervisorLock:
         os.ftruncate(fd, 0)
         os.write(fd, _lock_text())
         self._fd = fd
+        if self._home_fd is None:
+            self._home_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         return waited
 
     def restore(self) -> bool:
@@ -175,6 +182,9 @@ class SupervisorLock:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._home_fd is not None:
+            os.close(self._home_fd)
+            self._home_fd = None
 
 
 class WakeFifo:
