@@ -456,7 +456,7 @@ def test_stop_looks_at_each_lock_holder_once(
             return real_listdir(path)
 
         monkeypatch.setattr(liveness.os, "listdir", listdir)
-        assert liveness.lock_holder(offload_home) is None
+        assert liveness.lock_holders(offload_home) == []
         assert listed.count(f"/proc/{holder.pid}/fd") == 1
     finally:
         holder.kill()
@@ -571,6 +571,58 @@ def test_stop_never_signals_another_data_dirs_supervisor(
     finally:
         other.terminate()
         other.wait(10)
+
+
+def test_a_decoy_holding_the_data_dir_never_hides_its_supervisor(
+    cli: Cli, offload_home: Path, tmp_path: Path
+) -> None:
+    """A task's own process takes an flock (one on each CPU, so the kernel lists it
+    first), opens the data dir, calls itself a supervisor and ignores SIGTERM: `stop`
+    signalled only that decoy and gave up on the real supervisor."""
+    ok(cli("submit", "--wait", "--", "true"))
+    own = int((offload_home / "supervisor.lock").read_text().split()[0])
+    script = (
+        "import fcntl, os, signal, sys\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "home = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)\n"
+        "locks = []\n"
+        "for cpu in sorted(os.sched_getaffinity(0)):\n"
+        "    os.sched_setaffinity(0, {cpu})\n"
+        "    locks.append(open(f'{sys.argv[2]}/l{cpu}', 'w'))\n"
+        "    fcntl.flock(locks[-1], fcntl.LOCK_EX)\n"
+        "print('ready', flush=True); sys.stdin.read()\n"
+    )
+    decoy = subprocess.Popen(
+        [sys.executable, "-c", script, str(offload_home), str(tmp_path), "supervisor"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert decoy.stdout is not None and decoy.stdout.readline() == "ready\n"
+        ok(cli("supervisor", "stop", "--timeout", "10"))
+        assert not psutil.pid_exists(own) or psutil.Process(own).status() == "zombie"
+        assert not poke(offload_home)
+    finally:
+        decoy.kill()
+        decoy.communicate()
+
+
+def test_stop_finds_a_supervisor_whose_data_dir_was_moved_aside_and_recreated(
+    cli: Cli, offload_home: Path
+) -> None:
+    """A task moves the data dir aside, makes a new one and moves every file back: the
+    supervisor serves on, but the directory it held open was the old one, and `stop`
+    found nothing to signal. It opens the new one on its next heartbeat."""
+    ok(cli("submit", "--wait", "--", "true"))
+    aside = offload_home.with_name("moved-aside")
+    offload_home.rename(aside)
+    offload_home.mkdir(mode=0o700)
+    for entry in aside.iterdir():
+        entry.rename(offload_home / entry.name)
+    aside.rmdir()
+    assert ok(cli("supervisor", "stop", "--timeout", "20")).endswith("stopped\n")
+    assert not poke(offload_home)
 
 
 def test_stop_finds_the_supervisor_after_the_wall_clock_stepped(

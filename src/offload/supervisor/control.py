@@ -50,7 +50,7 @@ def _stop(settings: Settings, drain: bool, timeout: float) -> int:
     `SupervisorLock.acquire`). It finds the stop noted (`request_stop`) and exits once it
     has the lock; one that took over before it looked is stopped here too.
     """
-    from offload.supervisor.liveness import lock_holder
+    from offload.supervisor.liveness import lock_holders
 
     stopped: list[int] = []
     sig = signal.SIGUSR1 if drain else signal.SIGTERM
@@ -58,8 +58,9 @@ def _stop(settings: Settings, drain: bool, timeout: float) -> int:
         request_stop(settings.home)
     deadline = time.monotonic() + timeout
     while poke(settings.home):
-        pid = lock_holder(settings.home)
-        if pid is not None and pid not in stopped:
+        for pid in lock_holders(settings.home):
+            if pid in stopped:
+                continue
             try:
                 os.kill(pid, sig)
                 os.kill(pid, signal.SIGCONT)  # a stopped (SIGSTOP) supervisor acts on it only now

@@ -37,7 +37,7 @@ __all__ = [
     "ensure_live",
     "fifo_has_reader",
     "heartbeat_state",
-    "lock_holder",
+    "lock_holders",
     "lock_record",
     "process_age",
     "process_start",
@@ -158,16 +158,18 @@ def lock_record(home: Path) -> tuple[int, float | None] | None:
         return None
 
 
-def lock_holder(home: Path) -> int | None:
-    """The pid of the supervisor holding the data dir's lock, if one does.
+def lock_holders(home: Path) -> list[int]:
+    """The pids of supervisors holding the data dir's lock: one, unless a task planted more.
 
-    What `offload supervisor stop` signals. On Linux only a process the kernel says holds
-    an flock (`/proc/locks`) and that has this data dir itself open (the supervisor keeps
-    a descriptor on its directory with the lock; `/proc/PID/fd`, compared by device and
-    inode, so a bind mount or a symlinked spelling of the path finds it too), and runs
-    `offload supervisor`. A task that may write the data dir can write any pid into the
-    lock file, replace it, rename it, or move another data dir's lock file in with a link
-    left behind: none of that gives another process this directory's descriptor. Without
+    What `offload supervisor stop` signals. On Linux a process counts only if the kernel
+    says it holds an flock (`/proc/locks`), it has this data dir itself open (the
+    supervisor keeps a descriptor on its directory with the lock; `/proc/PID/fd`,
+    compared by device and inode, so a bind mount or a symlinked spelling of the path
+    finds it too), and it runs `offload supervisor`. A task that may write the data dir
+    can write any pid into the lock file, replace it, rename it, or move another data
+    dir's lock file in with a link left behind: none of that gives another process this
+    directory's descriptor. A decoy that takes all three itself is the task's own
+    process; every match is returned, so a decoy never hides the supervisor. Without
     /proc (macOS), the file's pid is taken if it runs `offload supervisor`. A start time
     is not compared: a step of the wall clock moves it (the boot time moves).
     """
@@ -175,15 +177,14 @@ def lock_holder(home: Path) -> int | None:
     if holders is None:
         record = lock_record(home)
         pid = record[0] if record is not None else None
-        return pid if pid is not None and _looks_like_supervisor(pid) else None
+        return [pid] if pid is not None and _looks_like_supervisor(pid) else []
     try:
         st = os.stat(home)
     except OSError:
-        return None
-    for pid in holders:  # each once, however many locks it holds
-        if _looks_like_supervisor(pid) and _has_open(pid, (st.st_dev, st.st_ino)):
-            return pid
-    return None
+        return []
+    here = (st.st_dev, st.st_ino)
+    # each once, however many locks it holds
+    return [pid for pid in holders if _looks_like_supervisor(pid) and _has_open(pid, here)]
 
 
 def _flock_holders() -> list[int] | None:

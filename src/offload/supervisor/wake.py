@@ -160,6 +160,7 @@ class SupervisorLock:
         """
         if self._fd is None:
             return False
+        self._restore_home()
         try:
             now, held = os.stat(self.path), os.fstat(self._fd)
             if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
@@ -176,6 +177,23 @@ class SupervisorLock:
             return False
         os.close(old)
         return True
+
+    def _restore_home(self) -> None:
+        """Opens the data dir again if the one held open is no longer at its path (moved
+        aside and recreated, say): `stop` finds this supervisor by the directory it has
+        open."""
+        try:
+            now = os.stat(self.path.parent)
+            if self._home_fd is not None:
+                held = os.fstat(self._home_fd)
+                if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                    return
+            fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError:
+            return  # gone, or not a directory now: kept until it is one again
+        if self._home_fd is not None:
+            os.close(self._home_fd)
+        self._home_fd = fd
 
     def release(self) -> None:
         """Drops the lock (the pid stays in the file; the lock is what counts)."""
