@@ -16,7 +16,6 @@ On Linux this reads `/proc` directly: importing psutil costs ~60 ms, more than a
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import sys
@@ -179,11 +178,9 @@ def lock_holders(home: Path) -> list[int]:
         pid = record[0] if record is not None else None
         return [pid] if pid is not None and _looks_like_supervisor(pid) else []
     try:
-        st = os.stat(home)
+        here = os.stat(home)
     except OSError:
         return []
-    here = (st.st_dev, st.st_ino)
-    # each once, however many locks it holds
     return [pid for pid in holders if _looks_like_supervisor(pid) and _has_open(pid, here)]
 
 
@@ -198,25 +195,23 @@ def _flock_holders() -> list[int] | None:
     for line in lines:
         # "1: FLOCK  ADVISORY  WRITE 1234 00:2a:5678 0 EOF"; a waiter's line has "->"
         words = line.split()
-        if len(words) >= 5 and words[1] == "FLOCK":
-            with contextlib.suppress(ValueError):
-                found[int(words[4])] = None
+        if len(words) >= 5 and words[1] == "FLOCK" and words[4].isdigit():
+            found[int(words[4])] = None
     return list(found)
 
 
-def _has_open(pid: int, file: tuple[int, int]) -> bool:
-    """Whether `pid` has a descriptor open on the file with this (device, inode)."""
+def _has_open(pid: int, file: os.stat_result) -> bool:
+    """Whether `pid` has a descriptor open on `file` (the same device and inode)."""
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
         return False  # gone, or another user's: not ours to signal
     for fd in fds:
         try:
-            st = os.stat(f"/proc/{pid}/fd/{fd}")
+            if os.path.samestat(os.stat(f"/proc/{pid}/fd/{fd}"), file):
+                return True
         except OSError:
             continue
-        if (st.st_dev, st.st_ino) == file:
-            return True
     return False
 
 

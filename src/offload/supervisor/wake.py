@@ -8,7 +8,6 @@ runs, which is also how front ends find out they must start one.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -83,8 +82,10 @@ def request_stop(home: Path) -> None:
             os.rename(target, home / f".{STOP_NAME}.planted.{os.urandom(8).hex()}")
             os.replace(temporary, target)
     except OSError:
-        with contextlib.suppress(OSError):  # swapped for a directory meanwhile, say
+        try:
             temporary.unlink(missing_ok=True)
+        except OSError:
+            pass  # swapped for a directory meanwhile, say
 
 
 def stop_asked_since(home: Path, since: float) -> bool:
@@ -113,7 +114,7 @@ class SupervisorLock:
         self.path = home / LOCK_NAME
         self._fd: int | None = None
         # Held with the lock: how `offload supervisor stop` tells this data dir's holder
-        # from another's, whatever was renamed or linked (see `liveness.lock_holder`).
+        # from another's, whatever was renamed or linked (see `liveness.lock_holders`).
         self._home_fd: int | None = None
 
     def acquire(self, wait_seconds: float = 0.0) -> bool:
@@ -148,8 +149,7 @@ class SupervisorLock:
         os.ftruncate(fd, 0)
         os.write(fd, _lock_text())
         self._fd = fd
-        if self._home_fd is None:
-            self._home_fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._restore_home()
         return waited
 
     def restore(self) -> bool:
@@ -162,8 +162,7 @@ class SupervisorLock:
             return False
         self._restore_home()
         try:
-            now, held = os.stat(self.path), os.fstat(self._fd)
-            if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            if os.path.samestat(os.stat(self.path), os.fstat(self._fd)):
                 return True
         except FileNotFoundError:
             pass
@@ -179,15 +178,13 @@ class SupervisorLock:
         return True
 
     def _restore_home(self) -> None:
-        """Opens the data dir again if the one held open is no longer at its path (moved
-        aside and recreated, say): `stop` finds this supervisor by the directory it has
-        open."""
+        """Opens the data dir, or opens it again if the one held open is no longer at its
+        path (moved aside and recreated, say): `stop` finds this supervisor by the
+        directory it has open."""
         try:
             now = os.stat(self.path.parent)
-            if self._home_fd is not None:
-                held = os.fstat(self._home_fd)
-                if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
-                    return
+            if self._home_fd is not None and os.path.samestat(now, os.fstat(self._home_fd)):
+                return
             fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
             return  # gone, or not a directory now: kept until it is one again
